@@ -1,0 +1,25 @@
+//! huescan: where, and in what shape, does a vision-language model hold colour hue, and is that shape causal?
+//!
+//! Data flows one way through the modules:
+//!
+//! ```text
+//! stimuli ──render──▶ images + stimuli.json
+//!    │
+//! model (Qwen2.5-VL | colour autoencoder) ──forward with hooks──▶ store (safetensors + manifest.json)
+//!    │                                                               │ one layer at a time (mmap)
+//!    ▼                                                               ▼
+//! steer (in-model interventions, readouts) ◀── directions ── manifold (SMDS, layer scan, discovery)
+//!    │
+//!    ▼
+//! report (HTML + figures + CSV/JSON)
+//! ```
+//!
+//! `manifold` and `stimuli` are leaves: `huescan analyze` needs no model.
+
+pub mod error;
+pub mod fsx;
+pub mod model;
+pub mod stimuli;
+pub mod store;
+
+pub use error::{Error, Result};

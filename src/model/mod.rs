@@ -1,0 +1,87 @@
+//! Models huescan can run live, behind one [`Model`] trait: capture activations at named hook points and
+//! apply interventions on the way ([`hooks`]).
+//!
+//! Every model takes images (`image::RgbImage`); what it makes of them is its own business (Qwen2.5-VL
+//! runs its image processor and chat prompt, the colour autoencoder reads the stimulus colour).
+
+pub mod hooks;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use candle_core::Tensor;
+use image::RgbImage;
+
+pub use hooks::{HookPoint, HookSet, Intervention, InterventionOp, Pooling, Positions, LAYER_CONVENTION};
+
+/// Errors of model loading and running.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    #[error("unknown hook point `{name}`: expected e.g. `blocks.3.hook_resid_post`, `ln_final.hook_out` or a model's named point")]
+    HookName { name: String },
+    #[error("invalid positions `{spec}`: expected `image`, `all`, `last` or comma-separated token indices")]
+    Positions { spec: String },
+    #[error("invalid pooling `{spec}`: expected `image-mean`, `last` or `tokens`")]
+    Pooling { spec: String },
+    #[error("model has no hook point `{point}`; it has {available}")]
+    NoSuchHook { point: String, available: String },
+    #[error("config `{path}`: {msg}")]
+    Config { path: PathBuf, msg: String },
+    #[error("checkpoint `{path}`: {msg}")]
+    Checkpoint { path: PathBuf, msg: String },
+    #[error("tensor `{name}` has shape {got:?}, expected {expected:?}")]
+    TensorShape { name: String, expected: Vec<usize>, got: Vec<usize> },
+    #[error("image {what}: {msg}")]
+    Image { what: String, msg: String },
+    #[error("{0}")]
+    Msg(String),
+    #[error(transparent)]
+    Candle(#[from] candle_core::Error),
+}
+
+/// What one forward pass returns.
+#[derive(Debug, Default)]
+pub struct Captures {
+    /// Captured activations per hook point: `[batch, d_model]` when pooled, `[batch, pos, d_model]` for
+    /// [`Pooling::Tokens`]; f32, on the CPU.
+    pub layers: BTreeMap<HookPoint, Tensor>,
+    /// Next-token logits at the last prompt position, `[batch, d_vocab]` f32, for models with a vocabulary.
+    pub logits: Option<Tensor>,
+}
+
+/// A model huescan can scan and steer.
+pub trait Model {
+    /// A stable identifier for manifests (repo id, preset or path).
+    fn id(&self) -> &str;
+
+    /// Every capture point, in order. The position of a point in this list is its *layer index* in the
+    /// activation store; for transformer decoders the list is HF's `hidden_states` order (see [`hooks`]).
+    fn hook_points(&self) -> Vec<HookPoint>;
+
+    /// Width of the activation at `point`.
+    fn width(&self, point: &HookPoint) -> Option<usize>;
+
+    /// Runs one batch: every image is one sample. Captures `hooks.capture` pooled by `pooling` and applies
+    /// `hooks.interventions` where they are registered.
+    fn forward(&self, images: &[RgbImage], hooks: &HookSet, pooling: Pooling) -> crate::Result<Captures>;
+
+    /// The layer index of `point`, or a clear error listing what exists.
+    fn layer_index(&self, point: &HookPoint) -> Result<usize, Error> {
+        let points = self.hook_points();
+        points
+            .iter()
+            .position(|p| p == point)
+            .ok_or_else(|| Error::NoSuchHook { point: point.to_string(), available: summarize_points(&points) })
+    }
+}
+
+/// `blocks.0.hook_resid_pre, blocks.0.hook_resid_post, … ln_final.hook_out (37 points)`.
+pub fn summarize_points(points: &[HookPoint]) -> String {
+    match points {
+        [] => "no hook points".into(),
+        [a] => a.to_string(),
+        [a, b] => format!("{a} and {b}"),
+        [a, b, .., z] => format!("{a}, {b}, … {z} ({} points)", points.len()),
+    }
+}
