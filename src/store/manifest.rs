@@ -1,0 +1,157 @@
+//! `manifest.json`: what a store holds and how it was made. Written last, so a directory without it is an
+//! unfinished store, never a valid one.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::Error;
+
+/// The `format` field of every manifest.
+pub const FORMAT: &str = "huescan-activations";
+/// Bumped on any incompatible change of the layout below.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// Where the activations came from. Two stores (or shards) can be merged only when these are equal.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Provenance {
+    /// Model id: hub repo id, preset name or local path.
+    pub model_id: String,
+    /// Resolved revision (commit hash) of the checkpoint, when known.
+    pub model_revision: Option<String>,
+    /// SHA-256 of the model's `config.json` (or of its weights file for small models).
+    pub model_config_sha256: Option<String>,
+    /// Stimulus-set name and SHA-256 of its spec (or of `stimuli.json`).
+    pub stimuli_name: String,
+    pub stimuli_sha256: String,
+    /// How activations were pooled per sample: `image-mean`, `last` or `tokens`.
+    pub pooling: String,
+    /// Free-form settings that change the numbers (prompt, dtype the model ran in, max_pixels, …), sorted.
+    #[serde(default)]
+    pub settings: BTreeMap<String, String>,
+}
+
+/// One stored layer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LayerEntry {
+    /// Layer index in the model's hook-point list (HF `hidden_states` index for decoders).
+    pub index: usize,
+    /// TransformerLens-style hook name, e.g. `blocks.4.hook_resid_post`.
+    pub hook: String,
+    /// File name inside the store directory; the tensor inside is `acts`.
+    pub file: String,
+    /// `[n_samples, d_model]` (pooled) or `[n_samples, pos, d_model]` (tokens).
+    pub shape: Vec<usize>,
+    /// SHA-256 of the whole file.
+    pub sha256: String,
+}
+
+/// One sample (one stimulus image).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SampleEntry {
+    pub id: String,
+    pub hue_deg: f64,
+}
+
+/// Set only on a shard: which slice of the full sample list it holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShardInfo {
+    pub index: usize,
+    pub count: usize,
+    /// Sample count of the whole (unsharded) set.
+    pub total_samples: usize,
+    /// First sample of this shard in the whole set.
+    pub offset: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    pub format: String,
+    pub format_version: u32,
+    /// huescan version that wrote the store.
+    pub tool_version: String,
+    /// How layer indices are to be read (see `model::hooks::LAYER_CONVENTION`).
+    pub layer_convention: String,
+    pub provenance: Provenance,
+    /// Storage dtype of the `acts` tensors (`f32`).
+    pub dtype: String,
+    /// Width of the stored vectors (last dimension).
+    pub d_model: usize,
+    pub layers: Vec<LayerEntry>,
+    pub samples: Vec<SampleEntry>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shard: Option<ShardInfo>,
+}
+
+impl Manifest {
+    /// Checks the invariants a reader relies on.
+    pub fn validate(&self) -> Result<(), Error> {
+        let bad = |msg: String| Err(Error::Manifest { msg });
+        if self.format != FORMAT {
+            return bad(format!("format is `{}`, expected `{FORMAT}`", self.format));
+        }
+        if self.format_version != FORMAT_VERSION {
+            return bad(format!(
+                "format_version {} is not supported by this huescan (expects {FORMAT_VERSION}); re-extract or upgrade",
+                self.format_version
+            ));
+        }
+        let n = self.samples.len();
+        let mut seen = std::collections::BTreeSet::new();
+        for s in &self.samples {
+            if !seen.insert(&s.id) {
+                return bad(format!("sample id `{}` appears twice", s.id));
+            }
+            if !s.hue_deg.is_finite() {
+                return bad(format!("sample `{}` has a non-finite hue_deg", s.id));
+            }
+        }
+        let mut idx = std::collections::BTreeSet::new();
+        for l in &self.layers {
+            if !idx.insert(l.index) {
+                return bad(format!("layer {} is listed twice", l.index));
+            }
+            if l.shape.first() != Some(&n) || l.shape.last() != Some(&self.d_model) {
+                return bad(format!(
+                    "layer {} has shape {:?}, expected [{n}, …, {}] for {n} samples of width {}",
+                    l.index, l.shape, self.d_model, self.d_model
+                ));
+            }
+            if l.file.contains('/') || l.file.contains("..") {
+                return bad(format!("layer {} file `{}` must be a plain name inside the store", l.index, l.file));
+            }
+        }
+        Ok(())
+    }
+
+    /// The entry of layer `index`.
+    pub fn layer(&self, index: usize) -> Result<&LayerEntry, Error> {
+        self.layers.iter().find(|l| l.index == index).ok_or_else(|| Error::NoLayer {
+            index,
+            available: self.layers.iter().map(|l| l.index.to_string()).collect::<Vec<_>>().join(", "),
+        })
+    }
+
+    /// Everything that must agree for two shards to be merged: the manifest minus samples, shapes, checksums
+    /// and shard info.
+    pub(crate) fn compatibility_key(&self) -> serde_json::Value {
+        serde_json::json!({
+            "format_version": self.format_version,
+            "layer_convention": self.layer_convention,
+            "provenance": self.provenance,
+            "dtype": self.dtype,
+            "d_model": self.d_model,
+            "layers": self.layers.iter().map(|l| (l.index, &l.hook, &l.shape[1..])).collect::<Vec<_>>(),
+        })
+    }
+}
+
+/// File name of layer `index`.
+pub fn layer_file_name(index: usize) -> String {
+    format!("layer_{index:03}.safetensors")
+}

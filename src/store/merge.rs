@@ -1,0 +1,116 @@
+//! Merging shard stores into one. Shards are validated against each other first (same inputs, every shard
+//! present once, no sample twice), and nothing is written unless all of them fit.
+
+use std::path::{Path, PathBuf};
+
+use super::reader::ActivationStore;
+use super::writer::{write_layer, write_manifest};
+use super::Error;
+
+/// Shard directories under `<store>/shards/`, sorted by name (which sorts by shard index).
+pub fn find_shards(store: &Path) -> crate::Result<Vec<PathBuf>> {
+    let dir = store.join("shards");
+    let entries = std::fs::read_dir(&dir).map_err(|e| crate::Error::io("cannot list shards in", &dir, e))?;
+    let mut shards: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_dir() && p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("shard-")))
+        .collect();
+    shards.sort();
+    Ok(shards)
+}
+
+/// Merges finished shard stores into a store at `out`, whose files are byte-identical to those of a single
+/// unsharded run with the same inputs.
+pub fn merge(shards: &[PathBuf], out: &Path) -> crate::Result<ActivationStore> {
+    if shards.is_empty() {
+        return Err(Error::Merge { msg: "no shard stores given".into() }.into());
+    }
+    let mut stores = Vec::with_capacity(shards.len());
+    for dir in shards {
+        let store = ActivationStore::open(dir).map_err(|e| Error::Merge {
+            msg: format!("shard `{}` is not usable ({e}); re-run that shard", dir.display()),
+        })?;
+        if store.manifest().shard.is_none() {
+            return Err(Error::Merge {
+                msg: format!("`{}` is not a shard (its manifest has no shard info)", dir.display()),
+            }
+            .into());
+        }
+        stores.push(store);
+    }
+    stores.sort_by_key(|s| s.manifest().shard.map(|i| i.index));
+    let first = stores[0].manifest().clone();
+    let info0 = first.shard.expect("checked");
+    let key = first.compatibility_key();
+    for s in &stores[1..] {
+        let m = s.manifest();
+        if m.compatibility_key() != key {
+            return Err(Error::Merge {
+                msg: format!(
+                    "shard `{}` was made with different model, stimuli, settings or layers than `{}`",
+                    s.dir().display(),
+                    stores[0].dir().display()
+                ),
+            }
+            .into());
+        }
+        let info = m.shard.expect("checked");
+        if info.count != info0.count || info.total_samples != info0.total_samples {
+            return Err(Error::Merge {
+                msg: format!(
+                    "shard `{}` belongs to a split into {} shards, others to {}",
+                    s.dir().display(),
+                    info.count,
+                    info0.count
+                ),
+            }
+            .into());
+        }
+    }
+    let indices: Vec<usize> = stores.iter().map(|s| s.manifest().shard.expect("checked").index).collect();
+    for w in indices.windows(2) {
+        if w[0] == w[1] {
+            return Err(Error::Merge { msg: format!("shard {} is given twice", w[0]) }.into());
+        }
+    }
+    let missing: Vec<usize> = (0..info0.count).filter(|i| !indices.contains(i)).collect();
+    if !missing.is_empty() {
+        return Err(
+            Error::Merge { msg: format!("shards {missing:?} of {} are missing; run them first", info0.count) }.into()
+        );
+    }
+    let mut samples = Vec::with_capacity(info0.total_samples);
+    for s in &stores {
+        let info = s.manifest().shard.expect("checked");
+        if info.offset != samples.len() {
+            return Err(Error::Merge {
+                msg: format!("shard {} starts at sample {}, expected {}", info.index, info.offset, samples.len()),
+            }
+            .into());
+        }
+        samples.extend(s.manifest().samples.iter().cloned());
+    }
+    if samples.len() != info0.total_samples {
+        return Err(Error::Merge {
+            msg: format!("shards hold {} samples, the set has {}", samples.len(), info0.total_samples),
+        }
+        .into());
+    }
+    let mut ids = std::collections::BTreeSet::new();
+    if let Some(dup) = samples.iter().find(|s| !ids.insert(&s.id)) {
+        return Err(Error::Merge { msg: format!("sample `{}` is in more than one shard", dup.id) }.into());
+    }
+    crate::fsx::create_dir_all(out)?;
+    let mut layers = Vec::with_capacity(first.layers.len());
+    for entry in &first.layers {
+        let mut data = Vec::new();
+        for s in &stores {
+            data.extend(s.layer(entry.index)?.iter().copied());
+        }
+        let mut shape = entry.shape.clone();
+        shape[0] = samples.len();
+        layers.push(write_layer(out, entry.index, &entry.hook, &shape, &data)?);
+    }
+    write_manifest(out, &first.provenance, first.d_model, layers, samples, None)?;
+    ActivationStore::open(out)
+}
