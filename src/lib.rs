@@ -16,6 +16,7 @@
 //!
 //! `manifold` and `stimuli` are leaves: `huescan analyze` needs no model.
 
+pub mod cli;
 pub mod error;
 pub mod fsx;
 pub mod model;

@@ -1,1 +1,24 @@
-fn main() {}
+//! The `huescan` binary: parse, run, print the error chain once, map to an exit code.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let cli = huescan::cli::Cli::parse();
+    huescan::cli::init_logging(&cli.global);
+    match huescan::cli::run(cli) {
+        Ok(code) => code,
+        Err(err) => {
+            // A closed pipe (`huescan store inspect x | head`) is not an error.
+            if err
+                .chain()
+                .any(|c| c.downcast_ref::<std::io::Error>().is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe))
+            {
+                return ExitCode::SUCCESS;
+            }
+            eprintln!("error: {err:#}");
+            ExitCode::from(2)
+        }
+    }
+}

@@ -1,0 +1,81 @@
+//! Command-line interface: what was typed (clap structs) and the wiring to the library. No maths here.
+
+pub mod commands;
+mod progress;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+pub use progress::Progress;
+
+/// Where, and in what shape, does a vision-language model hold colour hue inside, and is that shape causal?
+///
+/// huescan renders hue stimuli, runs Qwen2.5-VL (or a known-answer colour autoencoder) live, caches
+/// per-layer hidden states, discovers the hue manifold per layer with Supervised MDS, and steers inside the
+/// model.
+#[derive(Debug, Parser)]
+#[command(name = "huescan", version, about, long_about = None, propagate_version = true)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
+    /// No progress bars or summaries on stderr (errors are still printed).
+    #[arg(long, short, global = true)]
+    pub quiet: bool,
+    /// More log output (-v: debug, -vv: trace). RUST_LOG overrides.
+    #[arg(long, short, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Activation stores: inspect and verify.
+    #[command(subcommand)]
+    Store(StoreCommand),
+    /// Merge the shard stores of a sharded run (`--shard i/n`) into one store.
+    Merge(commands::store::MergeArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum StoreCommand {
+    /// Print what a store holds and verify every layer (checksums, shapes, NaN/Inf).
+    Inspect(commands::store::InspectArgs),
+}
+
+/// Sets up `tracing` on stderr: warnings by default, more with -v, nothing but errors with --quiet.
+pub fn init_logging(global: &GlobalArgs) {
+    use tracing_subscriber::EnvFilter;
+    let level = match (global.quiet, global.verbose) {
+        (true, _) => "error",
+        (false, 0) => "warn",
+        (false, 1) => "debug",
+        (false, _) => "trace",
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(format!("huescan={level}")));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).without_time().try_init();
+}
+
+/// Runs the parsed command.
+pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let progress = Progress::new(cli.global.quiet);
+    match cli.command {
+        Command::Store(StoreCommand::Inspect(args)) => commands::store::inspect(&args),
+        Command::Merge(args) => commands::store::merge(&args, &progress),
+    }
+}
+
+/// Resolves a path argument that must exist, with a sentence naming it if not.
+pub(crate) fn existing(path: &PathBuf, what: &str) -> anyhow::Result<PathBuf> {
+    if path.exists() {
+        Ok(path.clone())
+    } else {
+        anyhow::bail!("{what} `{}` does not exist", path.display())
+    }
+}
