@@ -284,3 +284,17 @@ fn manifest_rejects_label_sample_mismatch() {
     assert!(err.contains("twice") || err.contains("expected [22"), "{err}");
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+#[test]
+fn a_store_converted_from_the_notebook_pickle_reads_back() {
+    // Written by scripts/convert_joblib_scan.py (see scripts/make_joblib_fixture.py), i.e. by Python alone.
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/joblib-converted");
+    let store = ActivationStore::open(&dir).unwrap();
+    store.verify().unwrap();
+    assert_eq!(store.hue_deg(), (0..12).map(|i| (i * 30) as f64).collect::<Vec<_>>());
+    let a = store.layer_2d(1).unwrap();
+    let raw = std::fs::read(dir.join("expected_layer_001.f32le")).unwrap();
+    let expected: Vec<f32> = raw.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect();
+    assert_eq!(a.iter().copied().collect::<Vec<_>>(), expected);
+    assert_eq!(store.manifest().layers[1].hook, "pickle.layer_1");
+}
