@@ -17,6 +17,7 @@
 //! `manifold` and `stimuli` are leaves: `huescan analyze` needs no model.
 
 pub mod cli;
+pub mod env;
 pub mod error;
 pub mod fsx;
 pub mod model;

@@ -1,0 +1,242 @@
+//! Finding a checkpoint: a local directory, or a Hugging Face hub repo through the cache shared with Python's
+//! `huggingface_hub` (`<cache>/models--org--name/{refs,snapshots,blobs}`), downloading only the files a
+//! model needs. Offline (`HF_HUB_OFFLINE=1`, or no network) the cache alone is used, and a miss fails with one
+//! sentence naming the repo, the revision and the cache path.
+
+use std::path::{Path, PathBuf};
+
+use crate::env::{self, Env};
+use crate::model::Error;
+
+/// The hub settings, resolved once from flags and the environment in huggingface_hub's order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HubSettings {
+    pub cache_dir: PathBuf,
+    pub token: Option<String>,
+    pub offline: bool,
+    pub endpoint: Option<String>,
+}
+
+impl HubSettings {
+    /// cache: `HF_HUB_CACHE` > `HUGGINGFACE_HUB_CACHE` > `$HF_HOME/hub` > `$XDG_CACHE_HOME/huggingface/hub` >
+    /// `~/.cache/huggingface/hub`; token: `HF_TOKEN` > file at `HF_TOKEN_PATH` > `$HF_HOME/token`.
+    pub fn from_env(env: &dyn Env) -> Self {
+        let home = env::hf_home(env);
+        let cache_dir = env
+            .var(env::HF_HUB_CACHE)
+            .or_else(|| env.var(env::HUGGINGFACE_HUB_CACHE))
+            .map(PathBuf::from)
+            .unwrap_or_else(|| home.join("hub"));
+        let token = env.var(env::HF_TOKEN).or_else(|| {
+            let path = env.var(env::HF_TOKEN_PATH).map(PathBuf::from).unwrap_or_else(|| home.join("token"));
+            std::fs::read_to_string(path).ok().map(|t| t.trim().to_string()).filter(|t| !t.is_empty())
+        });
+        HubSettings {
+            cache_dir,
+            token,
+            offline: env::is_truthy(env.var(env::HF_HUB_OFFLINE)),
+            endpoint: env.var(env::HF_ENDPOINT),
+        }
+    }
+}
+
+/// A checkpoint on disk, ready to load.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Checkpoint {
+    /// Directory holding config.json, the tokenizer and the safetensors files.
+    pub dir: PathBuf,
+    /// `org/name` for hub checkpoints.
+    pub repo: Option<String>,
+    /// The resolved commit hash, when the checkpoint came from the hub cache.
+    pub revision: Option<String>,
+}
+
+/// Files every Qwen2.5-VL checkpoint needs besides its weights.
+pub const REQUIRED_FILES: &[&str] = &["config.json", "preprocessor_config.json", "tokenizer.json"];
+/// Files used when present.
+pub const OPTIONAL_FILES: &[&str] = &["generation_config.json", "tokenizer_config.json", "chat_template.json"];
+const INDEX: &str = "model.safetensors.index.json";
+const SINGLE: &str = "model.safetensors";
+
+/// Whether `s` looks like a hub repo id (`org/name`).
+pub fn is_repo_id(s: &str) -> bool {
+    let mut parts = s.split('/');
+    let ok = |p: Option<&str>| {
+        p.is_some_and(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)))
+    };
+    ok(parts.next()) && ok(parts.next()) && parts.next().is_none() && !s.starts_with('.')
+}
+
+/// Resolves a hub repo to a local snapshot directory, downloading missing files unless offline.
+pub fn resolve_repo(repo: &str, revision: &str, settings: &HubSettings) -> Result<Checkpoint, Error> {
+    let repo_dir = settings.cache_dir.join(format!("models--{}", repo.replace('/', "--")));
+    if let Some(ck) = cached_snapshot(&repo_dir, repo, revision)? {
+        return Ok(ck);
+    }
+    if settings.offline {
+        return Err(not_cached(repo, revision, &settings.cache_dir, "HF_HUB_OFFLINE is set"));
+    }
+    download(repo, revision, settings).map_err(|e| match e {
+        Error::Msg(msg) => not_cached(repo, revision, &settings.cache_dir, &format!("the download failed: {msg}")),
+        other => other,
+    })
+}
+
+fn not_cached(repo: &str, revision: &str, cache: &Path, why: &str) -> Error {
+    Error::Msg(format!(
+        "model `{repo}` at revision `{revision}` is not in the Hugging Face cache `{}` and {why}; download it on a machine with network (same HF_HOME/HF_HUB_CACHE), or pass a local directory",
+        cache.display()
+    ))
+}
+
+/// The snapshot for `revision` (a branch/tag name in `refs/`, or a commit hash), if every needed file is there.
+fn cached_snapshot(repo_dir: &Path, repo: &str, revision: &str) -> Result<Option<Checkpoint>, Error> {
+    let commit = if revision.len() == 40 && revision.chars().all(|c| c.is_ascii_hexdigit()) {
+        revision.to_string()
+    } else {
+        match std::fs::read_to_string(repo_dir.join("refs").join(revision)) {
+            Ok(c) => c.trim().to_string(),
+            Err(_) => return Ok(None),
+        }
+    };
+    let dir = repo_dir.join("snapshots").join(&commit);
+    if !dir.is_dir() || !REQUIRED_FILES.iter().all(|f| dir.join(f).exists()) {
+        return Ok(None);
+    }
+    let weights_present = match weight_files(&dir) {
+        Ok(files) => files.iter().all(|f| dir.join(f).exists()),
+        Err(_) => false,
+    };
+    Ok(weights_present.then(|| Checkpoint { dir, repo: Some(repo.to_string()), revision: Some(commit) }))
+}
+
+/// The safetensors files of a checkpoint directory: the shards listed in `model.safetensors.index.json`, or
+/// the single `model.safetensors`.
+pub fn weight_files(dir: &Path) -> Result<Vec<String>, Error> {
+    let index = dir.join(INDEX);
+    if index.exists() {
+        let text = std::fs::read_to_string(&index)
+            .map_err(|e| Error::Checkpoint { path: index.clone(), msg: format!("cannot read ({e})") })?;
+        let value: serde_json::Value = serde_json::from_str(&text)
+            .map_err(|e| Error::Checkpoint { path: index.clone(), msg: format!("is not valid JSON ({e})") })?;
+        let map = value.get("weight_map").and_then(|m| m.as_object()).ok_or_else(|| Error::Checkpoint {
+            path: index.clone(),
+            msg: "has no `weight_map` object".into(),
+        })?;
+        let mut files: Vec<String> = map.values().filter_map(|v| v.as_str().map(String::from)).collect();
+        files.sort();
+        files.dedup();
+        if files.is_empty() {
+            return Err(Error::Checkpoint { path: index, msg: "lists no weight files".into() });
+        }
+        return Ok(files);
+    }
+    if dir.join(SINGLE).exists() {
+        return Ok(vec![SINGLE.to_string()]);
+    }
+    Err(Error::Checkpoint {
+        path: dir.to_path_buf(),
+        msg: format!("has neither `{INDEX}` nor `{SINGLE}`; is this a safetensors checkpoint directory?"),
+    })
+}
+
+fn download(repo: &str, revision: &str, settings: &HubSettings) -> Result<Checkpoint, Error> {
+    use hf_hub::api::sync::ApiBuilder;
+    use hf_hub::{Repo, RepoType};
+    let mut builder = ApiBuilder::new()
+        .with_cache_dir(settings.cache_dir.clone())
+        .with_token(settings.token.clone())
+        .with_progress(true);
+    if let Some(endpoint) = &settings.endpoint {
+        builder = builder.with_endpoint(endpoint.clone());
+    }
+    let api = builder.build().map_err(|e| Error::Msg(e.to_string()))?;
+    let api_repo = api.repo(Repo::with_revision(repo.to_string(), RepoType::Model, revision.to_string()));
+    let get = |file: &str| api_repo.get(file).map_err(|e| Error::Msg(format!("`{file}`: {e}")));
+    let config = get("config.json")?;
+    let dir = config.parent().expect("snapshot file has a parent").to_path_buf();
+    for f in &REQUIRED_FILES[1..] {
+        get(f)?;
+    }
+    for f in OPTIONAL_FILES {
+        let _ = api_repo.get(f); // optional: absence is fine
+    }
+    let weights = match get(INDEX) {
+        Ok(_) => weight_files(&dir)?,
+        Err(_) => vec![SINGLE.to_string()],
+    };
+    for f in &weights {
+        get(f)?;
+    }
+    let commit = dir.file_name().map(|n| n.to_string_lossy().into_owned());
+    Ok(Checkpoint { dir, repo: Some(repo.to_string()), revision: commit })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    #[test]
+    fn cache_and_token_follow_huggingface_hub_precedence() {
+        let env: HashMap<&str, &str> = HashMap::from([("HOME", "/home/u")]);
+        let s = HubSettings::from_env(&env);
+        assert_eq!(s.cache_dir, PathBuf::from("/home/u/.cache/huggingface/hub"));
+        assert!(!s.offline);
+        let env: HashMap<&str, &str> = HashMap::from([("HOME", "/home/u"), ("XDG_CACHE_HOME", "/xdg")]);
+        assert_eq!(HubSettings::from_env(&env).cache_dir, PathBuf::from("/xdg/huggingface/hub"));
+        let env: HashMap<&str, &str> =
+            HashMap::from([("XDG_CACHE_HOME", "/xdg"), ("HF_HOME", "/hf"), ("HF_HUB_OFFLINE", "True")]);
+        let s = HubSettings::from_env(&env);
+        assert_eq!(s.cache_dir, PathBuf::from("/hf/hub"));
+        assert!(s.offline);
+        let env: HashMap<&str, &str> =
+            HashMap::from([("HF_HOME", "/hf"), ("HUGGINGFACE_HUB_CACHE", "/old"), ("HF_TOKEN", "tok")]);
+        let s = HubSettings::from_env(&env);
+        assert_eq!(s.cache_dir, PathBuf::from("/old"));
+        assert_eq!(s.token.as_deref(), Some("tok"));
+        let env: HashMap<&str, &str> = HashMap::from([("HF_HUB_CACHE", "/new"), ("HUGGINGFACE_HUB_CACHE", "/old")]);
+        assert_eq!(HubSettings::from_env(&env).cache_dir, PathBuf::from("/new"));
+    }
+
+    #[test]
+    fn repo_ids_are_recognised() {
+        assert!(is_repo_id("Qwen/Qwen2.5-VL-3B-Instruct"));
+        assert!(!is_repo_id("qwen2.5-vl-3b"));
+        assert!(!is_repo_id("a/b/c"));
+        assert!(!is_repo_id("./x"));
+    }
+
+    #[test]
+    fn offline_miss_names_repo_revision_and_cache() {
+        let cache = std::env::temp_dir().join(format!("huescan-hub-{}", std::process::id()));
+        let settings = HubSettings { cache_dir: cache.clone(), token: None, offline: true, endpoint: None };
+        let err = resolve_repo("Qwen/Qwen2.5-VL-3B-Instruct", "main", &settings).unwrap_err().to_string();
+        assert!(err.contains("Qwen/Qwen2.5-VL-3B-Instruct") && err.contains("`main`"), "{err}");
+        assert!(err.contains(&cache.display().to_string()) && err.contains("HF_HUB_OFFLINE"), "{err}");
+    }
+
+    #[test]
+    fn a_cached_snapshot_is_found_by_ref_or_commit() {
+        let cache = std::env::temp_dir().join(format!("huescan-hubcache-{}", std::process::id()));
+        let repo_dir = cache.join("models--org--tiny");
+        let commit = "0123456789abcdef0123456789abcdef01234567";
+        let snap = repo_dir.join("snapshots").join(commit);
+        std::fs::create_dir_all(&snap).unwrap();
+        std::fs::create_dir_all(repo_dir.join("refs")).unwrap();
+        std::fs::write(repo_dir.join("refs/main"), commit).unwrap();
+        for f in REQUIRED_FILES.iter().chain(&["model.safetensors"]) {
+            std::fs::write(snap.join(f), b"{}").unwrap();
+        }
+        let settings = HubSettings { cache_dir: cache.clone(), token: None, offline: true, endpoint: None };
+        let ck = resolve_repo("org/tiny", "main", &settings).unwrap();
+        assert_eq!(ck.dir, snap);
+        assert_eq!(ck.revision.as_deref(), Some(commit));
+        assert_eq!(resolve_repo("org/tiny", commit, &settings).unwrap().dir, snap);
+        // A snapshot missing a needed file counts as not cached.
+        std::fs::remove_file(snap.join("tokenizer.json")).unwrap();
+        assert!(resolve_repo("org/tiny", "main", &settings).is_err());
+        std::fs::remove_dir_all(cache).unwrap();
+    }
+}
