@@ -86,9 +86,16 @@ fn main() {
     println!("| plain file write + fsync | {plain_write:.3} | {:.0} |", mb / plain_write);
     println!("| plain file copy + fsync (`std::fs::copy`) | {plain_copy:.3} | {:.0} |", mb / plain_copy);
     println!("| plain file read | {plain_read:.3} | {:.0} |", mb / plain_read);
-    println!("| store write: chunks of {CHUNK} + NaN check + sha256 + assemble layers + fsync | {store_write:.3} | {:.0} |", mb / store_write);
+    println!(
+        "| store write: chunks of {CHUNK} + NaN check + sha256 + assemble layers + fsync | {store_write:.3} | {:.0} |",
+        mb / store_write
+    );
     println!("| store read: all layers, sha256 verified, NaN check | {store_read:.3} | {:.0} |", mb / store_read);
-    println!("| store read: one layer ({:.1} MB) | {one_layer:.4} | {:.0} |", mb / LAYERS as f64, mb / LAYERS as f64 / one_layer);
+    println!(
+        "| store read: one layer ({:.1} MB) | {one_layer:.4} | {:.0} |",
+        mb / LAYERS as f64,
+        mb / LAYERS as f64 / one_layer
+    );
     eprintln!("(checksum {checksum})");
     std::fs::remove_dir_all(&root).unwrap();
 }

@@ -119,10 +119,10 @@ pub fn weight_files(dir: &Path) -> Result<Vec<String>, Error> {
             .map_err(|e| Error::Checkpoint { path: index.clone(), msg: format!("cannot read ({e})") })?;
         let value: serde_json::Value = serde_json::from_str(&text)
             .map_err(|e| Error::Checkpoint { path: index.clone(), msg: format!("is not valid JSON ({e})") })?;
-        let map = value.get("weight_map").and_then(|m| m.as_object()).ok_or_else(|| Error::Checkpoint {
-            path: index.clone(),
-            msg: "has no `weight_map` object".into(),
-        })?;
+        let map = value
+            .get("weight_map")
+            .and_then(|m| m.as_object())
+            .ok_or_else(|| Error::Checkpoint { path: index.clone(), msg: "has no `weight_map` object".into() })?;
         let mut files: Vec<String> = map.values().filter_map(|v| v.as_str().map(String::from)).collect();
         files.sort();
         files.dedup();

@@ -6,6 +6,7 @@
 
 pub mod hooks;
 pub mod hub;
+pub mod preset;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
