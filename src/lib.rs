@@ -19,6 +19,7 @@
 pub mod cli;
 pub mod env;
 pub mod error;
+pub mod extract;
 pub mod fsx;
 pub mod model;
 pub mod stimuli;

@@ -1,0 +1,145 @@
+//! Running a model over a stimulus set into the activation store: batches, shards, resume.
+//!
+//! The work is cut into fixed chunks of [`CHUNK_SAMPLES`] samples (the resume unit, independent of the batch
+//! size, so changing `--batch-size` keeps finished work), each chunk into batches of `batch_size` images. A
+//! shard (`--shard i/n`) is a contiguous block of the sample list and writes a complete store of its own under
+//! `<out>/shards/`, which `huescan merge` joins.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use candle_core::Tensor;
+use ndarray::{ArrayD, IxDyn};
+
+use crate::model::{HookPoint, HookSet, Model, Pooling};
+use crate::store::{self, ActivationStore, Provenance, SampleEntry, ShardInfo, StoreSpec, StoreWriter};
+use crate::{Error, Result};
+
+/// Samples per resumable chunk.
+pub const CHUNK_SAMPLES: usize = 32;
+
+/// One stimulus to run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SampleInput {
+    pub id: String,
+    pub hue_deg: f64,
+    pub image: PathBuf,
+}
+
+/// Everything `extract` needs besides the model.
+#[derive(Debug, Clone)]
+pub struct ExtractPlan {
+    /// The whole set, in order (a shard takes its slice itself).
+    pub samples: Vec<SampleInput>,
+    /// Layer indices (positions in `Model::hook_points`) to store.
+    pub layers: Vec<usize>,
+    pub pooling: Pooling,
+    pub batch_size: usize,
+    /// `(index, count)`.
+    pub shard: Option<(usize, usize)>,
+    pub provenance: Provenance,
+    /// The store directory (a shard writes into `<out>/shards/shard-i-of-n`).
+    pub out: PathBuf,
+}
+
+/// What happened.
+#[derive(Debug)]
+pub struct ExtractOutcome {
+    pub store: ActivationStore,
+    /// Samples computed in this run (0 when everything was already done).
+    pub computed: usize,
+    /// Samples skipped because an earlier run finished them.
+    pub resumed: usize,
+}
+
+/// Runs `model` over the plan's samples (or its shard of them) and writes the store, resuming earlier work.
+/// `progress(done, total)` is called after every batch.
+pub fn extract(model: &dyn Model, plan: &ExtractPlan, progress: &dyn Fn(usize, usize)) -> Result<ExtractOutcome> {
+    if plan.samples.is_empty() {
+        return Err(Error::Msg("the stimulus set is empty".into()));
+    }
+    if plan.batch_size == 0 {
+        return Err(Error::Msg("--batch-size must be at least 1".into()));
+    }
+    let points = model.hook_points();
+    let mut layers = Vec::with_capacity(plan.layers.len());
+    for &index in &plan.layers {
+        let point = points.get(index).ok_or_else(|| {
+            Error::Msg(format!(
+                "layer {index} does not exist: `{}` has layers 0..={} ({})",
+                model.id(),
+                points.len().saturating_sub(1),
+                crate::model::summarize_points(&points)
+            ))
+        })?;
+        layers.push((index, point.clone()));
+    }
+    let (range, shard, dir) = match plan.shard {
+        Some((i, n)) => {
+            let r = store::shard_range(plan.samples.len(), i, n);
+            let info = ShardInfo { index: i, count: n, total_samples: plan.samples.len(), offset: r.start };
+            (r, Some(info), store::shard_dir(&plan.out, i, n))
+        }
+        None => (0..plan.samples.len(), None, plan.out.clone()),
+    };
+    let inputs = &plan.samples[range];
+    let spec = StoreSpec {
+        provenance: plan.provenance.clone(),
+        layers: layers.iter().map(|(i, p)| (*i, p.to_string())).collect(),
+        samples: inputs.iter().map(|s| SampleEntry { id: s.id.clone(), hue_deg: s.hue_deg }).collect(),
+        shard,
+    };
+    let mut writer = StoreWriter::create(&dir, spec, CHUNK_SAMPLES)?;
+    let pending = writer.pending_chunks();
+    let todo: usize = pending.iter().map(|c| c.range.len()).sum();
+    let resumed = inputs.len() - todo;
+    let hooks = HookSet::capture(layers.iter().map(|(_, p)| p.clone()));
+    let mut done = 0;
+    progress(0, todo);
+    for chunk in pending {
+        let mut per_layer: BTreeMap<usize, Vec<f32>> = BTreeMap::new();
+        let mut sample_shape: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
+        for batch in inputs[chunk.range.clone()].chunks(plan.batch_size) {
+            let images = batch.iter().map(load_image).collect::<Result<Vec<_>>>()?;
+            let captures = model.forward(&images, &hooks, plan.pooling)?;
+            for (index, point) in &layers {
+                let t = captured(&captures.layers, point, images.len())?;
+                sample_shape.insert(*index, t.dims()[1..].to_vec());
+                per_layer.entry(*index).or_default().extend(t.flatten_all()?.to_vec1::<f32>()?);
+            }
+            done += batch.len();
+            progress(done, todo);
+        }
+        let acts = per_layer
+            .into_iter()
+            .map(|(index, data)| {
+                let mut shape = vec![chunk.range.len()];
+                shape.extend(&sample_shape[&index]);
+                let a = ArrayD::from_shape_vec(IxDyn(&shape), data)
+                    .map_err(|e| Error::Msg(format!("layer {index}: ragged activations across a chunk ({e})")))?;
+                Ok((index, a))
+            })
+            .collect::<Result<BTreeMap<_, _>>>()?;
+        writer.write_chunk(&chunk, &acts)?;
+    }
+    let store = writer.finish()?;
+    Ok(ExtractOutcome { store, computed: todo, resumed })
+}
+
+fn captured<'a>(layers: &'a BTreeMap<HookPoint, Tensor>, point: &HookPoint, batch: usize) -> Result<&'a Tensor> {
+    let t = layers
+        .get(point)
+        .ok_or_else(|| Error::Msg(format!("the model did not capture `{point}` although it was asked to")))?;
+    if t.dims().first() != Some(&batch) {
+        return Err(Error::Msg(format!("capture `{point}` has shape {:?}, expected {batch} samples first", t.dims())));
+    }
+    Ok(t)
+}
+
+/// Opens an image as 8-bit RGB, naming the file in any error.
+pub fn load_image(sample: &SampleInput) -> Result<image::RgbImage> {
+    let img = image::open(&sample.image).map_err(|e| {
+        Error::Msg(format!("cannot read image `{}` of stimulus `{}`: {e}", sample.image.display(), sample.id))
+    })?;
+    Ok(img.to_rgb8())
+}
