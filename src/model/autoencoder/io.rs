@@ -5,11 +5,11 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use candle_core::{DType, Device, Tensor, Var};
-use candle_nn::{VarBuilder, VarMap};
+use candle_core::{Device, Tensor, Var};
+use candle_nn::VarMap;
 use safetensors::{Dtype, SafeTensors};
 
-use super::{Autoencoder, ColorMlp, TrainConfig, LAYERS};
+use super::{Autoencoder, TrainConfig, LAYERS};
 use crate::fsx;
 use crate::model::Error;
 
@@ -107,8 +107,7 @@ impl Autoencoder {
                 );
             }
         }
-        let net = ColorMlp::new(&train_cfg.model, VarBuilder::from_varmap(&varmap, DType::F32, &device))?;
-        Ok(Autoencoder { id: path.display().to_string(), train_cfg, final_loss, varmap, net })
+        Ok(Autoencoder::from_varmap(path.display().to_string(), train_cfg, final_loss, varmap)?)
     }
 }
 

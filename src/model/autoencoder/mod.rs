@@ -195,8 +195,17 @@ impl Autoencoder {
     /// `progress`, if given, gets its length set to the epoch count and ticks once per epoch.
     pub fn train(cfg: &TrainConfig, progress: Option<&indicatif::ProgressBar>) -> crate::Result<(Self, TrainReport)> {
         cfg.check()?;
+        let varmap = train::init_varmap(&cfg.model, cfg.seed, &Device::Cpu)?;
+        Self::train_from(cfg, varmap, progress)
+    }
+
+    /// Trains starting from the weights in `varmap` (every tensor of [`LAYERS`], f32, CPU).
+    fn train_from(
+        cfg: &TrainConfig,
+        varmap: VarMap,
+        progress: Option<&indicatif::ProgressBar>,
+    ) -> crate::Result<(Self, TrainReport)> {
         let device = Device::Cpu;
-        let varmap = train::init_varmap(&cfg.model, cfg.seed, &device)?;
         let net = ColorMlp::new(&cfg.model, VarBuilder::from_varmap(&varmap, DType::F32, &device))?;
         let data = cfg.training_set().tensor(&device)?;
         if let Some(pb) = progress {
@@ -212,6 +221,12 @@ impl Autoencoder {
         tracing::debug!(final_loss = report.final_loss, "autoencoder trained");
         let id = format!("colour-autoencoder(seed={}, epochs={})", cfg.seed, cfg.epochs);
         Ok((Autoencoder { id, train_cfg: cfg.clone(), final_loss: report.final_loss, varmap, net }, report))
+    }
+
+    /// Wraps weights already in `varmap` (every tensor of [`LAYERS`], f32, CPU).
+    fn from_varmap(id: String, train_cfg: TrainConfig, final_loss: f32, varmap: VarMap) -> candle_core::Result<Self> {
+        let net = ColorMlp::new(&train_cfg.model, VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu))?;
+        Ok(Autoencoder { id, train_cfg, final_loss, varmap, net })
     }
 
     /// Loads `path` if it exists, else trains with `cfg` and, when `path` is given, saves there. A file at
