@@ -50,8 +50,10 @@ pub const OUTPUT: &str = "output";
 
 /// Pixels with HSV saturation at least this count as chromatic for [`image_input_rgb`].
 pub const CHROMA_MIN_SATURATION: f32 = 0.25;
-/// Pixels with HSV value at least this count as chromatic (darker ones carry no reliable hue).
-pub const CHROMA_MIN_VALUE: f32 = 0.2;
+/// Pixels with HSV value at least this count as chromatic (darker ones carry no reliable hue). Both
+/// thresholds equal the stimulus renderer's default chromatic threshold, so "chromatic" means the same
+/// thing for the label and for the model input.
+pub const CHROMA_MIN_VALUE: f32 = 0.15;
 
 /// The hook point called `name` (one of [`POINTS`]).
 pub fn point(name: &str) -> HookPoint {

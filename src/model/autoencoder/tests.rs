@@ -484,3 +484,31 @@ fn training_matches_the_float64_reference() {
     // still catches a real difference in the maths (candle's default AdamW weight decay of 0.01 alone gives 3.8e-3).
     assert!(rel < 1e-4 && dw < 1e-4);
 }
+
+#[test]
+fn unnormalised_bottleneck_is_the_raw_encoder_output() {
+    let cfg = TrainConfig {
+        model: Config { normalize_bottleneck: false, ..Config::default() },
+        epochs: 100,
+        ..TrainConfig::default()
+    };
+    let (m, _) = Autoencoder::train(&cfg, None).unwrap();
+    let set = cfg.training_set();
+    let hooks = HookSet::capture([point(ENCODER_HIDDEN), point(BOTTLENECK)]);
+    let c = m.forward_rgb(&set.tensor(&Device::Cpu).unwrap(), &hooks, Pooling::Last).unwrap();
+    let h = c.layers[&point(ENCODER_HIDDEN)].to_vec2::<f32>().unwrap();
+    let z = c.layers[&point(BOTTLENECK)].to_vec2::<f32>().unwrap();
+    let w = weights(&m);
+    let get = |k: &str| &w.iter().find(|(n, _)| n == k).unwrap().1;
+    let (w2, b2) = (get("encoder.2.weight"), get("encoder.2.bias"));
+    let mut radii = Vec::new();
+    for (hi, zi) in h.iter().zip(&z) {
+        for j in 0..2 {
+            let expect = b2[j] + (0..16).map(|k| w2[j * 16 + k] * hi[k]).sum::<f32>();
+            assert!((expect - zi[j]).abs() < 1e-5, "{expect} vs {}", zi[j]);
+        }
+        radii.push((zi[0] * zi[0] + zi[1] * zi[1]).sqrt());
+    }
+    let (lo, hi) = radii.iter().fold((f32::MAX, 0f32), |(lo, hi), &r| (lo.min(r), hi.max(r)));
+    assert!(hi - lo > 0.05, "without normalisation the radius is free, got {lo}..{hi}");
+}
