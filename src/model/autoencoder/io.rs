@@ -14,7 +14,7 @@ use crate::fsx;
 use crate::model::Error;
 
 /// Value of the `format` metadata key; bump when the layout changes.
-pub const FORMAT: &str = "huescan-colour-autoencoder-v1";
+pub(crate) const FORMAT: &str = "huescan-colour-autoencoder-v1";
 
 impl Autoencoder {
     /// Writes the weights and their provenance to `path` (atomically).

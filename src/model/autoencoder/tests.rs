@@ -323,6 +323,37 @@ fn save_load_round_trip_and_bad_files() {
 
     let err = Autoencoder::load(&dir.join("missing.safetensors")).unwrap_err().to_string();
     assert!(err.contains("missing.safetensors"), "{err}");
+
+    // Right metadata, wrong architecture: the shape error names the tensor.
+    let cfg_json = serde_json::to_string(&TrainConfig::default()).unwrap();
+    let meta = std::collections::HashMap::from([
+        ("format".to_string(), io::FORMAT.to_string()),
+        ("train_config".to_string(), cfg_json),
+    ]);
+    let bytes = vec![0u8; 8 * 3 * 4];
+    let view = safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![8, 3], &bytes).unwrap();
+    let misshaped = dir.join("misshaped.safetensors");
+    std::fs::write(&misshaped, safetensors::serialize([("encoder.0.weight", view)], Some(meta)).unwrap()).unwrap();
+    let err = Autoencoder::load(&misshaped).unwrap_err().to_string();
+    assert!(err.contains("`encoder.0.weight` has shape [8, 3], expected [16, 3]"), "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn train_or_load_trains_once_then_loads() {
+    let dir = std::env::temp_dir().join(format!("huescan-ae-tol-{}", std::process::id()));
+    let path = dir.join("sub").join("ae.safetensors");
+    let cfg = TrainConfig { epochs: 20, seed: 5, ..TrainConfig::default() };
+    let first = Autoencoder::train_or_load(Some(&path), &cfg, None).unwrap();
+    assert!(path.exists(), "trained weights are saved where asked");
+    assert!(first.id().starts_with("colour-autoencoder(seed=5"));
+    let second = Autoencoder::train_or_load(Some(&path), &cfg, None).unwrap();
+    assert_eq!(weights(&first), weights(&second));
+    assert_eq!(second.id(), path.display().to_string());
+    let unsaved = Autoencoder::train_or_load(None, &cfg, None).unwrap();
+    assert_eq!(weights(&first), weights(&unsaved));
+    let bad = TrainConfig { epochs: 0, ..cfg };
+    assert!(Autoencoder::train_or_load(None, &bad, None).unwrap_err().to_string().contains("`epochs`"));
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
