@@ -16,6 +16,30 @@
 //! ≥ [`CHROMA_MIN_VALUE`]; for a flat image that is its colour. For textured stimuli this ignores grey
 //! backgrounds and dark texture, and averages the hue-bearing pixels; if no pixel is chromatic (a grey
 //! image), the mean of all pixels is used. The model runs on the CPU in f32: it is tiny.
+//!
+//! Training is deterministic from [`TrainConfig::seed`] (weights bit-identical run to run, whatever the
+//! thread count) and matches a float64 reference of the seed's maths (`scripts/autoencoder_reference.py`).
+//!
+//! ```
+//! use huescan::model::autoencoder::{self as ae, Autoencoder, TrainConfig};
+//! use huescan::model::{HookSet, Intervention, InterventionOp, Positions};
+//!
+//! let cfg = TrainConfig { epochs: 50, ..TrainConfig::default() }; // the default is 500, as the seed
+//! let model = Autoencoder::train_or_load(None, &cfg, None)?;
+//! // Push red along the bottleneck and read the hue of what the decoder makes of it.
+//! let steer = HookSet {
+//!     capture: vec![],
+//!     interventions: vec![Intervention {
+//!         point: ae::point(ae::BOTTLENECK),
+//!         positions: Positions::All,
+//!         sample: None,
+//!         op: InterventionOp::Add { vector: vec![0.0, 0.5], alpha: 1.0 },
+//!     }],
+//! };
+//! let hues = model.decode_hues(&[[1.0, 0.0, 0.0]], &steer)?;
+//! assert_eq!(hues.len(), 1);
+//! # Ok::<(), huescan::Error>(())
+//! ```
 
 mod io;
 mod train;
