@@ -383,6 +383,10 @@ fn images_feed_their_chromatic_colour() {
         assert_eq!(via_images.layers[p].to_vec2::<f32>().unwrap(), via_rgb.layers[p].to_vec2::<f32>().unwrap());
     }
     assert!(via_images.logits.is_none());
+    // Usable behind the trait object the pipeline holds.
+    let dynamic: &dyn Model = m;
+    assert_eq!(dynamic.width(&point(BOTTLENECK)), Some(2));
+    assert_eq!(dynamic.width(&HookPoint::LnFinalOut), None);
     assert_eq!(m.layer_index(&point(BOTTLENECK)).unwrap(), 2);
 }
 
