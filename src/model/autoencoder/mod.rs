@@ -231,22 +231,22 @@ impl Autoencoder {
         varmap: VarMap,
         progress: Option<&indicatif::ProgressBar>,
     ) -> crate::Result<(Self, TrainReport)> {
-        let device = Device::Cpu;
-        let net = ColorMlp::new(&cfg.model, VarBuilder::from_varmap(&varmap, DType::F32, &device))?;
-        let data = cfg.training_set().tensor(&device)?;
+        let id = format!("colour-autoencoder(seed={}, epochs={})", cfg.seed, cfg.epochs);
+        let mut model = Self::from_varmap(id, cfg.clone(), f32::NAN, varmap)?;
+        let data = cfg.training_set().tensor(&Device::Cpu)?;
         if let Some(pb) = progress {
             pb.set_length(cfg.epochs as u64);
         }
         let _span = tracing::info_span!("autoencoder.train", seed = cfg.seed, epochs = cfg.epochs).entered();
-        let report = train::fit(&net, &varmap, &data, cfg, &mut |_, loss| {
+        let report = train::fit(&model.net, &model.varmap, &data, cfg, &mut |_, loss| {
             if let Some(pb) = progress {
                 pb.set_message(format!("loss {loss:.4}"));
                 pb.inc(1);
             }
         })?;
         tracing::debug!(final_loss = report.final_loss, "autoencoder trained");
-        let id = format!("colour-autoencoder(seed={}, epochs={})", cfg.seed, cfg.epochs);
-        Ok((Autoencoder { id, train_cfg: cfg.clone(), final_loss: report.final_loss, varmap, net }, report))
+        model.final_loss = report.final_loss;
+        Ok((model, report))
     }
 
     /// Wraps weights already in `varmap` (every tensor of [`LAYERS`], f32, CPU).
@@ -303,10 +303,10 @@ impl Autoencoder {
     /// `rgb`: `[batch, 3]` in [0, 1]. Runs the network with `hooks` and returns the captures: `[batch, d]`
     /// per captured point, `[batch, 1, d]` for [`Pooling::Tokens`].
     pub fn forward_rgb(&self, rgb: &Tensor, hooks: &HookSet, pooling: Pooling) -> crate::Result<Captures> {
-        let (_, d) = rgb.dims2()?;
-        if d != Config::D_RGB {
+        if rgb.rank() != 2 || rgb.dim(D::Minus1)? != Config::D_RGB {
+            let n = rgb.dims().first().copied().unwrap_or(0);
             return Err(
-                Error::TensorShape { name: INPUT.into(), expected: vec![0, 3], got: rgb.dims().to_vec() }.into()
+                Error::TensorShape { name: INPUT.into(), expected: vec![n, 3], got: rgb.dims().to_vec() }.into()
             );
         }
         for iv in &hooks.interventions {
@@ -320,7 +320,7 @@ impl Autoencoder {
             }
         }
         let mut captures = Captures::default();
-        self.net.forward(&rgb.to_dtype(DType::F32)?, hooks, &mut |name, xs| {
+        self.net.forward(&rgb.to_device(&Device::Cpu)?.to_dtype(DType::F32)?, hooks, &mut |name, xs| {
             let p = point(name);
             if hooks.wants(&p) {
                 let xs = if pooling == Pooling::Tokens { xs.unsqueeze(1)? } else { xs.clone() };

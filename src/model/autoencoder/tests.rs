@@ -408,6 +408,9 @@ fn unknown_points_and_positions_are_errors() {
     hooks.interventions[0].positions = Positions::Last;
     hooks.interventions[0].op = InterventionOp::Add { vector: vec![1.0; 3], alpha: 1.0 };
     assert!(m.forward_rgb(&xs, &hooks, Pooling::Last).unwrap_err().to_string().contains("width 3"));
+    let flat = candle_core::Tensor::zeros((2, 4), DType::F32, &Device::Cpu).unwrap();
+    let err = m.forward_rgb(&flat, &HookSet::default(), Pooling::Last).unwrap_err().to_string();
+    assert!(err.contains("`input` has shape [2, 4], expected [2, 3]"), "{err}");
     let err = m.forward(&[], &HookSet::default(), Pooling::Last).unwrap_err().to_string();
     assert!(err.contains("at least one image"), "{err}");
 }
