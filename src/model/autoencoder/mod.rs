@@ -86,7 +86,7 @@ pub fn point(name: &str) -> HookPoint {
 
 /// Architecture. The input and output are RGB, so only the hidden and bottleneck widths vary.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(deny_unknown_fields, default, rename_all = "kebab-case")]
 pub struct Config {
     pub d_hidden: usize,
     pub d_bottleneck: usize,
@@ -108,13 +108,13 @@ impl Config {
     pub fn check(&self) -> Result<(), Error> {
         let bad = |field, msg: String| Error::TrainOption { field, msg };
         if self.d_hidden == 0 {
-            return Err(bad("d_hidden", "expected a hidden width of at least 1".into()));
+            return Err(bad("d-hidden", "expected a hidden width of at least 1".into()));
         }
         if self.d_bottleneck == 0 {
-            return Err(bad("d_bottleneck", "expected a bottleneck width of at least 1".into()));
+            return Err(bad("d-bottleneck", "expected a bottleneck width of at least 1".into()));
         }
         if !(self.norm_eps.is_finite() && self.norm_eps >= 0.0) {
-            return Err(bad("norm_eps", format!("expected a small non-negative number, got {}", self.norm_eps)));
+            return Err(bad("norm-eps", format!("expected a small non-negative number, got {}", self.norm_eps)));
         }
         Ok(())
     }

@@ -24,7 +24,7 @@ pub const BLUE_HUE_DEG: f64 = 240.0;
 /// A cyclic slice of hues `[from_deg, to_deg]`, both ends included, going up from `from_deg` (so
 /// `{from: 330, to: 30}` is the 61° around red). Same semantics as the seed's `isbetween_cyclic`.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct HueRange {
     pub from_deg: f64,
     pub to_deg: f64,
@@ -48,7 +48,7 @@ impl HueRange {
 
 /// Everything that determines a trained autoencoder: architecture, data, optimiser and seed.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(deny_unknown_fields, default, rename_all = "kebab-case")]
 pub struct TrainConfig {
     pub model: Config,
     /// Seeds the weight initialisation (ChaCha8); training itself is deterministic full-batch.
@@ -58,8 +58,8 @@ pub struct TrainConfig {
     pub lr: f64,
     /// Hue grid spacing; the grid starts at 0° (the seed's `arange_cyclic(step_size=1/360)`).
     pub hue_step_deg: f64,
-    /// Hues left out of training, so the bottleneck has to leave (or not) a gap there.
-    pub held_out: Option<HueRange>,
+    /// Hue slices left out of training, so the bottleneck has to leave (or not) a gap there; empty = none.
+    pub held_out: Vec<HueRange>,
     pub saturations: Vec<f64>,
     pub values: Vec<f64>,
 }
@@ -72,7 +72,7 @@ impl Default for TrainConfig {
             epochs: 500,
             lr: 1e-3,
             hue_step_deg: 1.0,
-            held_out: Some(HueRange::TEAL_BLUE),
+            held_out: vec![HueRange::TEAL_BLUE],
             saturations: vec![1.0],
             values: vec![0.9, 1.0],
         }
@@ -94,11 +94,11 @@ impl TrainConfig {
             return Err(bad("lr", format!("expected a positive learning rate, got {}", self.lr)));
         }
         if !(self.hue_step_deg.is_finite() && self.hue_step_deg > 0.0 && self.hue_step_deg <= 360.0) {
-            return Err(bad("hue_step_deg", format!("expected a step in (0, 360] degrees, got {}", self.hue_step_deg)));
+            return Err(bad("hue-step-deg", format!("expected a step in (0, 360] degrees, got {}", self.hue_step_deg)));
         }
-        if let Some(r) = self.held_out {
+        for r in &self.held_out {
             if !(r.from_deg.is_finite() && r.to_deg.is_finite()) {
-                return Err(bad("held_out", "expected finite hue bounds in degrees"));
+                return Err(bad("held-out", "expected finite hue bounds in degrees"));
             }
         }
         for (field, xs) in [("saturations", &self.saturations), ("values", &self.values)] {
@@ -107,7 +107,7 @@ impl TrainConfig {
             }
         }
         if self.hues_deg().is_empty() {
-            return Err(bad("held_out", "the held-out slice removes every training hue; make it narrower"));
+            return Err(bad("held-out", "the held-out slices remove every training hue; make them narrower"));
         }
         Ok(())
     }
@@ -117,7 +117,7 @@ impl TrainConfig {
         let n = (360.0 / self.hue_step_deg).ceil() as usize;
         (0..n)
             .map(|k| k as f64 * self.hue_step_deg)
-            .filter(|&h| h < 360.0 && !self.held_out.is_some_and(|r| r.contains(h)))
+            .filter(|&h| h < 360.0 && !self.held_out.iter().any(|r| r.contains(h)))
             .collect()
     }
 
@@ -230,6 +230,21 @@ mod tests {
     }
 
     #[test]
+    fn reads_a_kebab_case_toml_table_with_defaults() {
+        let cfg: TrainConfig = toml::from_str(
+            "seed = 3\nepochs = 200\nheld-out = [{ from-deg = 330, to-deg = 30 }]\n[model]\nnormalize-bottleneck = false\n",
+        )
+        .unwrap();
+        assert_eq!((cfg.seed, cfg.epochs, cfg.lr), (3, 200, 1e-3));
+        assert_eq!(cfg.held_out, vec![HueRange { from_deg: 330.0, to_deg: 30.0 }]);
+        assert!(!cfg.model.normalize_bottleneck && cfg.model.d_hidden == 16);
+        assert_eq!(toml::from_str::<TrainConfig>("held-out = []").unwrap().hues_deg().len(), 360);
+        assert_eq!(toml::from_str::<TrainConfig>("").unwrap(), TrainConfig::default());
+        let err = toml::from_str::<TrainConfig>("epoch = 3").unwrap_err().to_string();
+        assert!(err.contains("unknown field `epoch`"), "{err}");
+    }
+
+    #[test]
     fn hue_range_wraps_around_red() {
         let r = HueRange { from_deg: 330.0, to_deg: 30.0 };
         assert!(r.contains(0.0) && r.contains(330.0) && r.contains(30.0) && r.contains(-10.0));
@@ -243,8 +258,8 @@ mod tests {
         assert!(cfg.check().unwrap_err().to_string().contains("`epochs`"));
         cfg = TrainConfig { values: vec![1.5], ..TrainConfig::default() };
         assert!(cfg.check().unwrap_err().to_string().contains("`values`"));
-        cfg = TrainConfig { held_out: Some(HueRange { from_deg: 0.0, to_deg: 359.5 }), ..TrainConfig::default() };
-        assert!(cfg.check().unwrap_err().to_string().contains("removes every training hue"));
+        cfg = TrainConfig { held_out: vec![HueRange { from_deg: 0.0, to_deg: 359.5 }], ..TrainConfig::default() };
+        assert!(cfg.check().unwrap_err().to_string().contains("remove every training hue"));
         cfg = TrainConfig { lr: -1.0, ..TrainConfig::default() };
         assert!(cfg.check().unwrap_err().to_string().contains("`lr`"));
     }
