@@ -4,6 +4,7 @@
 //! Every model takes images (`image::RgbImage`); what it makes of them is its own business (Qwen2.5-VL
 //! runs its image processor and chat prompt, the colour autoencoder reads the stimulus colour).
 
+pub mod autoencoder;
 pub mod hooks;
 pub mod hub;
 pub mod preset;
@@ -36,6 +37,8 @@ pub enum Error {
     TensorShape { name: String, expected: Vec<usize>, got: Vec<usize> },
     #[error("image {what}: {msg}")]
     Image { what: String, msg: String },
+    #[error("invalid autoencoder option `{field}`: {msg}")]
+    TrainOption { field: &'static str, msg: String },
     #[error("{0}")]
     Msg(String),
     #[error(transparent)]
