@@ -50,11 +50,24 @@ pub fn serialize_f32(tensors: &[F32Tensor<'_>], metadata: &BTreeMap<String, Stri
     out.extend_from_slice(&(header.len() as u64).to_le_bytes());
     out.extend_from_slice(&header);
     for t in &order {
-        for v in t.data {
-            out.extend_from_slice(&v.to_le_bytes());
-        }
+        extend_le(&mut out, t.data);
     }
     out
+}
+
+/// Appends `data` as little-endian bytes.
+fn extend_le(out: &mut Vec<u8>, data: &[f32]) {
+    #[cfg(target_endian = "little")]
+    {
+        // SAFETY: f32 has no padding and any byte pattern is a valid u8; on a little-endian target the
+        // in-memory bytes are exactly the file's little-endian encoding.
+        let bytes = unsafe { std::slice::from_raw_parts(data.as_ptr().cast::<u8>(), std::mem::size_of_val(data)) };
+        out.extend_from_slice(bytes);
+    }
+    #[cfg(not(target_endian = "little"))]
+    for v in data {
+        out.extend_from_slice(&v.to_le_bytes());
+    }
 }
 
 /// A memory-mapped safetensors file. Reading a tensor touches only that tensor's pages.
