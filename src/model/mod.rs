@@ -5,8 +5,10 @@
 //! runs its image processor and chat prompt, the colour autoencoder reads the stimulus colour).
 
 pub mod autoencoder;
+pub mod device;
 pub mod hooks;
 pub mod hub;
+pub mod load;
 pub mod preset;
 
 use std::collections::BTreeMap;

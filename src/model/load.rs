@@ -1,0 +1,155 @@
+//! `--model` → a running [`Model`]: a preset name, a local checkpoint directory or a hub repo id.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device};
+
+use super::autoencoder::{Autoencoder, TrainConfig};
+use super::hub::{self, Checkpoint, HubSettings};
+use super::preset::{self, ModelKind, Preset};
+use super::{device, Error, Model};
+use crate::fsx;
+
+/// Options that apply when loading any model.
+#[derive(Debug, Clone)]
+pub struct LoadOptions {
+    pub device: Device,
+    /// `None`: the preset's dtype on GPUs, f32 on CPU.
+    pub dtype: Option<DType>,
+    /// Hub revision (branch, tag or commit); `None`: the preset's, else `main`.
+    pub revision: Option<String>,
+    /// Image-processor pixel cap; `None`: the preset's, else the checkpoint's `preprocessor_config.json`.
+    pub max_pixels: Option<usize>,
+    /// Question asked with every image; `None`: the preset's, else [`DEFAULT_PROMPT`].
+    pub prompt: Option<String>,
+    pub hub: HubSettings,
+    /// Where the colour autoencoder's trained weights are cached (trained on first use).
+    pub autoencoder_weights: Option<PathBuf>,
+    pub autoencoder: TrainConfig,
+}
+
+/// The question huescan asks by default: it makes the answer position predict a colour word.
+pub const DEFAULT_PROMPT: &str = "What colour is this image? Answer with one word.";
+
+/// A loaded model and what the activation store must record about it.
+pub struct LoadedModel {
+    pub model: Box<dyn Model>,
+    pub kind: ModelKind,
+    pub id: String,
+    pub revision: Option<String>,
+    pub config_sha256: Option<String>,
+    /// Settings that change the numbers (dtype, prompt, max_pixels, training options).
+    pub settings: BTreeMap<String, String>,
+}
+
+/// Loads the model `spec` names.
+pub fn load(spec: &str, opts: &LoadOptions) -> crate::Result<LoadedModel> {
+    if let Some(p) = preset::find(spec) {
+        return load_preset(&p, opts);
+    }
+    let path = Path::new(spec);
+    if path.is_dir() {
+        return load_dir(spec, &Checkpoint { dir: path.to_path_buf(), repo: None, revision: None }, None, opts);
+    }
+    if hub::is_repo_id(spec) {
+        let revision = opts.revision.clone().unwrap_or_else(|| "main".into());
+        let ck = hub::resolve_repo(spec, &revision, &opts.hub)?;
+        return load_dir(spec, &ck, None, opts);
+    }
+    let names: Vec<String> = preset::bundled().into_iter().map(|p| p.name).collect();
+    Err(Error::Msg(format!(
+        "`{spec}` is not a preset ({}), an existing checkpoint directory, or a hub repo id like `Qwen/Qwen2.5-VL-3B-Instruct`",
+        names.join(", ")
+    ))
+    .into())
+}
+
+fn load_preset(p: &Preset, opts: &LoadOptions) -> crate::Result<LoadedModel> {
+    match p.kind {
+        ModelKind::Autoencoder => load_autoencoder(p, opts),
+        ModelKind::Qwen2_5Vl => {
+            let ck = match (&p.repo, p.local_dir()) {
+                (Some(repo), _) => {
+                    let revision = opts.revision.clone().or_else(|| p.revision.clone()).unwrap_or_else(|| "main".into());
+                    hub::resolve_repo(repo, &revision, &opts.hub)?
+                }
+                (None, Some(dir)) => Checkpoint { dir, repo: None, revision: None },
+                (None, None) => unreachable!("presets are validated to have repo or path"),
+            };
+            load_dir(&p.name, &ck, Some(p), opts)
+        }
+    }
+}
+
+fn load_autoencoder(p: &Preset, opts: &LoadOptions) -> crate::Result<LoadedModel> {
+    let mut cfg = opts.autoencoder.clone();
+    if let Some(seed) = p.seed {
+        if cfg == TrainConfig::default() {
+            cfg.seed = seed;
+        }
+    }
+    let model = Autoencoder::train_or_load(opts.autoencoder_weights.as_deref(), &cfg, None)?;
+    let cfg_json = serde_json::to_string(&cfg).expect("plain data");
+    let settings = BTreeMap::from([("autoencoder_train_config".to_string(), cfg_json.clone())]);
+    Ok(LoadedModel {
+        model: Box::new(model),
+        kind: ModelKind::Autoencoder,
+        id: p.name.clone(),
+        revision: None,
+        config_sha256: Some(fsx::sha256_hex(cfg_json.as_bytes())),
+        settings,
+    })
+}
+
+/// Reads `model_type`/`architectures` from a checkpoint's config.json to pick the runner.
+fn load_dir(id: &str, ck: &Checkpoint, preset: Option<&Preset>, opts: &LoadOptions) -> crate::Result<LoadedModel> {
+    let config_path = ck.dir.join("config.json");
+    if !config_path.exists() {
+        return Err(Error::Checkpoint { path: ck.dir.clone(), msg: "has no config.json".into() }.into());
+    }
+    let config_bytes = fsx::read(&config_path)?;
+    let value: serde_json::Value = serde_json::from_slice(&config_bytes)
+        .map_err(|e| Error::Config { path: config_path.clone(), msg: format!("is not valid JSON ({e})") })?;
+    let model_type = value.get("model_type").and_then(|v| v.as_str()).unwrap_or("");
+    if model_type != "qwen2_5_vl" {
+        return Err(Error::Config {
+            path: config_path,
+            msg: format!("model_type is `{model_type}`; huescan runs `qwen2_5_vl` (Qwen2.5-VL) checkpoints"),
+        }
+        .into());
+    }
+    let dtype = opts.dtype.unwrap_or_else(|| device::default_dtype(&opts.device, preset.and_then(|p| p.dtype.as_deref())));
+    let prompt = opts.prompt.clone().or_else(|| preset.and_then(|p| p.prompt.clone())).unwrap_or_else(|| DEFAULT_PROMPT.into());
+    let max_pixels = opts.max_pixels.or_else(|| preset.and_then(|p| p.max_pixels));
+    let mut settings = BTreeMap::from([
+        ("dtype".to_string(), device::dtype_name(dtype).to_string()),
+        ("prompt".to_string(), prompt.clone()),
+    ]);
+    if let Some(mp) = max_pixels {
+        settings.insert("max_pixels".into(), mp.to_string());
+    }
+    let model = load_qwen(ck, &opts.device, dtype, &prompt, max_pixels)?;
+    Ok(LoadedModel {
+        model,
+        kind: ModelKind::Qwen2_5Vl,
+        id: ck.repo.clone().unwrap_or_else(|| id.to_string()),
+        revision: ck.revision.clone(),
+        config_sha256: Some(fsx::sha256_hex(&config_bytes)),
+        settings,
+    })
+}
+
+fn load_qwen(
+    ck: &Checkpoint,
+    _device: &Device,
+    _dtype: DType,
+    _prompt: &str,
+    _max_pixels: Option<usize>,
+) -> crate::Result<Box<dyn Model>> {
+    Err(Error::Checkpoint {
+        path: ck.dir.clone(),
+        msg: "the Qwen2.5-VL runner is not part of this build yet (issue 4)".into(),
+    }
+    .into())
+}
