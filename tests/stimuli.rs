@@ -91,7 +91,7 @@ value = 1.0
 #[test]
 fn every_bundled_spec_parses_and_every_spec_file_is_bundled() {
     let names: Vec<&str> = bundled().iter().map(|b| b.name).collect();
-    assert_eq!(names, ["simple-60", "wild-360", "gap-teal-blue", "oklch-72"]);
+    assert_eq!(names, ["simple-60", "wild-360", "gap-teal-blue", "oklch-72", "photo-36"]);
     for b in bundled() {
         let s = b.spec().unwrap_or_else(|e| panic!("{}: {e}", b.path));
         assert_eq!(s.name, b.name, "{}: name must match the file name", b.path);
@@ -110,7 +110,7 @@ fn every_bundled_spec_parses_and_every_spec_file_is_bundled() {
     assert_eq!(files, bundled_files, "every stimuli/*.toml must be listed in stimuli::bundled()");
 
     let counts: Vec<usize> = bundled().iter().map(|b| b.spec().unwrap().hue_mdegs().len()).collect();
-    assert_eq!(counts, [60, 360, 44, 72]);
+    assert_eq!(counts, [60, 360, 44, 72, 36]);
     assert!(StimulusSpec::resolve("wild-360").is_ok() && StimulusSpec::resolve("stimuli/oklch-72.toml").is_ok());
     assert!(matches!(StimulusSpec::resolve("no-such-set"), Err(huescan::Error::Stimuli(Error::UnknownSpec { .. }))));
 }
@@ -258,9 +258,11 @@ fn photo_mode_rotates_hue_and_keeps_saturation_and_value() {
     let photos = dir.0.join("photos");
     std::fs::create_dir_all(&photos).unwrap();
     let original = write_photo(&photos, "a.png");
+    // A larger JPEG with an upper-case extension: decoded, centre-cropped and resized to the spec's size.
+    let big = image::imageops::resize(&original, 80, 50, image::imageops::FilterType::Triangle);
+    big.save_with_format(photos.join("b.JPG"), image::ImageFormat::Jpeg).unwrap();
     std::fs::write(photos.join("notes.txt"), "not a photo").unwrap();
-    let s = spec(
-        r#"
+    let text = r#"
 name = "photo"
 kind = "photo"
 width = 40
@@ -270,19 +272,25 @@ start = 0
 end = 350
 step = 50
 [photo]
-"#,
-    );
+"#;
+    let s = spec(text);
     let out = dir.0.join("out");
     let opts = RenderOptions { photos: Some(photos.clone()), progress: None };
     let m = render(&s, &out, &opts).unwrap();
-    assert_eq!(m.stimuli.len(), 8);
+    assert_eq!(m.stimuli.len(), 8 * 2);
     let thr = ChromaticThreshold::default();
     for rec in &m.stimuli {
-        assert_eq!(rec.source.as_deref(), Some("a.png"));
-        assert!(rec.file.ends_with("_v0.png"));
         let img = load_rgb(&out.join(&rec.file));
+        assert_eq!(img.dimensions(), (40, 30));
         let (mean, _) = mean_chromatic_hue(img.as_raw(), thr).unwrap();
         assert!(hue_diff_deg(mean, rec.hue_deg).abs() <= 1.0, "{}: {mean}", rec.file);
+        if rec.variant == 1 {
+            assert_eq!(rec.source.as_deref(), Some("b.JPG"));
+            assert!(rec.file.ends_with("_v1.png"));
+            continue;
+        }
+        assert_eq!(rec.source.as_deref(), Some("a.png"));
+        assert!(rec.file.ends_with("_v0.png"));
         for (p, q) in original.pixels().zip(img.pixels()) {
             let (a, b) = (hsv_of_rgb8(p.0), hsv_of_rgb8(q.0));
             if a.s == 0.0 {
@@ -294,6 +302,13 @@ step = 50
             assert!((a.s - b.s).abs() <= 0.02, "{}: s {a:?} -> {b:?}", rec.file);
         }
     }
+    // A relative `[photo] dir` is resolved against the spec file's folder.
+    let spec_path = dir.0.join("photo.toml");
+    std::fs::write(&spec_path, text.replace("[photo]", "[photo]\ndir = \"photos\"")).unwrap();
+    let from_file = StimulusSpec::from_path(&spec_path).unwrap();
+    let m_rel = render(&from_file, &dir.0.join("out-rel"), &RenderOptions::default()).unwrap();
+    assert!(m_rel.stimuli == m.stimuli, "relative photo dir renders differently");
+
     // Same photos, same bytes.
     let out2 = dir.0.join("out2");
     assert!(render(&s, &out2, &opts).unwrap() == m, "photo manifests differ");

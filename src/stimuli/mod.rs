@@ -109,6 +109,7 @@ pub fn bundled() -> Vec<BundledSpec> {
         bundled_spec!("wild-360"),
         bundled_spec!("gap-teal-blue"),
         bundled_spec!("oklch-72"),
+        bundled_spec!("photo-36"),
     ]
 }
 
