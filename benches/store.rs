@@ -39,6 +39,7 @@ fn main() {
     drop(back);
 
     let spec = StoreSpec {
+        layer_convention: huescan::model::LAYER_CONVENTION.to_string(),
         provenance: Provenance {
             model_id: "bench".into(),
             model_revision: None,

@@ -85,6 +85,7 @@ pub fn extract(model: &dyn Model, plan: &ExtractPlan, progress: &dyn Fn(usize, u
     let inputs = &plan.samples[range];
     let spec = StoreSpec {
         provenance: plan.provenance.clone(),
+        layer_convention: model.layer_convention(),
         layers: layers.iter().map(|(i, p)| (*i, p.to_string())).collect(),
         samples: inputs.iter().map(|s| SampleEntry { id: s.id.clone(), hue_deg: s.hue_deg }).collect(),
         shard,

@@ -19,6 +19,7 @@ fn tmp(name: &str) -> PathBuf {
 
 fn write(dir: &Path, samples: Vec<SampleEntry>, shard: Option<ShardInfo>, offset: usize) {
     let spec = StoreSpec {
+        layer_convention: huescan::model::LAYER_CONVENTION.to_string(),
         provenance: Provenance {
             model_id: "test/model".into(),
             model_revision: None,
@@ -65,6 +66,7 @@ fn inspect_prints_a_summary_and_verifies() {
     let json = huescan().args(["store", "inspect", "--json", "--no-verify"]).arg(&dir).output().unwrap();
     let m: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
     assert_eq!(m["d_model"], 3);
+    assert!(m["layer_convention"].as_str().unwrap().starts_with("hf_hidden_states"));
 
     // A damaged layer makes inspect fail with exit code 1 and name the layer.
     let f = dir.join("layer_001.safetensors");

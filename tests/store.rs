@@ -52,6 +52,7 @@ fn acts_for(range: std::ops::Range<usize>) -> BTreeMap<usize, ArrayD<f32>> {
 
 fn spec(samples: Vec<SampleEntry>, shard: Option<ShardInfo>) -> StoreSpec {
     StoreSpec {
+        layer_convention: huescan::model::LAYER_CONVENTION.to_string(),
         provenance: provenance(),
         layers: LAYERS.iter().map(|&l| (l, format!("blocks.{l}.hook_resid_pre"))).collect(),
         samples,

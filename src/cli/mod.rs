@@ -36,11 +36,24 @@ pub struct GlobalArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Stimulus sets: render them, list the bundled ones.
+    #[command(subcommand)]
+    Stimuli(StimuliCommand),
+    /// Run a model over a rendered stimulus set and store per-layer hidden states.
+    Extract(commands::extract::ExtractArgs),
     /// Activation stores: inspect and verify.
     #[command(subcommand)]
     Store(StoreCommand),
     /// Merge the shard stores of a sharded run (`--shard i/n`) into one store.
     Merge(commands::store::MergeArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum StimuliCommand {
+    /// Render a stimulus set (a spec file or a bundled name) to PNGs + stimuli.json.
+    Render(commands::stimuli::RenderArgs),
+    /// List the bundled stimulus sets.
+    List,
 }
 
 #[derive(Debug, Subcommand)]
@@ -66,6 +79,9 @@ pub fn init_logging(global: &GlobalArgs) {
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let progress = Progress::new(cli.global.quiet);
     match cli.command {
+        Command::Stimuli(StimuliCommand::Render(args)) => commands::stimuli::render(&args, &progress),
+        Command::Stimuli(StimuliCommand::List) => commands::stimuli::list(),
+        Command::Extract(args) => commands::extract::run(&args, &progress),
         Command::Store(StoreCommand::Inspect(args)) => commands::store::inspect(&args),
         Command::Merge(args) => commands::store::merge(&args, &progress),
     }

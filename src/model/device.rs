@@ -33,7 +33,9 @@ fn cuda(ordinal: usize) -> Result<Device, Error> {
 
 #[cfg(not(feature = "cuda"))]
 fn cuda(_: usize) -> Result<Device, Error> {
-    Err(Error::Msg("this huescan was built without CUDA support; rebuild with `cargo install --path . --features cuda`".into()))
+    Err(Error::Msg(
+        "this huescan was built without CUDA support; rebuild with `cargo install --path . --features cuda`".into(),
+    ))
 }
 
 #[cfg(feature = "metal")]
@@ -43,7 +45,9 @@ fn metal(ordinal: usize) -> Result<Device, Error> {
 
 #[cfg(not(feature = "metal"))]
 fn metal(_: usize) -> Result<Device, Error> {
-    Err(Error::Msg("this huescan was built without Metal support; rebuild with `cargo install --path . --features metal`".into()))
+    Err(Error::Msg(
+        "this huescan was built without Metal support; rebuild with `cargo install --path . --features metal`".into(),
+    ))
 }
 
 /// Parses `f32`, `bf16` or `f16`.

@@ -71,7 +71,8 @@ fn load_preset(p: &Preset, opts: &LoadOptions) -> crate::Result<LoadedModel> {
         ModelKind::Qwen2_5Vl => {
             let ck = match (&p.repo, p.local_dir()) {
                 (Some(repo), _) => {
-                    let revision = opts.revision.clone().or_else(|| p.revision.clone()).unwrap_or_else(|| "main".into());
+                    let revision =
+                        opts.revision.clone().or_else(|| p.revision.clone()).unwrap_or_else(|| "main".into());
                     hub::resolve_repo(repo, &revision, &opts.hub)?
                 }
                 (None, Some(dir)) => Checkpoint { dir, repo: None, revision: None },
@@ -119,8 +120,10 @@ fn load_dir(id: &str, ck: &Checkpoint, preset: Option<&Preset>, opts: &LoadOptio
         }
         .into());
     }
-    let dtype = opts.dtype.unwrap_or_else(|| device::default_dtype(&opts.device, preset.and_then(|p| p.dtype.as_deref())));
-    let prompt = opts.prompt.clone().or_else(|| preset.and_then(|p| p.prompt.clone())).unwrap_or_else(|| DEFAULT_PROMPT.into());
+    let dtype =
+        opts.dtype.unwrap_or_else(|| device::default_dtype(&opts.device, preset.and_then(|p| p.dtype.as_deref())));
+    let prompt =
+        opts.prompt.clone().or_else(|| preset.and_then(|p| p.prompt.clone())).unwrap_or_else(|| DEFAULT_PROMPT.into());
     let max_pixels = opts.max_pixels.or_else(|| preset.and_then(|p| p.max_pixels));
     let mut settings = BTreeMap::from([
         ("dtype".to_string(), device::dtype_name(dtype).to_string()),

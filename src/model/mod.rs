@@ -66,6 +66,11 @@ pub trait Model {
     /// activation store; for transformer decoders the list is HF's `hidden_states` order (see [`hooks`]).
     fn hook_points(&self) -> Vec<HookPoint>;
 
+    /// How the indices of [`Model::hook_points`] are to be read; recorded in every store.
+    fn layer_convention(&self) -> String {
+        LAYER_CONVENTION.to_string()
+    }
+
     /// Width of the activation at `point`.
     fn width(&self, point: &HookPoint) -> Option<usize>;
 

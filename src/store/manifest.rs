@@ -80,8 +80,9 @@ pub struct Manifest {
     pub provenance: Provenance,
     /// Storage dtype of the `acts` tensors (`f32`).
     pub dtype: String,
-    /// Width of the stored vectors (last dimension).
-    pub d_model: usize,
+    /// Width of the stored vectors (last dimension) when every layer has the same; `null` when they differ
+    /// (then read each layer's `shape`).
+    pub d_model: Option<usize>,
     pub layers: Vec<LayerEntry>,
     pub samples: Vec<SampleEntry>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -116,10 +117,12 @@ impl Manifest {
             if !idx.insert(l.index) {
                 return bad(format!("layer {} is listed twice", l.index));
             }
-            if l.shape.first() != Some(&n) || l.shape.last() != Some(&self.d_model) {
+            let width_ok = self.d_model.is_none_or(|d| l.shape.last() == Some(&d));
+            if l.shape.len() < 2 || l.shape.first() != Some(&n) || !width_ok {
+                let width = self.d_model.map_or("d".to_string(), |d| d.to_string());
                 return bad(format!(
-                    "layer {} has shape {:?}, expected [{n}, …, {}] for {n} samples of width {}",
-                    l.index, l.shape, self.d_model, self.d_model
+                    "layer {} has shape {:?}, expected [{n}, …, {width}] for {n} samples of width {width}",
+                    l.index, l.shape
                 ));
             }
             if l.file.contains('/') || l.file.contains("..") {

@@ -111,6 +111,6 @@ pub fn merge(shards: &[PathBuf], out: &Path) -> crate::Result<ActivationStore> {
         shape[0] = samples.len();
         layers.push(write_layer(out, entry.index, &entry.hook, &shape, &data)?);
     }
-    write_manifest(out, &first.provenance, first.d_model, layers, samples, None)?;
+    write_manifest(out, &first.provenance, &first.layer_convention, layers, samples, None)?;
     ActivationStore::open(out)
 }

@@ -16,12 +16,13 @@ use super::format::{self, F32Tensor, MappedFile};
 use super::manifest::{self, LayerEntry, Manifest, Provenance, SampleEntry, ShardInfo};
 use super::{ActivationStore, Error, ACTS};
 use crate::fsx;
-use crate::model::LAYER_CONVENTION;
 
 /// What a store (or one shard of it) will hold.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StoreSpec {
     pub provenance: Provenance,
+    /// How the layer indices are to be read; `model::LAYER_CONVENTION` for transformer decoders.
+    pub layer_convention: String,
     /// `(layer index, hook name)`, in the order they are stored.
     pub layers: Vec<(usize, String)>,
     /// The samples this store holds, in order.
@@ -35,6 +36,7 @@ impl StoreSpec {
         let key = serde_json::json!({
             "format_version": manifest::FORMAT_VERSION,
             "provenance": self.provenance,
+            "layer_convention": self.layer_convention,
             "layers": self.layers,
             "samples": self.samples,
             "shard": self.shard,
@@ -58,8 +60,8 @@ pub struct StoreWriter {
     chunk_size: usize,
     inputs_sha256: String,
     done: Vec<bool>,
-    /// Per-sample shape (without the sample axis), fixed by the first chunk.
-    sample_shape: Option<Vec<usize>>,
+    /// Per-layer sample shape (without the sample axis), fixed by the first chunk.
+    sample_shapes: BTreeMap<usize, Vec<usize>>,
 }
 
 impl StoreWriter {
@@ -79,7 +81,7 @@ impl StoreWriter {
             chunk_size,
             inputs_sha256,
             done: vec![false; n_chunks],
-            sample_shape: None,
+            sample_shapes: BTreeMap::new(),
         };
         writer.check_existing_store()?;
         writer.scan_partial()?;
@@ -101,6 +103,7 @@ impl StoreWriter {
 
     fn same_inputs(&self, m: &Manifest) -> bool {
         m.provenance == self.spec.provenance
+            && m.layer_convention == self.spec.layer_convention
             && m.samples == self.spec.samples
             && m.shard == self.spec.shard
             && m.layers.iter().map(|l| (l.index, l.hook.clone())).collect::<Vec<_>>() == self.spec.layers
@@ -181,7 +184,7 @@ impl StoreWriter {
         let mut tensors = Vec::with_capacity(self.spec.layers.len());
         let names: Vec<String> = self.spec.layers.iter().map(|(i, _)| format!("layer.{i}")).collect();
         let mut owned = Vec::with_capacity(self.spec.layers.len());
-        let mut chunk_shape = None;
+        let mut chunk_shapes = BTreeMap::new();
         for (index, hook) in &self.spec.layers {
             let a = acts.get(index).ok_or_else(|| Error::Mismatch {
                 what: format!("activations for chunk {}", chunk.index),
@@ -197,12 +200,14 @@ impl StoreWriter {
                 .into());
             }
             let sample_shape = a.shape()[1..].to_vec();
-            match self.sample_shape.as_ref().or(chunk_shape.as_ref()) {
-                None => chunk_shape = Some(sample_shape.clone()),
+            match self.sample_shapes.get(index) {
+                None => {
+                    chunk_shapes.insert(*index, sample_shape.clone());
+                }
                 Some(s) if *s != sample_shape => {
                     return Err(Error::Mismatch {
                         what: format!("per-sample shape of layer {index}"),
-                        expected: format!("{s:?} (as in earlier layers/chunks)"),
+                        expected: format!("{s:?} (as in earlier chunks)"),
                         got: format!("{sample_shape:?}"),
                     }
                     .into())
@@ -231,8 +236,8 @@ impl StoreWriter {
         fsx::write_atomic(&path, &bytes)?;
         fsx::write_atomic(&self.sidecar_path(chunk.index), fsx::sha256_hex(&bytes).as_bytes())?;
         self.done[chunk.index] = true;
-        if self.sample_shape.is_none() {
-            self.sample_shape = chunk_shape;
+        for (index, shape) in chunk_shapes {
+            self.sample_shapes.entry(index).or_insert(shape);
         }
         Ok(())
     }
@@ -254,7 +259,6 @@ impl StoreWriter {
             (0..self.done.len()).map(|c| MappedFile::open(&self.chunk_path(c))).collect::<crate::Result<_>>()?;
         let n = self.spec.samples.len();
         let mut layers = Vec::with_capacity(self.spec.layers.len());
-        let mut d_model = 0;
         for (index, hook) in &self.spec.layers {
             let mut data = Vec::new();
             let mut sample_shape: Option<Vec<usize>> = None;
@@ -276,12 +280,18 @@ impl StoreWriter {
             let sample_shape = sample_shape.unwrap_or_default();
             let mut shape = vec![n];
             shape.extend_from_slice(&sample_shape);
-            d_model = *shape.last().unwrap_or(&0);
             let entry = write_layer(&self.dir, *index, hook, &shape, &data)?;
             layers.push(entry);
         }
         drop(files);
-        write_manifest(&self.dir, &self.spec.provenance, d_model, layers, self.spec.samples.clone(), self.spec.shard)?;
+        write_manifest(
+            &self.dir,
+            &self.spec.provenance,
+            &self.spec.layer_convention,
+            layers,
+            self.spec.samples.clone(),
+            self.spec.shard,
+        )?;
         let _ = std::fs::remove_dir_all(self.dir.join(".partial"));
         ActivationStore::open(&self.dir)
     }
@@ -309,7 +319,7 @@ pub(crate) fn write_layer(
 pub(crate) fn write_manifest(
     dir: &Path,
     provenance: &Provenance,
-    d_model: usize,
+    layer_convention: &str,
     layers: Vec<LayerEntry>,
     samples: Vec<SampleEntry>,
     shard: Option<ShardInfo>,
@@ -318,10 +328,10 @@ pub(crate) fn write_manifest(
         format: manifest::FORMAT.to_string(),
         format_version: manifest::FORMAT_VERSION,
         tool_version: env!("CARGO_PKG_VERSION").to_string(),
-        layer_convention: LAYER_CONVENTION.to_string(),
+        layer_convention: layer_convention.to_string(),
         provenance: provenance.clone(),
         dtype: "f32".to_string(),
-        d_model,
+        d_model: uniform_width(&layers),
         layers,
         samples,
         shard,
@@ -329,6 +339,12 @@ pub(crate) fn write_manifest(
     manifest.validate()?;
     fsx::write_json(&dir.join("manifest.json"), &manifest)?;
     Ok(manifest)
+}
+
+/// The common last dimension of all layers, or `None` when they differ (e.g. an autoencoder's layers).
+fn uniform_width(layers: &[LayerEntry]) -> Option<usize> {
+    let first = layers.first()?.shape.last().copied();
+    layers.iter().all(|l| l.shape.last().copied() == first).then_some(first).flatten()
 }
 
 /// `(sample position, value)` of the first NaN/Inf along axis 0.

@@ -51,7 +51,10 @@ pub fn inspect(args: &InspectArgs) -> anyhow::Result<ExitCode> {
         let hues = store.hue_deg();
         let (lo, hi) = hues.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &h| (a.min(h), b.max(h)));
         writeln!(out, "samples     {} (hue {lo}..{hi} deg)", hues.len())?;
-        writeln!(out, "d_model     {} ({})", m.d_model, m.dtype)?;
+        match m.d_model {
+            Some(d) => writeln!(out, "d_model     {d} ({})", m.dtype)?,
+            None => writeln!(out, "d_model     per layer ({})", m.dtype)?,
+        }
         writeln!(out, "layers      {} [{}]", m.layers.len(), m.layer_convention.split(':').next().unwrap_or(""))?;
         if let Some(s) = m.shard {
             writeln!(

@@ -354,6 +354,10 @@ impl Model for Autoencoder {
         POINTS.iter().map(|p| point(p)).collect()
     }
 
+    fn layer_convention(&self) -> String {
+        format!("named_points: index = position in [{}]", POINTS.join(", "))
+    }
+
     fn width(&self, p: &HookPoint) -> Option<usize> {
         let i = POINTS.iter().position(|&name| point(name) == *p)?;
         Some(self.config().point_widths()[i])

@@ -1,0 +1,241 @@
+//! `huescan extract`: run a model over a rendered stimulus set into an activation store.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Args;
+
+use crate::cli::{existing, Progress};
+use crate::env::{self, Env, ProcessEnv};
+use crate::extract::{self, ExtractPlan, SampleInput};
+use crate::model::autoencoder::{HueRange, TrainConfig};
+use crate::model::hub::HubSettings;
+use crate::model::load::{self, LoadOptions, LoadedModel};
+use crate::model::{device, Pooling};
+use crate::stimuli::{StimulusManifest, MANIFEST_FILE};
+use crate::store::{self, Provenance};
+
+/// Options shared by every command that loads a model.
+#[derive(Debug, Clone, Args)]
+pub struct ModelArgs {
+    /// A preset (`qwen2.5-vl-3b`, `qwen2.5-vl-7b`, `qwen-tiny-random`, `colour-autoencoder`), a local
+    /// checkpoint directory, or a Hugging Face repo id (`Qwen/Qwen2.5-VL-3B-Instruct`).
+    #[arg(long)]
+    pub model: String,
+    /// `cpu`, `cuda`, `cuda:N` or `metal` (GPU backends need the `cuda`/`metal` cargo feature).
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// Compute dtype: f32, bf16 or f16 [default: the preset's on GPUs, f32 on CPU].
+    #[arg(long)]
+    pub dtype: Option<String>,
+    /// Hub revision: branch, tag or commit [default: the preset's, else main].
+    #[arg(long)]
+    pub revision: Option<String>,
+    /// Cap on image pixels after resizing [default: the preset's, else preprocessor_config.json].
+    #[arg(long)]
+    pub max_pixels: Option<usize>,
+    /// The question asked with every image.
+    #[arg(long)]
+    pub prompt: Option<String>,
+    /// Colour autoencoder: where its trained weights are cached [default: <out>/autoencoder.safetensors].
+    #[arg(long)]
+    pub ae_weights: Option<PathBuf>,
+    /// Colour autoencoder: training seed.
+    #[arg(long, default_value_t = 0)]
+    pub ae_seed: u64,
+    /// Colour autoencoder: training epochs.
+    #[arg(long, default_value_t = 500)]
+    pub ae_epochs: usize,
+    /// Colour autoencoder: train on all hues (no held-out teal-blue slice).
+    #[arg(long)]
+    pub ae_no_hold_out: bool,
+}
+
+impl ModelArgs {
+    pub fn load(&self, default_weights_dir: &Path) -> anyhow::Result<LoadedModel> {
+        let device = device::parse_device(&self.device)?;
+        let dtype = self.dtype.as_deref().map(device::parse_dtype).transpose()?;
+        let autoencoder = TrainConfig {
+            seed: self.ae_seed,
+            epochs: self.ae_epochs,
+            held_out: if self.ae_no_hold_out { vec![] } else { vec![HueRange::TEAL_BLUE] },
+            ..TrainConfig::default()
+        };
+        let opts = LoadOptions {
+            device,
+            dtype,
+            revision: self.revision.clone(),
+            max_pixels: self.max_pixels,
+            prompt: self.prompt.clone(),
+            hub: HubSettings::from_env(&ProcessEnv),
+            autoencoder_weights: Some(
+                self.ae_weights.clone().unwrap_or_else(|| default_weights_dir.join("autoencoder.safetensors")),
+            ),
+            autoencoder,
+        };
+        load::load(&self.model, &opts).with_context(|| format!("loading model `{}`", self.model))
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct ExtractArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// A rendered stimulus folder (holding stimuli.json) or the stimuli.json file.
+    #[arg(long)]
+    pub stimuli: PathBuf,
+    /// The activation store to write (resumed if it holds unfinished work of the same inputs).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Layers to store: `all`, or indices and ranges like `0,4,8-12` (HF hidden_states indices).
+    #[arg(long, default_value = "all")]
+    pub layers: String,
+    /// Per-sample pooling: image-mean (mean over image tokens), last (last prompt token) or tokens (all).
+    #[arg(long, default_value = "image-mean")]
+    pub pool: String,
+    /// Images per forward pass [default: 4 on CPU, 16 on GPUs].
+    #[arg(long)]
+    pub batch_size: Option<usize>,
+    /// Process only shard i of n (a contiguous block) into OUT/shards/; then `huescan merge OUT`.
+    /// Defaults to SLURM_ARRAY_TASK_ID/SLURM_ARRAY_TASK_COUNT when those are set.
+    #[arg(long)]
+    pub shard: Option<String>,
+}
+
+/// Reads a rendered set: `stimuli.json` (validated, checksums of the PNGs included) and the image paths.
+pub fn read_stimuli(path: &Path) -> anyhow::Result<(StimulusManifest, PathBuf, Vec<SampleInput>)> {
+    let path = existing(&path.to_path_buf(), "stimulus set")?;
+    let dir = if path.is_dir() { path } else { path.parent().map(Path::to_path_buf).unwrap_or_default() };
+    if !dir.join(MANIFEST_FILE).exists() {
+        anyhow::bail!("`{}` has no {MANIFEST_FILE}; render a set first with `huescan stimuli render`", dir.display());
+    }
+    let manifest = StimulusManifest::load(&dir)?;
+    let samples = manifest
+        .stimuli
+        .iter()
+        .map(|s| SampleInput { id: s.id.clone(), hue_deg: s.hue_deg, image: dir.join(&s.file) })
+        .collect();
+    Ok((manifest, dir, samples))
+}
+
+/// `all` or `0,4,8-12`.
+pub fn parse_layers(spec: &str, n_points: usize) -> anyhow::Result<Vec<usize>> {
+    if spec == "all" {
+        return Ok((0..n_points).collect());
+    }
+    let mut out = Vec::new();
+    for part in spec.split(',').map(str::trim) {
+        let bad = || anyhow::anyhow!("invalid --layers `{spec}`: expected `all` or indices/ranges like `0,4,8-12`");
+        match part.split_once('-') {
+            Some((a, b)) => {
+                let (a, b): (usize, usize) = (a.parse().map_err(|_| bad())?, b.parse().map_err(|_| bad())?);
+                if a > b {
+                    return Err(bad());
+                }
+                out.extend(a..=b);
+            }
+            None => out.push(part.parse().map_err(|_| bad())?),
+        }
+    }
+    out.sort_unstable();
+    out.dedup();
+    Ok(out)
+}
+
+/// `--shard`, else the Slurm array variables, else none.
+pub fn resolve_shard(flag: Option<&str>, env: &dyn Env) -> anyhow::Result<Option<(usize, usize)>> {
+    if let Some(s) = flag {
+        return Ok(Some(store::parse_shard(s)?));
+    }
+    match (env.var(env::SLURM_ARRAY_TASK_ID), env.var(env::SLURM_ARRAY_TASK_COUNT)) {
+        (Some(i), Some(n)) => {
+            Ok(Some(store::parse_shard(&format!("{i}/{n}")).context("from SLURM_ARRAY_TASK_ID/COUNT")?))
+        }
+        _ => Ok(None),
+    }
+}
+
+pub fn run(args: &ExtractArgs, progress: &Progress) -> anyhow::Result<ExitCode> {
+    let (manifest, dir, samples) = read_stimuli(&args.stimuli)?;
+    // stimuli.json records every PNG's hash, so its own hash pins the exact images (photos included).
+    let stimuli_sha256 = crate::fsx::sha256_file(&dir.join(MANIFEST_FILE))?;
+    let pooling: Pooling = args.pool.parse()?;
+    let shard = resolve_shard(args.shard.as_deref(), &ProcessEnv)?;
+    crate::fsx::create_dir_all(&args.out)?;
+    let loaded = args.model.load(&args.out)?;
+    let layers = parse_layers(&args.layers, loaded.model.hook_points().len())?;
+    let batch_size = args.batch_size.unwrap_or(if args.model.device == "cpu" { 4 } else { 16 });
+    let plan = ExtractPlan {
+        samples,
+        layers,
+        pooling,
+        batch_size,
+        shard,
+        provenance: Provenance {
+            model_id: loaded.id.clone(),
+            model_revision: loaded.revision.clone(),
+            model_config_sha256: loaded.config_sha256.clone(),
+            stimuli_name: manifest.spec_name.clone(),
+            stimuli_sha256,
+            pooling: pooling.to_string(),
+            settings: {
+                let mut s = loaded.settings.clone();
+                s.insert("stimuli_spec_sha256".into(), manifest.spec_sha256.clone());
+                s
+            },
+        },
+        out: args.out.clone(),
+    };
+    let bar = progress.bar(0, "extracting");
+    let tick = |done: usize, total: usize| {
+        bar.set_length(total as u64);
+        bar.set_position(done as u64);
+    };
+    let outcome = extract::extract(loaded.model.as_ref(), &plan, &tick).map_err(|e| {
+        let msg = e.to_string();
+        let err = anyhow::Error::new(e);
+        if msg.contains("out of memory") || msg.contains("OUT_OF_MEMORY") {
+            err.context(format!("the device ran out of memory at --batch-size {batch_size}; lower --batch-size"))
+        } else {
+            err
+        }
+    })?;
+    bar.finish_and_clear();
+    let m = outcome.store.manifest();
+    progress.say(format!(
+        "{}: {} samples x {} layers (d_model {}) from `{}`; computed {}, resumed {}",
+        outcome.store.dir().display(),
+        m.samples.len(),
+        m.layers.len(),
+        m.d_model.map_or("per layer".to_string(), |d| d.to_string()),
+        loaded.id,
+        outcome.computed,
+        outcome.resumed
+    ));
+    if let Some((i, n)) = shard {
+        progress.say(format!("shard {i}/{n} done; when all {n} are, run `huescan merge {}`", args.out.display()));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    #[test]
+    fn layer_lists_and_shards_parse() {
+        assert_eq!(parse_layers("all", 3).unwrap(), vec![0, 1, 2]);
+        assert_eq!(parse_layers("8-10,0,9", 37).unwrap(), vec![0, 8, 9, 10]);
+        assert!(parse_layers("3-1", 5).is_err());
+        assert!(parse_layers("x", 5).is_err());
+        let slurm: HashMap<&str, &str> = HashMap::from([("SLURM_ARRAY_TASK_ID", "3"), ("SLURM_ARRAY_TASK_COUNT", "8")]);
+        assert_eq!(resolve_shard(None, &slurm).unwrap(), Some((3, 8)));
+        assert_eq!(resolve_shard(Some("1/2"), &slurm).unwrap(), Some((1, 2)));
+        assert_eq!(resolve_shard(None, &HashMap::<&str, &str>::new()).unwrap(), None);
+        let bad: HashMap<&str, &str> = HashMap::from([("SLURM_ARRAY_TASK_ID", "8"), ("SLURM_ARRAY_TASK_COUNT", "8")]);
+        assert!(resolve_shard(None, &bad).is_err());
+    }
+}
