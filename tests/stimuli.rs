@@ -193,6 +193,19 @@ fn textured_mean_chromatic_hue_is_within_3_degrees_for_all_360_hues() {
     let ls: Vec<f64> = m.stimuli.iter().map(|r| r.oklch_l).collect();
     let spread = ls.iter().cloned().fold(f64::MIN, f64::max) - ls.iter().cloned().fold(f64::MAX, f64::min);
     assert!(spread > 0.2, "mean lightness spans only {spread}");
+    // The bundled set itself, full size, every 30th hue (all 360 take ~70 s in a debug build; measured worst
+    // 0.99°, see the report).
+    let wild = StimulusSpec::resolve("wild-360").unwrap();
+    for s in stimuli(&wild, 1).iter().step_by(30) {
+        let img = render_one(&wild, s, &[]);
+        assert_eq!(img.dimensions(), (224, 224));
+        let (mean, n) = mean_chromatic_hue(img.as_raw(), ChromaticThreshold::default()).unwrap();
+        assert!(hue_diff_deg(mean, s.hue_deg()).abs() <= 3.0, "wild-360 {}: mean {mean:.2}", s.id);
+        assert!(n as f64 >= 0.1 * 224.0 * 224.0, "wild-360 {}: only {n} chromatic pixels", s.id);
+    }
+    let cs: Vec<f64> = m.stimuli.iter().map(|r| r.oklch_c).collect();
+    let spread = cs.iter().cloned().fold(f64::MIN, f64::max) - cs.iter().cloned().fold(f64::MAX, f64::min);
+    assert!(spread > 0.05, "mean chroma spans only {spread}");
 }
 
 #[test]
@@ -327,7 +340,13 @@ step = 50
     std::fs::create_dir_all(&empty).unwrap();
     assert!(matches!(err(Some(empty.clone())), Error::NoPhotos { .. }));
     image::RgbImage::from_pixel(8, 8, image::Rgb([90, 90, 90])).save(empty.join("grey.png")).unwrap();
-    assert!(matches!(err(Some(empty)), Error::PhotoAchromatic { .. }));
+    assert!(matches!(err(Some(empty.clone())), Error::PhotoAchromatic { .. }));
+    // Equal thirds of red, green and blue: the hues cancel and leave no dominant hue.
+    let rgb =
+        image::RgbImage::from_fn(9, 9, |x, _| image::Rgb([[255, 0, 0], [0, 255, 0], [0, 0, 255]][x as usize / 3]));
+    std::fs::remove_file(empty.join("grey.png")).unwrap();
+    rgb.save(empty.join("rgb.png")).unwrap();
+    assert!(matches!(err(Some(empty)), Error::PhotoNoDominantHue { .. }));
 }
 
 fn dir_out(base: &Path) -> PathBuf {

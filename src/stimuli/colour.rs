@@ -316,7 +316,11 @@ mod tests {
         assert!(close(red[0], 0.627955, 1e-5) && close(red[1], 0.224863, 1e-5) && close(red[2], 0.125846, 1e-5));
         let lch = srgb_to_oklch([1.0, 0.0, 0.0]);
         assert!(close(lch.c, 0.257683, 1e-5) && close(lch.hue_deg, 29.2339, 1e-3), "{lch:?}");
-        // Blue: oklab(0.452014 -0.032457 -0.311528), hue 264.052°.
+        // Green #00ff00: oklch(0.866440 0.294827 142.4953); blue #0000ff: oklab(0.452014 -0.032457 -0.311528),
+        // hue 264.052°.
+        let green = srgb_to_oklch([0.0, 1.0, 0.0]);
+        assert!(close(green.l, 0.866440, 1e-5) && close(green.c, 0.294827, 1e-5), "{green:?}");
+        assert!(close(green.hue_deg, 142.4953, 1e-3), "{green:?}");
         let blue = srgb_to_oklch([0.0, 0.0, 1.0]);
         assert!(close(blue.l, 0.452014, 1e-5) && close(blue.hue_deg, 264.052, 1e-3), "{blue:?}");
     }

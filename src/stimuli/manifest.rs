@@ -65,6 +65,13 @@ pub struct StimulusRecord {
     pub source_sha256: Option<String>,
 }
 
+impl StimulusRecord {
+    /// The image's path inside the stimulus folder `dir`.
+    pub fn path(&self, dir: &Path) -> std::path::PathBuf {
+        dir.join(&self.file)
+    }
+}
+
 impl StimulusManifest {
     /// Writes `dir/stimuli.json` atomically.
     pub fn write(&self, dir: &Path) -> crate::Result<()> {

@@ -58,6 +58,11 @@ pub enum Error {
          remove it from the photo folder"
     )]
     PhotoAchromatic { path: PathBuf },
+    #[error(
+        "photo `{path}` has no dominant hue: its chromatic hues spread round the circle (mean resultant length \
+         {r:.3} < {min}), so a hue label would mean nothing; use photos with one main colour"
+    )]
+    PhotoNoDominantHue { path: PathBuf, r: f64, min: f64 },
     /// A rendered image without chromatic pixels (a bug or a degenerate spec).
     #[error("rendered stimulus `{id}` has no chromatic pixels, so its hue cannot be measured")]
     Achromatic { id: String },

@@ -5,6 +5,12 @@
 //! (after resizing). For target hue `t` every pixel with `s > 0` gets hue `h + (t − d)` and keeps its own `s`
 //! and `v`; greys stay as they are. The photo's internal hue contrasts survive, and its dominant hue becomes
 //! `t` (circular means commute with rotation), so the label means the same thing it means for textured sets.
+//!
+//! Determinism: every image depends only on (spec, hue, variant) through its own ChaCha8 seed, never on thread
+//! scheduling, so debug and release builds, any thread count and any shard give the same bytes (tested; the
+//! debug and release renders of wild-360 were compared byte for byte). Across operating systems the one
+//! caveat is the platform `libm` (`exp`, `sin`, `powf`, ...), which may differ in the last bit; that changes a
+//! pixel only when a value lands within ~1e-13 of an 8-bit rounding boundary.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -23,6 +29,9 @@ use super::spec::{Kind, StimulusSpec, MDEG_PER_DEG};
 use super::texture::render_textured;
 use super::Error;
 use crate::fsx;
+
+/// A photo's chromatic hues must have a mean resultant length at least this (1 = one hue, 0 = spread evenly).
+pub const MIN_PHOTO_RESULTANT: f64 = 0.1;
 
 /// Options the caller (the CLI) adds to a spec.
 #[derive(Default)]
@@ -150,9 +159,21 @@ pub fn load_photos(dir: &Path, width: u32, height: u32) -> crate::Result<Vec<Pho
             let decoded = image::load_from_memory(&bytes)
                 .map_err(|e| Error::PhotoUnreadable { path: path.clone(), message: e.to_string() })?;
             let image = decoded.resize_to_fill(width, height, image::imageops::FilterType::Lanczos3).to_rgb8();
-            let (dominant_hue_deg, _) =
-                super::colour::mean_chromatic_hue(image.as_raw(), ChromaticThreshold::default())
-                    .ok_or_else(|| Error::PhotoAchromatic { path: path.clone() })?;
+            let thr = ChromaticThreshold::default();
+            let hues: Vec<(f64, f64)> = image
+                .pixels()
+                .map(|p| hsv_of_rgb8(p.0))
+                .filter(|hsv| thr.is_chromatic(*hsv))
+                .map(|hsv| (hsv.hue_deg, 1.0))
+                .collect();
+            if hues.is_empty() {
+                return Err(Error::PhotoAchromatic { path: path.clone() }.into());
+            }
+            let (dominant_hue_deg, r) = circular_mean_deg(hues).unwrap_or((0.0, 0.0));
+            // With hues spread all round the circle the mean direction is noise, and so would be the labels.
+            if r < MIN_PHOTO_RESULTANT {
+                return Err(Error::PhotoNoDominantHue { path: path.clone(), r, min: MIN_PHOTO_RESULTANT }.into());
+            }
             let file = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
             Ok(Photo { file, sha256: fsx::sha256_hex(&bytes), image, dominant_hue_deg })
         })
