@@ -251,10 +251,13 @@ fn bad_activations_are_refused_with_layer_and_sample() {
     acts.get_mut(&2).unwrap()[[3, 1]] = f32::NAN;
     let err = w.write_chunk(&c, &acts).unwrap_err().to_string();
     assert!(err.contains("layer 2") && err.contains(&format!("hue_{:03}", (5 + 3) * 15)), "{err}");
+    // Once a chunk fixed a layer's width, another chunk cannot change it.
+    let first = w.pending_chunks()[0].clone();
+    w.write_chunk(&first, &acts_for(first.range.clone())).unwrap();
     let mut acts = acts_for(c.range.clone());
     acts.insert(4, ArrayD::zeros(IxDyn(&[c.range.len(), D + 1])));
     let err = w.write_chunk(&c, &acts).unwrap_err().to_string();
-    assert!(err.contains("per-sample shape"), "{err}");
+    assert!(err.contains("per-sample shape of layer 4"), "{err}");
     let mut acts = acts_for(c.range.clone());
     acts.insert(0, ArrayD::zeros(IxDyn(&[c.range.len() - 1, D])));
     let err = w.write_chunk(&c, &acts).unwrap_err().to_string();
