@@ -18,6 +18,7 @@
 
 pub mod error;
 pub mod fsx;
+pub mod manifold;
 pub mod model;
 pub mod stimuli;
 pub mod store;
