@@ -33,6 +33,8 @@ pub enum Error {
     #[error(transparent)]
     Model(#[from] crate::model::Error),
     #[error(transparent)]
+    Manifold(#[from] crate::manifold::Error),
+    #[error(transparent)]
     Candle(#[from] candle_core::Error),
     /// Anything else, with a sentence that says what went wrong.
     #[error("{0}")]

@@ -21,6 +21,7 @@ pub mod env;
 pub mod error;
 pub mod extract;
 pub mod fsx;
+pub mod manifold;
 pub mod model;
 pub mod stimuli;
 pub mod store;

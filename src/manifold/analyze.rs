@@ -1,0 +1,535 @@
+//! The notebook's analysis of one stimulus set (sections 4-10), streaming layers one at a time, plus
+//! cross-validated layer choice, shuffled-label baselines, permutation p-values and bootstrap intervals.
+//!
+//! Per layer only its $n \times n$ Gram matrix is kept while the layer is scored, and only the Gram of the best
+//! layer so far survives the scan: memory is one layer's activations plus two $n \times n$ matrices.
+
+use ndarray::Array2;
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use super::cv::{kfold_contiguous, kfold_shuffled, mean_std, n_folds_for, periodic_train_test_split, Fold, FoldOps};
+use super::gram::{ideal_embedding, project, LayerGram};
+use super::joystick::{joystick_from_gram, Joystick, JoystickOptions};
+use super::metrics::{pairwise, score_all, score_primary, Metric, Scores};
+use super::shapes::{circle_template_3d, hue_turns, LabelMode, Shape};
+use super::stats::{bootstrap_interval, coverage_ratio, periodicity_score, permutation_p_value, seam_closure_ratio};
+use super::{Error, MIN_SAMPLES, SMALL_N_WARNING};
+
+/// Settings of [`analyze`]. Defaults are the notebook's; `mode` decides labels and folds (see [`LabelMode`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AnalyzeOptions {
+    /// Name of the stimulus set, written in every row (the notebook's `dataset`).
+    pub dataset: String,
+    pub mode: LabelMode,
+    /// Candidate shapes; default the notebook's Circular, Semicircular, Euclidean.
+    pub shapes: Vec<Shape>,
+    /// Ideal-embedding dimension of discovery and held-out fits (the package's `smds_components`, 2).
+    pub n_components: usize,
+    /// Ridge alpha of the notebook's own fits (scan, refit on train, projection): 1e-4.
+    pub alpha_fit: f64,
+    /// Ridge alpha of cross-validated scores (the package's `discover_manifolds` default): 1.0.
+    pub alpha_cv: f64,
+    pub test_fraction: f64,
+    pub split_offset: usize,
+    /// Folds of discovery and of the scan's CV; `None` = `min(5, max(2, n // 10))` of the data being split.
+    pub n_folds: Option<usize>,
+    /// Seeds shuffled folds (periodic mode), permutations and bootstraps.
+    pub seed: u64,
+    /// Label permutations per layer (scan) and per shape (discovery); 0 turns the test off.
+    pub n_permutations: usize,
+    /// Bootstrap resamples of the held-out test set; 0 turns intervals off.
+    pub n_bootstrap: usize,
+    pub ci_level: f64,
+    /// Composite = `w_test * test_score + w_periodicity * periodicity_score` (0.7 / 0.3).
+    pub w_test: f64,
+    pub w_periodicity: f64,
+    /// Analyse this layer instead of choosing one.
+    pub layer: Option<usize>,
+    /// Run the decoder-only joystick at the chosen layer.
+    pub joystick: Option<JoystickOptions>,
+}
+
+impl Default for AnalyzeOptions {
+    fn default() -> Self {
+        AnalyzeOptions {
+            dataset: "set".into(),
+            mode: LabelMode::Periodic,
+            shapes: Shape::NOTEBOOK.to_vec(),
+            n_components: 2,
+            alpha_fit: 1e-4,
+            alpha_cv: 1.0,
+            test_fraction: 0.2,
+            split_offset: 0,
+            n_folds: None,
+            seed: 0,
+            n_permutations: 100,
+            n_bootstrap: 1000,
+            ci_level: 0.95,
+            w_test: 0.7,
+            w_periodicity: 0.3,
+            layer: None,
+            joystick: Some(JoystickOptions::default()),
+        }
+    }
+}
+
+impl AnalyzeOptions {
+    /// The notebook exactly: compat labels and folds, no extras that need randomness.
+    pub fn notebook(dataset: &str) -> Self {
+        AnalyzeOptions { dataset: dataset.into(), mode: LabelMode::Compat, ..Default::default() }
+    }
+
+    pub fn check(&self) -> Result<(), Error> {
+        let bad = |name, value: String, expected| Err(Error::InvalidParam { name, value, expected });
+        if self.shapes.is_empty() {
+            return bad("shapes", "[]".into(), "at least one shape");
+        }
+        for (name, a) in [("alpha_fit", self.alpha_fit), ("alpha_cv", self.alpha_cv)] {
+            if !(a.is_finite() && a >= 0.0) {
+                return bad(name, a.to_string(), "a finite number >= 0");
+            }
+        }
+        if self.n_components == 0 {
+            return bad("n_components", "0".into(), "at least 1");
+        }
+        if !(self.ci_level > 0.0 && self.ci_level < 1.0) {
+            return bad("ci_level", self.ci_level.to_string(), "0 < ci_level < 1");
+        }
+        if !(self.w_test.is_finite() && self.w_periodicity.is_finite()) {
+            return bad("w_test", format!("{}/{}", self.w_test, self.w_periodicity), "finite weights");
+        }
+        if let Some(k) = self.n_folds {
+            if k < 2 {
+                return bad("n_folds", k.to_string(), "at least 2");
+            }
+        }
+        Ok(())
+    }
+
+    fn folds(&self, n: usize, salt: u64) -> Result<Vec<Fold>, Error> {
+        let k = self.n_folds.unwrap_or_else(|| n_folds_for(n));
+        match self.mode {
+            LabelMode::Compat => kfold_contiguous(n, k),
+            LabelMode::Periodic => kfold_shuffled(n, k, self.seed ^ salt),
+        }
+    }
+}
+
+/// One row of `layer_scan.csv`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LayerScanRow {
+    pub layer: usize,
+    pub mode: LabelMode,
+    /// Circular score fitted and scored on the same samples (`alpha_fit`): the notebook's scan. With n < d it is
+    /// near 1 for any labels, so it is reported, not used, in periodic mode.
+    pub in_sample_score: f64,
+    pub stress: f64,
+    /// Mean / std over folds of the cross-validated Circular score (`alpha_cv`).
+    pub cv_score: f64,
+    pub cv_std: f64,
+    pub n_folds: usize,
+    /// Mean cross-validated score with shuffled labels (the permutation null), and the p-value of `cv_score`.
+    pub shuffled_baseline: f64,
+    pub p_value: f64,
+    pub note: String,
+}
+
+/// Which layer the set-level analysis used, and why.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LayerChoice {
+    pub layer: usize,
+    /// `min_in_sample_stress` (compat, the notebook), `max_cv_score` (periodic) or `user`.
+    pub criterion: String,
+}
+
+/// One shape's cross-validated discovery on the training split.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DiscoveryRow {
+    pub shape: Shape,
+    pub rank: usize,
+    pub n_folds: usize,
+    /// Per metric (order of [`Metric::ALL`]): mean, std (ddof 0) and per-fold scores.
+    pub mean: Scores,
+    pub std: Scores,
+    pub folds: Vec<Scores>,
+    pub p_value: f64,
+    pub shuffled_baseline: f64,
+}
+
+/// One shape refitted on train (`alpha_fit`) and scored on the held-out test split.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HeldoutRow {
+    pub shape: Shape,
+    pub test: Scores,
+    pub test_ci: (f64, f64),
+    pub test_closure_ratio: f64,
+    pub periodicity_score: f64,
+    pub coverage_ratio: f64,
+}
+
+/// One row of the notebook's arbitration table.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ArbitrationRow {
+    pub shape: Shape,
+    pub train_cv_score: f64,
+    pub train_cv_std: f64,
+    pub test_score: f64,
+    pub test_closure_ratio: f64,
+    pub periodicity_score: f64,
+    pub coverage_ratio: f64,
+    pub composite_score: f64,
+}
+
+/// The 3-D projection with the `(cos, sin, 0)` template of the winning shape, fitted on all samples.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Projection {
+    pub layer: usize,
+    pub shape: Shape,
+    /// `[n, 3]`, rows in input order.
+    #[serde(skip)]
+    pub coords: Array2<f64>,
+}
+
+/// Everything `huescan analyze` reports for one stimulus set.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Analysis {
+    pub dataset: String,
+    pub mode: LabelMode,
+    pub options: AnalyzeOptions,
+    pub n_samples: usize,
+    pub d_model: usize,
+    pub hue_deg: Vec<f64>,
+    pub layer_scan: Vec<LayerScanRow>,
+    pub choice: LayerChoice,
+    pub train_idx: Vec<usize>,
+    pub test_idx: Vec<usize>,
+    pub discovery: Vec<DiscoveryRow>,
+    pub heldout: Vec<HeldoutRow>,
+    /// Sorted by composite, best first.
+    pub arbitration: Vec<ArbitrationRow>,
+    pub winner: Shape,
+    pub projection: Projection,
+    pub joystick: Option<Joystick>,
+    pub warnings: Vec<String>,
+}
+
+fn check_hues(hue_deg: &[f64]) -> Result<Vec<String>, Error> {
+    let n = hue_deg.len();
+    if n < MIN_SAMPLES {
+        return Err(Error::TooFewSamples { got: n, min: MIN_SAMPLES });
+    }
+    if let Some((index, &value)) = hue_deg.iter().enumerate().find(|(_, v)| !v.is_finite()) {
+        return Err(Error::NonFiniteLabel { index, value });
+    }
+    let turns = hue_turns(hue_deg);
+    if turns.iter().all(|t| *t == turns[0]) {
+        return Err(Error::ConstantLabels { n, value: hue_deg[0] });
+    }
+    let mut warnings = Vec::new();
+    let mut sorted = turns.clone();
+    sorted.sort_by(f64::total_cmp);
+    sorted.dedup();
+    if sorted.len() < n {
+        warnings.push(format!(
+            "{} of {n} samples repeat a hue (mod 360); ties are kept, seam closure averages them",
+            n - sorted.len()
+        ));
+    }
+    if n < SMALL_N_WARNING {
+        warnings
+            .push(format!("only {n} samples (< {SMALL_N_WARNING}): scores are noisy, read the intervals and p-values"));
+    }
+    Ok(warnings)
+}
+
+fn permutations(labels: &[f64], count: usize, seed: u64) -> Vec<Vec<f64>> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    (0..count)
+        .map(|_| {
+            let mut p = labels.to_vec();
+            p.shuffle(&mut rng);
+            p
+        })
+        .collect()
+}
+
+/// Null distribution of the mean CV primary score of `shape` under the label permutations.
+fn null_scores(ops: &FoldOps, shape: Shape, perms: &[Vec<f64>], opts: &AnalyzeOptions) -> Result<Vec<f64>, Error> {
+    perms.par_iter().map(|p| ops.mean_primary(shape, p, opts.mode, opts.n_components)).collect()
+}
+
+fn nan_last_desc(a: f64, b: f64) -> std::cmp::Ordering {
+    match (a.is_nan(), b.is_nan()) {
+        (true, true) => std::cmp::Ordering::Equal,
+        (true, false) => std::cmp::Ordering::Greater,
+        (false, true) => std::cmp::Ordering::Less,
+        _ => b.total_cmp(&a),
+    }
+}
+
+/// Analyses one stimulus set. `layers` yields `(layer index, [n_samples, d_model] activations)` one at a time
+/// (f32 or f64); `hue_deg` has one hue per row. Errors: fewer than 8 samples, NaN/constant hues, a layer whose
+/// row count or width differs, NaN/Inf activations (named by layer, row, column), every layer constant.
+/// Constant (zero-variance) layers are kept in the scan with the package's `-inf` score and never chosen.
+pub fn analyze<T, I>(layers: I, hue_deg: &[f64], opts: &AnalyzeOptions) -> crate::Result<Analysis>
+where
+    T: Copy + Into<f64> + Send + Sync,
+    I: IntoIterator<Item = crate::Result<(usize, Array2<T>)>>,
+{
+    opts.check()?;
+    let mut warnings = check_hues(hue_deg)?;
+    let n = hue_deg.len();
+    let labels = hue_turns(hue_deg);
+    let k = opts.n_components;
+    let all: Vec<usize> = (0..n).collect();
+    let scan_folds = opts.folds(n, 0x5ca7)?;
+    let scan_perms = permutations(&labels, opts.n_permutations, opts.seed.wrapping_add(1));
+    let circ_all = ideal_embedding(Shape::Circular, &labels, opts.mode, k)?;
+    let circ_d = Shape::Circular.distances(&labels, opts.mode)?;
+
+    let mut scan = Vec::new();
+    let mut d_model = None;
+    let mut best: Option<(f64, usize, LayerGram)> = None;
+    for item in layers {
+        let (layer, x) = item?;
+        let _span = tracing::info_span!("manifold_layer", layer).entered();
+        if x.nrows() != n {
+            return Err(Error::LayerRows { layer, got: x.nrows(), expected: n }.into());
+        }
+        match d_model {
+            None => d_model = Some(x.ncols()),
+            Some(d) if d != x.ncols() => {
+                return Err(Error::FeatureCount { what: format!("layer {layer}"), got: x.ncols(), expected: d }.into())
+            }
+            _ => {}
+        }
+        let gram = LayerGram::new(x.view(), &format!("layer {layer}"))?;
+        drop(x);
+        let mut row = LayerScanRow {
+            layer,
+            mode: opts.mode,
+            in_sample_score: f64::NEG_INFINITY,
+            stress: f64::INFINITY,
+            cv_score: f64::NAN,
+            cv_std: f64::NAN,
+            n_folds: scan_folds.len(),
+            shuffled_baseline: f64::NAN,
+            p_value: f64::NAN,
+            note: String::new(),
+        };
+        if gram.trace() == 0.0 {
+            row.note = "zero variance: every row is identical, score is -inf as in the package".into();
+            warnings.push(format!("layer {layer} has zero variance and was skipped"));
+            scan.push(row);
+            continue;
+        }
+        let op = gram.operator(&all, &all, opts.alpha_fit)?;
+        row.in_sample_score = score_primary(circ_d.view(), pairwise(project(&op, &circ_all).view()).view());
+        row.stress = 1.0 - row.in_sample_score;
+        let ops = FoldOps::new(&gram, &all, scan_folds.clone(), opts.alpha_cv)?;
+        let fold_scores: Vec<f64> =
+            ops.scores(Shape::Circular, &labels, opts.mode, k)?.iter().map(Scores::primary).collect();
+        (row.cv_score, row.cv_std) = mean_std(&fold_scores);
+        let null = null_scores(&ops, Shape::Circular, &scan_perms, opts)?;
+        if !null.is_empty() {
+            row.shuffled_baseline = null.iter().sum::<f64>() / null.len() as f64;
+        }
+        row.p_value = permutation_p_value(row.cv_score, &null);
+        let key = match (opts.layer, opts.mode) {
+            (Some(l), _) => f64::from(u8::from(l == layer)),
+            (None, LabelMode::Compat) => row.in_sample_score,
+            (None, LabelMode::Periodic) => row.cv_score,
+        };
+        // Strictly greater keeps the first layer on ties, like pandas idxmin.
+        if key.is_finite() && best.as_ref().is_none_or(|(b, _, _)| key > *b) {
+            best = Some((key, layer, gram));
+        }
+        scan.push(row);
+    }
+    if scan.is_empty() {
+        return Err(Error::NoLayers.into());
+    }
+    let Some((_, layer, gram)) = best else {
+        return Err(Error::NoUsableLayer(format!("{} layers, all constant", scan.len())).into());
+    };
+    if let Some(want) = opts.layer {
+        if want != layer {
+            return Err(Error::InvalidParam {
+                name: "layer",
+                value: want.to_string(),
+                expected: "a layer in the store",
+            }
+            .into());
+        }
+    }
+    let criterion = match (opts.layer, opts.mode) {
+        (Some(_), _) => "user",
+        (None, LabelMode::Compat) => "min_in_sample_stress",
+        (None, LabelMode::Periodic) => "max_cv_score",
+    };
+
+    // Train/test split and discovery on train.
+    let (train, test) = periodic_train_test_split(hue_deg, opts.test_fraction, opts.split_offset)?;
+    if train.len() < SMALL_N_WARNING {
+        warnings
+            .push(format!("discovery trains on {} samples (< {SMALL_N_WARNING}), as the package warns", train.len()));
+    }
+    let train_labels: Vec<f64> = train.iter().map(|&i| labels[i]).collect();
+    let test_labels: Vec<f64> = test.iter().map(|&i| labels[i]).collect();
+    let test_hues: Vec<f64> = test.iter().map(|&i| hue_deg[i]).collect();
+    let ops = FoldOps::new(&gram, &train, opts.folds(train.len(), 0xd15c)?, opts.alpha_cv)?;
+    let disc_perms = permutations(&train_labels, opts.n_permutations, opts.seed.wrapping_add(2));
+    let mut discovery = opts
+        .shapes
+        .iter()
+        .map(|&shape| {
+            let folds = ops.scores(shape, &train_labels, opts.mode, k)?;
+            let stats: Vec<(f64, f64)> =
+                (0..5).map(|m| mean_std(&folds.iter().map(|s| s.0[m]).collect::<Vec<_>>())).collect();
+            let null = null_scores(&ops, shape, &disc_perms, opts)?;
+            let mean = Scores(std::array::from_fn(|m| stats[m].0));
+            Ok(DiscoveryRow {
+                shape,
+                rank: 0,
+                n_folds: folds.len(),
+                std: Scores(std::array::from_fn(|m| stats[m].1)),
+                p_value: permutation_p_value(mean.primary(), &null),
+                shuffled_baseline: if null.is_empty() {
+                    f64::NAN
+                } else {
+                    null.iter().sum::<f64>() / null.len() as f64
+                },
+                mean,
+                folds,
+            })
+        })
+        .collect::<Result<Vec<_>, Error>>()?;
+    discovery.sort_by(|a, b| nan_last_desc(a.mean.primary(), b.mean.primary()));
+    discovery.iter_mut().enumerate().for_each(|(i, r)| r.rank = i + 1);
+
+    // Refit on train, score the held-out test split.
+    let op_test = gram.operator(&train, &test, opts.alpha_fit)?;
+    let coverage = coverage_ratio(hue_deg);
+    let heldout = discovery
+        .iter()
+        .map(|d| {
+            let y = ideal_embedding(d.shape, &train_labels, opts.mode, k)?;
+            let z = project(&op_test, &y);
+            let d_pred = pairwise(z.view());
+            let scores = score_all(d.shape.distances(&test_labels, opts.mode)?.view(), d_pred.view());
+            let ci =
+                bootstrap_interval(test.len(), opts.n_bootstrap, opts.ci_level, opts.seed.wrapping_add(3), |idx| {
+                    let sub: Vec<f64> = idx.iter().map(|&i| test_labels[i]).collect();
+                    let d_ideal = d.shape.distances(&sub, opts.mode).expect("labels already checked");
+                    score_primary(
+                        d_ideal.view(),
+                        d_pred.select(ndarray::Axis(0), idx).select(ndarray::Axis(1), idx).view(),
+                    )
+                });
+            let closure = seam_closure_ratio(z.view(), &test_hues);
+            Ok(HeldoutRow {
+                shape: d.shape,
+                test: scores,
+                test_ci: ci,
+                test_closure_ratio: closure,
+                periodicity_score: periodicity_score(closure),
+                coverage_ratio: coverage,
+            })
+        })
+        .collect::<Result<Vec<_>, Error>>()?;
+
+    let mut arbitration: Vec<ArbitrationRow> = discovery
+        .iter()
+        .zip(&heldout)
+        .map(|(d, h)| ArbitrationRow {
+            shape: d.shape,
+            train_cv_score: d.mean.primary(),
+            train_cv_std: d.std.primary(),
+            test_score: h.test.primary(),
+            test_closure_ratio: h.test_closure_ratio,
+            periodicity_score: h.periodicity_score,
+            coverage_ratio: h.coverage_ratio,
+            composite_score: opts.w_test * h.test.primary() + opts.w_periodicity * h.periodicity_score,
+        })
+        .collect();
+    arbitration.sort_by(|a, b| nan_last_desc(a.composite_score, b.composite_score));
+    let winner = arbitration[0].shape;
+
+    let template = circle_template_3d(hue_deg, winner);
+    let op_all = gram.operator(&all, &all, opts.alpha_fit)?;
+    let projection = Projection { layer, shape: winner, coords: project(&op_all, &template) };
+    let joystick = opts.joystick.as_ref().map(|j| joystick_from_gram(&gram, hue_deg, j)).transpose()?;
+
+    Ok(Analysis {
+        dataset: opts.dataset.clone(),
+        mode: opts.mode,
+        options: opts.clone(),
+        n_samples: n,
+        d_model: d_model.unwrap_or(0),
+        hue_deg: hue_deg.to_vec(),
+        layer_scan: scan,
+        choice: LayerChoice { layer, criterion: criterion.into() },
+        train_idx: train,
+        test_idx: test,
+        discovery,
+        heldout,
+        arbitration,
+        winner,
+        projection,
+        joystick,
+        warnings,
+    })
+}
+
+/// One row of the notebook's `global_shape_df`: a shape's arbitration averaged over stimulus sets.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GlobalShapeRow {
+    pub shape: Shape,
+    pub mean_train_cv_score: f64,
+    pub mean_test_score: f64,
+    pub mean_periodicity: f64,
+    pub mean_composite: f64,
+    /// Sample standard deviation (ddof 1, pandas' default); NaN for one set.
+    pub std_composite: f64,
+    pub n_domains: usize,
+}
+
+/// The notebook's global topology winner across sets: rows sorted by mean composite, best first.
+pub fn global_winner(analyses: &[Analysis]) -> Vec<GlobalShapeRow> {
+    let mut shapes: Vec<Shape> = analyses.iter().flat_map(|a| a.arbitration.iter().map(|r| r.shape)).collect();
+    shapes.sort_by_key(|s| s.class_name());
+    shapes.dedup();
+    let mut rows: Vec<GlobalShapeRow> = shapes
+        .into_iter()
+        .map(|shape| {
+            let rs: Vec<&ArbitrationRow> =
+                analyses.iter().flat_map(|a| a.arbitration.iter().filter(move |r| r.shape == shape)).collect();
+            let m = rs.len() as f64;
+            let mean = |f: fn(&ArbitrationRow) -> f64| rs.iter().map(|r| f(r)).sum::<f64>() / m;
+            let mc = mean(|r| r.composite_score);
+            let std = if rs.len() > 1 {
+                (rs.iter().map(|r| (r.composite_score - mc).powi(2)).sum::<f64>() / (m - 1.0)).sqrt()
+            } else {
+                f64::NAN
+            };
+            GlobalShapeRow {
+                shape,
+                mean_train_cv_score: mean(|r| r.train_cv_score),
+                mean_test_score: mean(|r| r.test_score),
+                mean_periodicity: mean(|r| r.periodicity_score),
+                mean_composite: mc,
+                std_composite: std,
+                n_domains: rs.len(),
+            }
+        })
+        .collect();
+    rows.sort_by(|a, b| nan_last_desc(a.mean_composite, b.mean_composite));
+    rows
+}
+
+/// Keeps the compiler honest about the metric order used for CSV headers.
+pub(crate) const METRICS: [Metric; 5] = Metric::ALL;

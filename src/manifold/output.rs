@@ -1,0 +1,284 @@
+//! Writers for `huescan analyze`: layer_scan.csv, discovery.csv, heldout.csv, arbitration.csv, joystick.csv,
+//! projection.safetensors and summary.json per set, and global.csv across sets. Every file is written
+//! atomically; columns have a fixed order; every row names its dataset and label mode.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::path::Path;
+
+use safetensors::tensor::TensorView;
+use safetensors::Dtype;
+
+use super::analyze::{global_winner, Analysis, METRICS};
+use crate::fsx::{write_atomic, write_json};
+use crate::Result;
+
+fn csv(header: &[String], rows: impl IntoIterator<Item = Vec<String>>) -> String {
+    let mut s = header.join(",");
+    s.push('\n');
+    for r in rows {
+        s.push_str(&r.join(","));
+        s.push('\n');
+    }
+    s
+}
+
+fn f(v: f64) -> String {
+    v.to_string()
+}
+
+fn quote(s: &str) -> String {
+    if s.contains([',', '"', '\n']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
+}
+
+fn strings(v: &[&str]) -> Vec<String> {
+    v.iter().map(|s| s.to_string()).collect()
+}
+
+/// Writes one set's tables into `dir` (created if missing).
+pub fn write_analysis(dir: &Path, a: &Analysis) -> Result<()> {
+    let (ds, mode) = (quote(&a.dataset), a.mode.to_string());
+    let chosen = a.choice.layer;
+    write_atomic(
+        &dir.join("layer_scan.csv"),
+        csv(
+            &strings(&[
+                "dataset",
+                "mode",
+                "layer",
+                "n_samples",
+                "in_sample_score",
+                "stress",
+                "cv_score",
+                "cv_std",
+                "n_folds",
+                "shuffled_baseline",
+                "p_value",
+                "n_permutations",
+                "chosen",
+                "note",
+            ]),
+            a.layer_scan.iter().map(|r| {
+                vec![
+                    ds.clone(),
+                    mode.clone(),
+                    r.layer.to_string(),
+                    a.n_samples.to_string(),
+                    f(r.in_sample_score),
+                    f(r.stress),
+                    f(r.cv_score),
+                    f(r.cv_std),
+                    r.n_folds.to_string(),
+                    f(r.shuffled_baseline),
+                    f(r.p_value),
+                    a.options.n_permutations.to_string(),
+                    (r.layer == chosen).to_string(),
+                    quote(&r.note),
+                ]
+            }),
+        )
+        .as_bytes(),
+    )?;
+
+    let mut header = strings(&["dataset", "mode", "layer", "rank", "shape", "n_train", "n_folds", "alpha"]);
+    for m in METRICS {
+        header.extend([format!("mean_{m}"), format!("std_{m}"), format!("fold_{m}")]);
+    }
+    header.extend(strings(&["p_value", "shuffled_baseline"]));
+    write_atomic(
+        &dir.join("discovery.csv"),
+        csv(
+            &header,
+            a.discovery.iter().map(|r| {
+                let mut row = vec![
+                    ds.clone(),
+                    mode.clone(),
+                    chosen.to_string(),
+                    r.rank.to_string(),
+                    r.shape.to_string(),
+                    a.train_idx.len().to_string(),
+                    r.n_folds.to_string(),
+                    f(a.options.alpha_cv),
+                ];
+                for m in METRICS {
+                    let folds: Vec<String> = r.folds.iter().map(|s| f(s.get(m))).collect();
+                    row.extend([f(r.mean.get(m)), f(r.std.get(m)), folds.join(";")]);
+                }
+                row.extend([f(r.p_value), f(r.shuffled_baseline)]);
+                row
+            }),
+        )
+        .as_bytes(),
+    )?;
+
+    let mut header = strings(&["dataset", "mode", "layer", "shape", "n_train", "n_test", "alpha"]);
+    header.extend(METRICS.iter().map(|m| format!("test_{m}")));
+    header.extend(strings(&[
+        "test_ci_low",
+        "test_ci_high",
+        "ci_level",
+        "test_closure_ratio",
+        "periodicity_score",
+        "coverage_ratio",
+    ]));
+    write_atomic(
+        &dir.join("heldout.csv"),
+        csv(
+            &header,
+            a.heldout.iter().map(|r| {
+                let mut row = vec![
+                    ds.clone(),
+                    mode.clone(),
+                    chosen.to_string(),
+                    r.shape.to_string(),
+                    a.train_idx.len().to_string(),
+                    a.test_idx.len().to_string(),
+                    f(a.options.alpha_fit),
+                ];
+                row.extend(METRICS.iter().map(|m| f(r.test.get(*m))));
+                row.extend([
+                    f(r.test_ci.0),
+                    f(r.test_ci.1),
+                    f(a.options.ci_level),
+                    f(r.test_closure_ratio),
+                    f(r.periodicity_score),
+                    f(r.coverage_ratio),
+                ]);
+                row
+            }),
+        )
+        .as_bytes(),
+    )?;
+
+    write_atomic(
+        &dir.join("arbitration.csv"),
+        csv(
+            &strings(&[
+                "dataset",
+                "mode",
+                "layer",
+                "shape",
+                "train_cv_score",
+                "train_cv_std",
+                "test_score",
+                "test_closure_ratio",
+                "periodicity_score",
+                "coverage_ratio",
+                "composite_score",
+                "winner",
+            ]),
+            a.arbitration.iter().map(|r| {
+                vec![
+                    ds.clone(),
+                    mode.clone(),
+                    chosen.to_string(),
+                    r.shape.to_string(),
+                    f(r.train_cv_score),
+                    f(r.train_cv_std),
+                    f(r.test_score),
+                    f(r.test_closure_ratio),
+                    f(r.periodicity_score),
+                    f(r.coverage_ratio),
+                    f(r.composite_score),
+                    (r.shape == a.winner).to_string(),
+                ]
+            }),
+        )
+        .as_bytes(),
+    )?;
+
+    if let Some(j) = &a.joystick {
+        write_atomic(
+            &dir.join("joystick.csv"),
+            csv(
+                &strings(&[
+                    "dataset",
+                    "mode",
+                    "layer",
+                    "pair",
+                    "source_deg",
+                    "target_deg",
+                    "alpha",
+                    "decoded_hue",
+                    "target_error_deg",
+                ]),
+                j.rows.iter().map(|r| {
+                    vec![
+                        ds.clone(),
+                        mode.clone(),
+                        chosen.to_string(),
+                        quote(&r.pair),
+                        f(r.source_deg),
+                        f(r.target_deg),
+                        f(r.alpha),
+                        f(r.decoded_hue),
+                        f(r.target_error_deg),
+                    ]
+                }),
+            )
+            .as_bytes(),
+        )?;
+    }
+
+    let coords: Vec<u8> = a.projection.coords.iter().flat_map(|v| v.to_le_bytes()).collect();
+    let hues: Vec<u8> = a.hue_deg.iter().flat_map(|v| v.to_le_bytes()).collect();
+    let (n, k) = a.projection.coords.dim();
+    let views = [
+        ("coords", TensorView::new(Dtype::F64, vec![n, k], &coords).map_err(st_err)?),
+        ("hue_deg", TensorView::new(Dtype::F64, vec![n], &hues).map_err(st_err)?),
+    ];
+    let meta = HashMap::from([
+        ("dataset".to_string(), a.dataset.clone()),
+        ("mode".to_string(), mode.clone()),
+        ("layer".to_string(), a.projection.layer.to_string()),
+        ("shape".to_string(), a.projection.shape.to_string()),
+        ("template".to_string(), "(cos theta, sin theta, 0)".to_string()),
+    ]);
+    let bytes = safetensors::serialize(views, Some(meta)).map_err(st_err)?;
+    write_atomic(&dir.join("projection.safetensors"), &bytes)?;
+    write_json(&dir.join("summary.json"), a)
+}
+
+fn st_err(e: safetensors::SafeTensorError) -> crate::Error {
+    crate::Error::Msg(format!("cannot serialise projection: {e}"))
+}
+
+/// Writes `global.csv`, the notebook's per-shape means across sets, into `dir`.
+pub fn write_global(dir: &Path, analyses: &[Analysis]) -> Result<()> {
+    let mut modes: Vec<String> = analyses.iter().map(|a| a.mode.to_string()).collect();
+    modes.dedup();
+    let mode = modes.join("+");
+    let mut text = csv(
+        &strings(&[
+            "mode",
+            "shape",
+            "mean_train_cv_score",
+            "mean_test_score",
+            "mean_periodicity",
+            "mean_composite",
+            "std_composite",
+            "n_domains",
+            "global_winner",
+        ]),
+        std::iter::empty(),
+    );
+    for (i, r) in global_winner(analyses).iter().enumerate() {
+        let _ = writeln!(
+            text,
+            "{mode},{},{},{},{},{},{},{},{}",
+            r.shape,
+            f(r.mean_train_cv_score),
+            f(r.mean_test_score),
+            f(r.mean_periodicity),
+            f(r.mean_composite),
+            f(r.std_composite),
+            r.n_domains,
+            i == 0
+        );
+    }
+    write_atomic(&dir.join("global.csv"), text.as_bytes())
+}
