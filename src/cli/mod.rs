@@ -41,6 +41,9 @@ pub enum Command {
     Stimuli(StimuliCommand),
     /// Run a model over a rendered stimulus set and store per-layer hidden states.
     Extract(commands::extract::ExtractArgs),
+    /// Discover the hue manifold in stored activations (SMDS layer scan, discovery, held-out test,
+    /// arbitration, projection); no model needed.
+    Analyze(commands::analyze::AnalyzeArgs),
     /// Activation stores: inspect and verify.
     #[command(subcommand)]
     Store(StoreCommand),
@@ -82,6 +85,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Stimuli(StimuliCommand::Render(args)) => commands::stimuli::render(&args, &progress),
         Command::Stimuli(StimuliCommand::List) => commands::stimuli::list(),
         Command::Extract(args) => commands::extract::run(&args, &progress),
+        Command::Analyze(args) => commands::analyze::run(&args, &progress),
         Command::Store(StoreCommand::Inspect(args)) => commands::store::inspect(&args),
         Command::Merge(args) => commands::store::merge(&args, &progress),
     }

@@ -1,0 +1,117 @@
+//! `huescan analyze`: manifold discovery on stored activations, no model needed.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Args;
+
+use crate::cli::commands::extract::parse_layers;
+use crate::cli::{existing, Progress};
+use crate::manifold::{self, AnalyzeOptions, JoystickOptions, LabelMode, Shape};
+use crate::store::ActivationStore;
+
+#[derive(Debug, Args)]
+pub struct AnalyzeArgs {
+    /// One or more activation stores (one per stimulus set); several sets also get a global winner.
+    #[arg(required = true)]
+    pub stores: Vec<PathBuf>,
+    /// Output folder: one sub-folder per set with layer_scan.csv, discovery.csv, heldout.csv,
+    /// arbitration.csv, joystick.csv, projection.safetensors and summary.json; global.csv across sets.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Candidate shapes, comma-separated (circular, semicircular, euclidean, …).
+    #[arg(long, default_value = "circular,semicircular,euclidean")]
+    pub shapes: String,
+    /// Layers to scan: `all` or indices/ranges like `0,4,8-12`.
+    #[arg(long, default_value = "all")]
+    pub layers: String,
+    /// `periodic` (true hue angles, shuffled seeded folds) or `compat` (the Python package number for number:
+    /// min-max labels, contiguous folds).
+    #[arg(long, default_value = "periodic")]
+    pub mode: String,
+    /// Analyse this layer instead of choosing the best one by cross-validated score.
+    #[arg(long)]
+    pub layer: Option<usize>,
+    /// Label permutations per layer and shape for the p-values (0 = off).
+    #[arg(long, default_value_t = 100)]
+    pub permutations: usize,
+    /// Bootstrap resamples for the held-out score intervals (0 = off).
+    #[arg(long, default_value_t = 1000)]
+    pub bootstrap: usize,
+    /// Seed of folds, permutations and bootstraps.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Composite weight of the held-out score (the periodicity weight is 1 minus this).
+    #[arg(long, default_value_t = 0.7)]
+    pub w_test: f64,
+}
+
+pub fn run(args: &AnalyzeArgs, progress: &Progress) -> anyhow::Result<ExitCode> {
+    let shapes = args.shapes.split(',').map(|s| s.trim().parse::<Shape>()).collect::<Result<Vec<_>, _>>()?;
+    let mode: LabelMode = args.mode.parse()?;
+    let mut analyses = Vec::with_capacity(args.stores.len());
+    for dir in &args.stores {
+        let dir = existing(dir, "activation store")?;
+        let store = ActivationStore::open(&dir)?;
+        let m = store.manifest();
+        let name = m.provenance.stimuli_name.clone();
+        let stored = store.layer_indices();
+        let wanted = parse_layers(&args.layers, stored.iter().max().map_or(0, |m| m + 1))?;
+        let layers: Vec<usize> = stored.iter().copied().filter(|l| wanted.contains(l)).collect();
+        if layers.is_empty() {
+            anyhow::bail!(
+                "`{}` holds none of the layers asked for ({}); it has {stored:?}",
+                dir.display(),
+                args.layers
+            );
+        }
+        let opts = AnalyzeOptions {
+            dataset: name.clone(),
+            mode,
+            shapes: shapes.clone(),
+            seed: args.seed,
+            n_permutations: args.permutations,
+            n_bootstrap: args.bootstrap,
+            w_test: args.w_test,
+            w_periodicity: 1.0 - args.w_test,
+            layer: args.layer,
+            joystick: Some(JoystickOptions::default()),
+            ..AnalyzeOptions::default()
+        };
+        let bar = progress.bar(layers.len() as u64, &name);
+        let hue = store.hue_deg();
+        let iter = layers.iter().map(|&l| {
+            let x = store.layer_2d(l);
+            bar.inc(1);
+            x.map(|x| (l, x))
+        });
+        let analysis =
+            manifold::analyze(iter, &hue, &opts).with_context(|| format!("analysing `{}`", dir.display()))?;
+        bar.finish_and_clear();
+        let set_dir = args.out.join(&name);
+        manifold::write_analysis(&set_dir, &analysis)?;
+        for w in &analysis.warnings {
+            tracing::warn!("{name}: {w}");
+        }
+        let best = &analysis.arbitration[0];
+        progress.say(format!(
+            "{name}: layer {} chosen ({} mode); winner {} (held-out score {:.3}, composite {:.3}) -> {}",
+            analysis.choice.layer,
+            analysis.mode,
+            analysis.winner,
+            best.test_score,
+            best.composite_score,
+            set_dir.display()
+        ));
+        analyses.push(analysis);
+    }
+    if analyses.len() > 1 {
+        manifold::write_global(&args.out, &analyses)?;
+        let global = manifold::global_winner(&analyses);
+        if let Some(g) = global.first() {
+            progress.say(format!("global winner across {} sets: {}", analyses.len(), g.shape));
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
