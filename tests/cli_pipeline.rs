@@ -1,0 +1,117 @@
+//! The pipeline as a user runs it: render a stimulus set, extract the colour autoencoder's activations,
+//! inspect the store, analyse it.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+fn huescan() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_huescan"))
+}
+
+fn tmp(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("huescan-pipeline-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+fn ok(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{cmd:?} failed:\n{stderr}");
+    String::from_utf8_lossy(&out.stdout).into_owned() + &stderr
+}
+
+#[test]
+fn render_extract_inspect_analyze_with_the_autoencoder() {
+    let dir = tmp("ae");
+    let stim = dir.join("stimuli");
+    ok(huescan().args(["stimuli", "render", "simple-60", "--out"]).arg(&stim));
+    assert_eq!(std::fs::read_dir(&stim).unwrap().count(), 61);
+    let acts = dir.join("acts");
+    let weights = dir.join("ae.safetensors");
+    let extract = |out: &PathBuf, extra: &[&str]| {
+        let mut c = huescan();
+        c.args(["extract", "--model", "colour-autoencoder", "--ae-epochs", "200", "--stimuli"])
+            .arg(&stim)
+            .arg("--out")
+            .arg(out)
+            .arg("--ae-weights")
+            .arg(&weights)
+            .args(extra);
+        ok(&mut c)
+    };
+    let said = extract(&acts, &[]);
+    assert!(said.contains("computed 60, resumed 0"), "{said}");
+    assert!(weights.exists(), "trained weights are cached");
+    // Same command again: nothing to do.
+    let said = extract(&acts, &[]);
+    assert!(said.contains("computed 0, resumed 60"), "{said}");
+    // Two shards + merge give the same files as the single run.
+    let sharded = dir.join("sharded");
+    extract(&sharded, &["--shard", "0/2"]);
+    extract(&sharded, &["--shard", "1/2"]);
+    ok(huescan().arg("merge").arg(&sharded));
+    for f in ["manifest.json", "layer_000.safetensors", "layer_002.safetensors", "layer_004.safetensors"] {
+        assert!(std::fs::read(acts.join(f)).unwrap() == std::fs::read(sharded.join(f)).unwrap(), "{f} differs");
+    }
+    let inspect = ok(huescan().args(["store", "inspect"]).arg(&acts));
+    assert!(inspect.contains("bottleneck") && inspect.contains("verified    all 5 layers"), "{inspect}");
+    let analysis = dir.join("analysis");
+    let said = ok(huescan()
+        .args(["analyze", "--layers", "2", "--permutations", "20", "--bootstrap", "50", "--out"])
+        .arg(&analysis)
+        .arg(&acts));
+    assert!(said.contains("winner CircularShape"), "the bottleneck is a circle: {said}");
+    for f in ["layer_scan.csv", "discovery.csv", "heldout.csv", "arbitration.csv", "summary.json"] {
+        assert!(analysis.join("simple-60").join(f).exists(), "{f}");
+    }
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn extract_explains_bad_inputs() {
+    let dir = tmp("bad");
+    let out = huescan()
+        .args(["extract", "--model", "no-such-model", "--stimuli"])
+        .arg(&dir)
+        .arg("--out")
+        .arg(dir.join("x"))
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stderr).contains("does not exist"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = huescan()
+        .args(["extract", "--model", "no-such-model", "--stimuli"])
+        .arg(&dir)
+        .arg("--out")
+        .arg(dir.join("x"))
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stderr).contains("render a set first"));
+    let stim = dir.join("s");
+    ok(huescan().args(["stimuli", "render", "gap-teal-blue", "--out"]).arg(&stim));
+    let out = huescan()
+        .args(["extract", "--model", "no-such-model", "--stimuli"])
+        .arg(&stim)
+        .arg("--out")
+        .arg(dir.join("x"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("is not a preset") && stderr.contains("qwen2.5-vl-3b"), "{stderr}");
+    let offline = huescan()
+        .env("HF_HUB_OFFLINE", "1")
+        .env("HF_HUB_CACHE", dir.join("empty-cache"))
+        .args(["extract", "--model", "Qwen/Qwen2.5-VL-3B-Instruct", "--stimuli"])
+        .arg(&stim)
+        .arg("--out")
+        .arg(dir.join("x"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&offline.stderr);
+    assert!(
+        stderr.contains("Qwen/Qwen2.5-VL-3B-Instruct") && stderr.contains("`main`") && stderr.contains("empty-cache"),
+        "{stderr}"
+    );
+    std::fs::remove_dir_all(dir).unwrap();
+}
