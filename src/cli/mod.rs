@@ -36,6 +36,9 @@ pub struct GlobalArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// The whole pipeline offline in under a minute on the colour autoencoder (a model whose hue wheel is
+    /// known to exist): render, train, extract, analyse.
+    Demo(commands::demo::DemoArgs),
     /// Stimulus sets: render them, list the bundled ones.
     #[command(subcommand)]
     Stimuli(StimuliCommand),
@@ -86,6 +89,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Stimuli(StimuliCommand::List) => commands::stimuli::list(),
         Command::Extract(args) => commands::extract::run(&args, &progress),
         Command::Analyze(args) => commands::analyze::run(&args, &progress),
+        Command::Demo(args) => commands::demo::run(&args, &progress),
         Command::Store(StoreCommand::Inspect(args)) => commands::store::inspect(&args),
         Command::Merge(args) => commands::store::merge(&args, &progress),
     }

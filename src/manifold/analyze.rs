@@ -201,6 +201,7 @@ pub struct Analysis {
     pub mode: LabelMode,
     pub options: AnalyzeOptions,
     pub n_samples: usize,
+    /// Width of the chosen layer.
     pub d_model: usize,
     pub hue_deg: Vec<f64>,
     pub layer_scan: Vec<LayerScanRow>,
@@ -292,7 +293,7 @@ where
     let circ_d = Shape::Circular.distances(&labels, opts.mode)?;
 
     let mut scan = Vec::new();
-    let mut d_model = None;
+    let mut widths = std::collections::BTreeMap::new();
     let mut best: Option<(f64, usize, LayerGram)> = None;
     for item in layers {
         let (layer, x) = item?;
@@ -300,13 +301,8 @@ where
         if x.nrows() != n {
             return Err(Error::LayerRows { layer, got: x.nrows(), expected: n }.into());
         }
-        match d_model {
-            None => d_model = Some(x.ncols()),
-            Some(d) if d != x.ncols() => {
-                return Err(Error::FeatureCount { what: format!("layer {layer}"), got: x.ncols(), expected: d }.into())
-            }
-            _ => {}
-        }
+        // Layers may differ in width (the colour autoencoder's do); each is analysed on its own.
+        widths.insert(layer, x.ncols());
         let gram = LayerGram::new(x.view(), &format!("layer {layer}"))?;
         drop(x);
         let mut row = LayerScanRow {
@@ -469,7 +465,7 @@ where
         mode: opts.mode,
         options: opts.clone(),
         n_samples: n,
-        d_model: d_model.unwrap_or(0),
+        d_model: widths.get(&layer).copied().unwrap_or(0),
         hue_deg: hue_deg.to_vec(),
         layer_scan: scan,
         choice: LayerChoice { layer, criterion: criterion.into() },

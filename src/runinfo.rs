@@ -1,0 +1,22 @@
+//! `run.json`: how a run folder was made (command line, tool version, model, sets, time), so every table and
+//! figure in it can be traced back and re-made.
+
+use std::path::Path;
+
+use serde_json::json;
+
+/// Writes `<dir>/run.json`. The command line is the process's own.
+pub fn write(dir: &Path, model: &str, sets: &[String]) -> crate::Result<()> {
+    let argv: Vec<String> = std::env::args().collect();
+    let unix = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let info = json!({
+        "tool": "huescan",
+        "tool_version": env!("CARGO_PKG_VERSION"),
+        "command_line": argv,
+        "model": model,
+        "stimulus_sets": sets,
+        "started_unix_s": unix,
+        "note": "stores record model revision, config and stimulus hashes in activations/<set>/manifest.json",
+    });
+    crate::fsx::write_json(&dir.join("run.json"), &info)
+}
