@@ -115,3 +115,46 @@ fn extract_explains_bad_inputs() {
     );
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+#[test]
+fn slurm_array_scripts_shard_merge_and_analyse() {
+    // Runs the sbatch scripts as Slurm would run each array task (the scheduler itself is not needed to test
+    // what the scripts do): SLURM_ARRAY_TASK_ID/COUNT pick the shard, then the dependent job merges + analyses.
+    let dir = tmp("slurm");
+    let stim = dir.join("stimuli");
+    ok(huescan().args(["stimuli", "render", "simple-60", "--out"]).arg(&stim));
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let store = dir.join("acts");
+    let extra = format!("--ae-weights {} --ae-epochs 100", dir.join("ae.safetensors").display());
+    for task in 0..3 {
+        ok(Command::new("bash")
+            .arg(root.join("scripts/slurm/scan-array.sbatch"))
+            .args(["colour-autoencoder"])
+            .arg(&stim)
+            .arg(&store)
+            .env("SLURM_ARRAY_TASK_ID", task.to_string())
+            .env("SLURM_ARRAY_TASK_COUNT", "3")
+            .env("HUESCAN", env!("CARGO_BIN_EXE_huescan"))
+            .env("DEVICE", "cpu")
+            .env("EXTRA_ARGS", &extra));
+    }
+    assert_eq!(std::fs::read_dir(store.join("shards")).unwrap().count(), 3);
+    ok(Command::new("bash")
+        .arg(root.join("scripts/slurm/merge-analyze.sbatch"))
+        .arg(&store)
+        .arg(dir.join("analysis"))
+        .env("HUESCAN", env!("CARGO_BIN_EXE_huescan")));
+    assert!(dir.join("analysis/simple-60/arbitration.csv").exists());
+    let single = dir.join("single");
+    ok(huescan()
+        .args(["extract", "--model", "colour-autoencoder", "--ae-epochs", "100", "--ae-weights"])
+        .arg(dir.join("ae.safetensors"))
+        .arg("--stimuli")
+        .arg(&stim)
+        .arg("--out")
+        .arg(&single));
+    for f in ["manifest.json", "layer_000.safetensors", "layer_004.safetensors"] {
+        assert!(std::fs::read(store.join(f)).unwrap() == std::fs::read(single.join(f)).unwrap(), "{f} differs");
+    }
+    std::fs::remove_dir_all(dir).unwrap();
+}
