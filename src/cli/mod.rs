@@ -47,6 +47,8 @@ pub enum Command {
     /// Discover the hue manifold in stored activations (SMDS layer scan, discovery, held-out test,
     /// arbitration, projection); no model needed.
     Analyze(commands::analyze::AnalyzeArgs),
+    /// Write the HTML report (figures as SVG + PNG, tables) of a run folder; works offline.
+    Report(commands::report::ReportArgs),
     /// Activation stores: inspect and verify.
     #[command(subcommand)]
     Store(StoreCommand),
@@ -90,6 +92,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Extract(args) => commands::extract::run(&args, &progress),
         Command::Analyze(args) => commands::analyze::run(&args, &progress),
         Command::Demo(args) => commands::demo::run(&args, &progress),
+        Command::Report(args) => commands::report::run(&args, &progress),
         Command::Store(StoreCommand::Inspect(args)) => commands::store::inspect(&args),
         Command::Merge(args) => commands::store::merge(&args, &progress),
     }

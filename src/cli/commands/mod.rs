@@ -3,5 +3,6 @@
 pub mod analyze;
 pub mod demo;
 pub mod extract;
+pub mod report;
 pub mod stimuli;
 pub mod store;

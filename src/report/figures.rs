@@ -1,0 +1,287 @@
+//! Figures with plotters, each drawn once per backend so every figure exists as SVG (for the page, sharp at
+//! any zoom) and PNG (for slides and papers). The font is embedded (DejaVu Sans), so rendering needs no
+//! system fonts.
+
+use std::path::Path;
+use std::sync::Once;
+
+use plotters::coord::Shift;
+use plotters::prelude::*;
+
+use crate::stimuli::colour::{hsv_to_rgb, Hsv};
+
+const FONT: &str = "sans-serif";
+static FONT_ONCE: Once = Once::new();
+
+fn register_font() {
+    FONT_ONCE.call_once(|| {
+        let bytes: &'static [u8] = include_bytes!("../../assets/fonts/DejaVuSans.ttf");
+        plotters::style::register_font(FONT, FontStyle::Normal, bytes)
+            .unwrap_or_else(|_| panic!("the embedded DejaVu Sans font is valid"));
+    });
+}
+
+/// A figure that can draw itself on any plotters backend.
+pub trait Figure {
+    fn size(&self) -> (u32, u32) {
+        (720, 420)
+    }
+    fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> Result<(), String>;
+}
+
+/// Renders `fig` to `<dir>/<stem>.svg` and `<dir>/<stem>.png`; returns the two file names.
+pub fn render(fig: &impl Figure, dir: &Path, stem: &str) -> crate::Result<[String; 2]> {
+    register_font();
+    crate::fsx::create_dir_all(dir)?;
+    let (svg, png) = (format!("{stem}.svg"), format!("{stem}.png"));
+    let size = fig.size();
+    let err = |e: String| crate::Error::Msg(format!("cannot draw figure `{stem}`: {e}"));
+    {
+        let mut text = String::new();
+        {
+            let root = SVGBackend::with_string(&mut text, size).into_drawing_area();
+            root.fill(&WHITE).map_err(|e| err(e.to_string()))?;
+            fig.draw(&root).map_err(err)?;
+            root.present().map_err(|e| err(e.to_string()))?;
+        }
+        crate::fsx::write_atomic(&dir.join(&svg), text.as_bytes())?;
+    }
+    {
+        let mut buf = vec![0u8; (size.0 * size.1 * 3) as usize];
+        {
+            let root = BitMapBackend::with_buffer(&mut buf, size).into_drawing_area();
+            root.fill(&WHITE).map_err(|e| err(e.to_string()))?;
+            fig.draw(&root).map_err(err)?;
+            root.present().map_err(|e| err(e.to_string()))?;
+        }
+        let img = image::RgbImage::from_raw(size.0, size.1, buf).expect("buffer sized to the figure");
+        let mut bytes = Vec::new();
+        img.write_to(&mut std::io::Cursor::new(&mut bytes), image::ImageFormat::Png).map_err(|e| err(e.to_string()))?;
+        crate::fsx::write_atomic(&dir.join(&png), &bytes)?;
+    }
+    Ok([svg, png])
+}
+
+/// The colour of a hue at full saturation and value.
+pub fn hue_colour(hue_deg: f64) -> RGBColor {
+    let [r, g, b] = hsv_to_rgb(Hsv { hue_deg: hue_deg.rem_euclid(360.0), s: 1.0, v: 1.0 });
+    RGBColor((r * 255.0).round() as u8, (g * 255.0).round() as u8, (b * 255.0).round() as u8)
+}
+
+fn e<E: std::fmt::Display>(x: E) -> String {
+    x.to_string()
+}
+
+fn finite_range(values: impl Iterator<Item = f64>, pad: f64) -> (f64, f64) {
+    let (lo, hi) =
+        values.filter(|v| v.is_finite()).fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| (a.min(v), b.max(v)));
+    if !lo.is_finite() {
+        return (0.0, 1.0);
+    }
+    let span = (hi - lo).max(1e-9);
+    (lo - pad * span, hi + pad * span)
+}
+
+/// Lines over layers, one per series, with the chosen layer marked.
+pub struct LayerLines {
+    pub title: String,
+    pub y_label: String,
+    pub layers: Vec<usize>,
+    /// (name, colour, values per layer; NaN = missing).
+    pub series: Vec<(String, RGBColor, Vec<f64>)>,
+    pub chosen: Option<usize>,
+}
+
+impl Figure for LayerLines {
+    fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> Result<(), String> {
+        let x_max = self.layers.iter().copied().max().unwrap_or(1).max(1) as f64;
+        let (y0, y1) = finite_range(self.series.iter().flat_map(|s| s.2.iter().copied()), 0.08);
+        let mut chart = ChartBuilder::on(root)
+            .caption(&self.title, (FONT, 18))
+            .margin(12)
+            .x_label_area_size(36)
+            .y_label_area_size(56)
+            .build_cartesian_2d(-0.5f64..x_max + 0.5, y0..y1)
+            .map_err(e)?;
+        chart
+            .configure_mesh()
+            .x_desc("layer (HF hidden_states index)")
+            .y_desc(&self.y_label)
+            .x_label_formatter(&|x| {
+                if (x - x.round()).abs() < 1e-9 {
+                    format!("{}", x.round() as i64)
+                } else {
+                    String::new()
+                }
+            })
+            .light_line_style(WHITE.mix(0.0))
+            .label_style((FONT, 12))
+            .draw()
+            .map_err(e)?;
+        for (name, colour, values) in &self.series {
+            let pts: Vec<(f64, f64)> =
+                self.layers.iter().zip(values).filter(|(_, v)| v.is_finite()).map(|(&l, &v)| (l as f64, v)).collect();
+            let c = *colour;
+            chart
+                .draw_series(LineSeries::new(pts.clone(), c.stroke_width(2)))
+                .map_err(e)?
+                .label(name)
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], c.stroke_width(2)));
+            chart.draw_series(pts.iter().map(|&p| Circle::new(p, 3, c.filled()))).map_err(e)?;
+        }
+        if let Some(l) = self.chosen {
+            chart
+                .draw_series(std::iter::once(PathElement::new(
+                    vec![(l as f64, y0), (l as f64, y1)],
+                    RED.mix(0.6).stroke_width(2),
+                )))
+                .map_err(e)?
+                .label(format!("chosen layer {l}"))
+                .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], RED.mix(0.6).stroke_width(2)));
+        }
+        chart
+            .configure_series_labels()
+            .label_font((FONT, 12))
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK.mix(0.3))
+            .position(SeriesLabelPosition::UpperRight)
+            .draw()
+            .map_err(e)?;
+        Ok(())
+    }
+}
+
+/// Points coloured by hue in two dimensions.
+pub struct HueScatter {
+    pub title: String,
+    pub x_label: String,
+    pub y_label: String,
+    /// (x, y, hue_deg).
+    pub points: Vec<(f64, f64, f64)>,
+    pub square: bool,
+}
+
+impl Figure for HueScatter {
+    fn size(&self) -> (u32, u32) {
+        if self.square {
+            (480, 480)
+        } else {
+            (720, 420)
+        }
+    }
+
+    fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> Result<(), String> {
+        let (mut x0, mut x1) = finite_range(self.points.iter().map(|p| p.0), 0.08);
+        let (mut y0, mut y1) = finite_range(self.points.iter().map(|p| p.1), 0.08);
+        if self.square {
+            let (cx, cy, r) = ((x0 + x1) / 2.0, (y0 + y1) / 2.0, ((x1 - x0).max(y1 - y0)) / 2.0);
+            (x0, x1, y0, y1) = (cx - r, cx + r, cy - r, cy + r);
+        }
+        let mut chart = ChartBuilder::on(root)
+            .caption(&self.title, (FONT, 16))
+            .margin(12)
+            .x_label_area_size(36)
+            .y_label_area_size(56)
+            .build_cartesian_2d(x0..x1, y0..y1)
+            .map_err(e)?;
+        chart.configure_mesh().x_desc(&self.x_label).y_desc(&self.y_label).label_style((FONT, 12)).draw().map_err(e)?;
+        chart
+            .draw_series(self.points.iter().map(|&(x, y, h)| Circle::new((x, y), 4, hue_colour(h).filled())))
+            .map_err(e)?;
+        Ok(())
+    }
+}
+
+/// Points coloured by hue in three dimensions (a fixed oblique view).
+pub struct HueScatter3d {
+    pub title: String,
+    pub points: Vec<([f64; 3], f64)>,
+}
+
+impl Figure for HueScatter3d {
+    fn size(&self) -> (u32, u32) {
+        (560, 480)
+    }
+
+    fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> Result<(), String> {
+        let r = |k: usize| finite_range(self.points.iter().map(|p| p.0[k]), 0.05);
+        let ((x0, x1), (y0, y1), (z0, z1)) = (r(0), r(1), r(2));
+        let mut chart = ChartBuilder::on(root)
+            .caption(&self.title, (FONT, 16))
+            .margin(16)
+            .build_cartesian_3d(x0..x1, z0..z1, y0..y1)
+            .map_err(e)?;
+        chart.with_projection(|mut p| {
+            p.pitch = 0.45;
+            p.yaw = 0.66;
+            p.scale = 0.85;
+            p.into_matrix()
+        });
+        chart.configure_axes().label_style((FONT, 10)).draw().map_err(e)?;
+        chart
+            .draw_series(self.points.iter().map(|&(c, h)| Circle::new((c[0], c[2], c[1]), 4, hue_colour(h).filled())))
+            .map_err(e)?;
+        Ok(())
+    }
+}
+
+/// Curves over alpha (e.g. decoded hue against steering strength), one per named series.
+pub struct AlphaCurves {
+    pub title: String,
+    pub y_label: String,
+    /// (name, colour, points (alpha, value)).
+    pub series: Vec<(String, RGBColor, Vec<(f64, f64)>)>,
+    pub y_range: Option<(f64, f64)>,
+}
+
+impl Figure for AlphaCurves {
+    fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> Result<(), String> {
+        let (x0, x1) = finite_range(self.series.iter().flat_map(|s| s.2.iter().map(|p| p.0)), 0.04);
+        let (y0, y1) = self
+            .y_range
+            .unwrap_or_else(|| finite_range(self.series.iter().flat_map(|s| s.2.iter().map(|p| p.1)), 0.08));
+        let mut chart = ChartBuilder::on(root)
+            .caption(&self.title, (FONT, 16))
+            .margin(12)
+            .x_label_area_size(36)
+            .y_label_area_size(56)
+            .build_cartesian_2d(x0..x1, y0..y1)
+            .map_err(e)?;
+        chart
+            .configure_mesh()
+            .x_desc("steering alpha")
+            .y_desc(&self.y_label)
+            .label_style((FONT, 12))
+            .draw()
+            .map_err(e)?;
+        for (name, colour, pts) in &self.series {
+            let c = *colour;
+            let pts: Vec<(f64, f64)> = pts.iter().copied().filter(|p| p.1.is_finite()).collect();
+            chart
+                .draw_series(LineSeries::new(pts.clone(), c.stroke_width(2)))
+                .map_err(e)?
+                .label(name)
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], c.stroke_width(2)));
+            chart.draw_series(pts.iter().map(|&p| Circle::new(p, 3, c.filled()))).map_err(e)?;
+        }
+        chart
+            .configure_series_labels()
+            .label_font((FONT, 12))
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK.mix(0.3))
+            .position(SeriesLabelPosition::UpperLeft)
+            .draw()
+            .map_err(e)?;
+        Ok(())
+    }
+}
+
+/// Distinct line colours for series (not hue-coded, so they do not read as stimulus colours).
+pub const SERIES: [RGBColor; 6] = [
+    RGBColor(31, 78, 121),
+    RGBColor(214, 96, 77),
+    RGBColor(90, 160, 90),
+    RGBColor(128, 100, 162),
+    RGBColor(120, 120, 120),
+    RGBColor(200, 150, 40),
+];
