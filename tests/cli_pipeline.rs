@@ -158,3 +158,25 @@ fn slurm_array_scripts_shard_merge_and_analyse() {
     }
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+#[test]
+fn demo_runs_offline_and_writes_a_report_whose_figures_exist() {
+    let dir = tmp("demo");
+    let said = ok(huescan().args(["demo", "--permutations", "20", "--out"]).arg(&dir));
+    assert!(said.contains("winner CircularShape"), "{said}");
+    let index = std::fs::read_to_string(dir.join("report/index.html")).unwrap();
+    let mut figures = 0;
+    for part in index.split("src=\"").skip(1) {
+        let file = &part[..part.find('"').unwrap()];
+        assert!(dir.join("report").join(file).exists(), "the page links a missing figure {file}");
+        figures += 1;
+    }
+    assert!(figures >= 8, "stimuli, stress, projections and joystick per set; got {figures}");
+    assert!(index.contains("simple-60") && index.contains("gap-teal-blue") && index.contains("Arbitration"));
+    let run: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("run.json")).unwrap()).unwrap();
+    assert_eq!(run["model"], "colour-autoencoder");
+    // A second run resumes: nothing is re-rendered or re-extracted.
+    let said = ok(huescan().args(["demo", "--permutations", "20", "--out"]).arg(&dir));
+    assert!(said.contains("computed 0, resumed 60") && !said.contains("rendered"), "{said}");
+    std::fs::remove_dir_all(dir).unwrap();
+}

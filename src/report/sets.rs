@@ -160,13 +160,27 @@ fn alpha_curves(title: &str, rows: &[Value], group: &str, value: &str) -> AlphaC
         .iter()
         .enumerate()
         .map(|(i, g)| {
-            let pts = rows
+            let mut pts: Vec<(f64, f64)> = rows
                 .iter()
                 .filter(|r| r[group].as_str() == Some(g.as_str()))
                 .map(|r| (num(&r["alpha"]), num(&r[value])))
                 .collect();
+            unwrap_hues(&mut pts);
             (g.clone(), SERIES[i % SERIES.len()], pts)
         })
         .collect();
-    AlphaCurves { title: title.into(), y_label: "hue (deg)".into(), series, y_range: Some((-5.0, 365.0)) }
+    AlphaCurves { title: title.into(), y_label: "hue (deg, unwrapped along the curve)".into(), series, y_range: None }
+}
+
+/// Makes a hue curve continuous (350° then 10° becomes 350° then 370°), so a sweep through red does not
+/// draw a false jump across the plot.
+fn unwrap_hues(pts: &mut [(f64, f64)]) {
+    pts.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let mut prev: Option<f64> = None;
+    for p in pts.iter_mut().filter(|p| p.1.is_finite()) {
+        if let Some(q) = prev {
+            p.1 += 360.0 * ((q - p.1) / 360.0).round();
+        }
+        prev = Some(p.1);
+    }
 }

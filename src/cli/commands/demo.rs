@@ -63,7 +63,12 @@ pub fn run(args: &DemoArgs, progress: &Progress) -> anyhow::Result<ExitCode> {
         w_test: 0.7,
     };
     analyze::run(&analyze_args, progress)?;
-    progress.say(format!("demo finished: tables in {}", args.out.join("analysis").display()));
+    let report = crate::report::build(&args.out, &args.out.join("report"))?;
+    progress.say(format!(
+        "demo finished: tables in {}, report {}",
+        args.out.join("analysis").display(),
+        report.index.display()
+    ));
     Ok(ExitCode::SUCCESS)
 }
 
