@@ -5,6 +5,7 @@
 //! runs its image processor and chat prompt, the colour autoencoder reads the stimulus colour).
 
 pub mod hooks;
+pub mod qwen2_5_vl;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
