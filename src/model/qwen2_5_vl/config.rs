@@ -298,6 +298,7 @@ pub struct ProcessorConfig {
 
 impl Default for ProcessorConfig {
     /// The values of the published Qwen2.5-VL `preprocessor_config.json` (3B and 7B are identical).
+    #[allow(clippy::excessive_precision)] // the published decimals verbatim
     fn default() -> Self {
         ProcessorConfig {
             min_pixels: 3136,

@@ -10,6 +10,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod processor;
 pub mod prompt;
+mod resize;
 pub mod rope;
 mod text;
 mod vision;
@@ -21,7 +22,7 @@ use image::RgbImage;
 
 pub use checkpoint::Checkpoint;
 pub use config::{Config, ProcessorConfig, TextConfig, VisionConfig};
-pub use processor::{smart_resize, ImageProcessor, ProcessedImage};
+pub use processor::{smart_resize, ImageProcessor, ProcessedImage, ResizeFilter};
 pub use prompt::{ChatPrompt, Prompt, DEFAULT_QUESTION};
 pub use rope::MropePositions;
 pub use text::KvCache;

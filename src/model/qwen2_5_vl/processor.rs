@@ -9,6 +9,7 @@ use image::imageops::FilterType;
 use image::RgbImage;
 
 use super::config::ProcessorConfig;
+use super::resize::resize_bicubic_pil;
 use crate::model::Error;
 
 /// Above this aspect ratio transformers refuses the image; so do we.
@@ -70,15 +71,27 @@ impl ProcessedImage {
     }
 }
 
+/// Which bicubic implementation resizes images.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ResizeFilter {
+    /// Pillow's fixed-point BICUBIC, bit for bit: what transformers' PIL image processor does.
+    #[default]
+    PilBicubic,
+    /// The `image` crate's CatmullRom: the same kernel, float arithmetic, vertical pass first; up to a few
+    /// levels off Pillow on noisy images.
+    CatmullRom,
+}
+
 /// The image processor of a checkpoint (`preprocessor_config.json`).
 #[derive(Debug, Clone)]
 pub struct ImageProcessor {
     pub cfg: ProcessorConfig,
+    pub filter: ResizeFilter,
 }
 
 impl ImageProcessor {
     pub fn new(cfg: ProcessorConfig) -> Self {
-        ImageProcessor { cfg }
+        ImageProcessor { cfg, filter: ResizeFilter::default() }
     }
 
     /// The resized size `(height, width)` for an image of `(height, width)`.
@@ -87,14 +100,17 @@ impl ImageProcessor {
         smart_resize(height, width, c.patch_size * c.merge_size, c.min_pixels, c.max_pixels)
     }
 
-    /// Resizes (bicubic, CatmullRom: the same a = -0.5 kernel as PIL's BICUBIC, with ±1/255 rounding differences)
-    /// and turns the image into patches.
+    /// Resizes with [`Self::filter`] (bicubic) when the size is not already right, then turns the image into
+    /// patches.
     pub fn preprocess(&self, img: &RgbImage) -> Result<ProcessedImage, Error> {
         let (h, w) = self.target_size(img.height() as usize, img.width() as usize)?;
         if (h, w) == (img.height() as usize, img.width() as usize) {
             Ok(self.patchify(img))
         } else {
-            let resized = image::imageops::resize(img, w as u32, h as u32, FilterType::CatmullRom);
+            let resized = match self.filter {
+                ResizeFilter::PilBicubic => resize_bicubic_pil(img, w as u32, h as u32),
+                ResizeFilter::CatmullRom => image::imageops::resize(img, w as u32, h as u32, FilterType::CatmullRom),
+            };
             Ok(self.patchify(&resized))
         }
     }

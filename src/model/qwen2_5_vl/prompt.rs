@@ -16,6 +16,7 @@ const IMAGE_PAD: &str = "<|image_pad|>";
 
 /// How the token ids around the image are made.
 #[derive(Clone)]
+#[allow(clippy::large_enum_variant)] // one per model
 pub enum Prompt {
     /// The chat template rendered with a tokenizer.
     Chat(ChatPrompt),
