@@ -50,7 +50,8 @@ def ensure_venv():
     if not py.exists():
         subprocess.check_call(["python3.11", "-m", "venv", str(VENV)])
     subprocess.check_call([str(py), "-m", "pip", "install", "--quiet", *PINS])
-    os.execv(str(py), [str(py), __file__, *sys.argv[1:]])
+    # Re-run whichever script was started (this one, or a bench script importing it) inside the venv.
+    os.execv(str(py), [str(py), os.path.abspath(sys.argv[0]), *sys.argv[1:]])
 
 
 ensure_venv()

@@ -43,6 +43,9 @@ fn truncated_shard_is_named_as_unreadable() {
     std::fs::write(&shard, &bytes[..bytes.len() / 2]).unwrap();
     let e = load_err(dir.path());
     assert!(e.contains("model-00003-of-00003.safetensors") && e.contains("not a readable safetensors"), "{e}");
+    std::fs::write(&shard, b"this is not a safetensors file at all").unwrap();
+    let e = load_err(dir.path());
+    assert!(e.contains("model-00003-of-00003.safetensors") && e.contains("header length"), "{e}");
 }
 
 #[test]

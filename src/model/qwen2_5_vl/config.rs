@@ -42,6 +42,8 @@ pub struct VisionConfig {
     pub out_hidden_size: usize,
     /// Blocks that attend over the whole image instead of a window.
     pub fullatt_block_indexes: Vec<usize>,
+    /// Base of the 2-D vision rotary (`rope_parameters.rope_theta` in newer saves; 10000 when absent).
+    pub rope_theta: f64,
 }
 
 /// Everything the runner needs from `config.json`.
@@ -103,7 +105,12 @@ struct VisionWire {
     #[serde(default)]
     fullatt_block_indexes: Vec<usize>,
     hidden_act: Option<String>,
+    rope_theta: Option<f64>,
+    rope_parameters: Option<Value>,
 }
+
+/// transformers' default base for the vision rotary.
+const DEFAULT_VISION_ROPE_THETA: f64 = 10_000.0;
 
 fn default_patch() -> usize {
     14
@@ -237,6 +244,10 @@ impl Config {
             window_size: vw.window_size,
             out_hidden_size: vw.out_hidden_size,
             fullatt_block_indexes: vw.fullatt_block_indexes,
+            rope_theta: vw
+                .rope_theta
+                .or_else(|| vw.rope_parameters.as_ref().and_then(|r| r.get("rope_theta")).and_then(Value::as_f64))
+                .unwrap_or(DEFAULT_VISION_ROPE_THETA),
         };
         let eos_token_ids = ids_of(text.eos_token_id.as_ref());
         if eos_token_ids.is_empty() {

@@ -12,8 +12,6 @@ use super::text::RmsNorm;
 
 /// transformers builds every vision RMSNorm with this eps, whatever the config says.
 const VISION_NORM_EPS: f64 = 1e-6;
-/// The vision rotary base (`vision_config.rope_parameters.rope_theta`, absent from the published configs).
-pub const VISION_ROPE_THETA: f64 = 10_000.0;
 
 /// Conv3d with kernel = stride = one patch: on flattened patches it is one matrix product.
 struct PatchEmbed {
@@ -193,7 +191,7 @@ impl VisionModel {
         let positions = vision_patch_positions(grids, merge);
         let permuted: Vec<(usize, usize)> = order.iter().map(|&k| positions[k as usize]).collect();
         let head_dim = cfg.hidden_size / cfg.num_heads;
-        let (cos, sin) = vision_cos_sin(&permuted, head_dim, VISION_ROPE_THETA, device)?;
+        let (cos, sin) = vision_cos_sin(&permuted, head_dim, cfg.rope_theta, device)?;
         let full = full_cu_seqlens(grids);
 
         let mut xs = xs;
