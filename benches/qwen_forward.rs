@@ -21,6 +21,20 @@ fn peak_rss_mib() -> Option<f64> {
     Some(kb / 1024.0)
 }
 
+/// User + system CPU seconds of this process so far (Linux `/proc/self/stat`, clock ticks of 10 ms). On a
+/// shared machine wall time swings with other load; CPU time much less.
+fn cpu_seconds() -> f64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else { return f64::NAN };
+    // Fields after the parenthesised command name; utime and stime are fields 14 and 15 overall.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<f64> = rest.split_whitespace().skip(11).take(2).filter_map(|x| x.parse().ok()).collect();
+    if f.len() == 2 {
+        (f[0] + f[1]) / 100.0
+    } else {
+        f64::NAN
+    }
+}
+
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).filter(|a| a != "--bench").collect();
     let fixture = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/qwen-tiny");
@@ -54,15 +68,19 @@ fn main() -> anyhow::Result<()> {
     let batch = [sample];
     model.forward_samples(&batch, &hooks, Pooling::Last)?; // warm-up
     let mut times = Vec::with_capacity(reps);
+    let mut cpu = Vec::with_capacity(reps);
     for _ in 0..reps {
-        let t = Instant::now();
+        let (t, c) = (Instant::now(), cpu_seconds());
         let caps = model.forward_samples(&batch, &hooks, Pooling::Last)?;
         std::hint::black_box(caps);
         times.push(t.elapsed().as_secs_f64());
+        cpu.push(cpu_seconds() - c);
     }
-    let mut sorted = times.clone();
-    sorted.sort_by(f64::total_cmp);
-    let median = sorted[sorted.len() / 2];
+    let median = |v: &[f64]| {
+        let mut s = v.to_vec();
+        s.sort_by(f64::total_cmp);
+        s[s.len() / 2]
+    };
     println!(
         "{}",
         serde_json::json!({
@@ -73,7 +91,9 @@ fn main() -> anyhow::Result<()> {
             "patches": batch[0].pixel_values.dim(0)?,
             "load_s": load_s,
             "times_s": times,
-            "median_s": median,
+            "median_s": median(&times),
+            "cpu_s": cpu,
+            "median_cpu_s": median(&cpu),
             "peak_rss_mib": peak_rss_mib(),
             "threads": candle_core::utils::get_num_threads(),
         })
