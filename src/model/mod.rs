@@ -10,6 +10,7 @@ pub mod hooks;
 pub mod hub;
 pub mod load;
 pub mod preset;
+pub mod qwen2_5_vl;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;

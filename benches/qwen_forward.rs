@@ -1,0 +1,102 @@
+//! Forward-pass timing of the Qwen2.5-VL runner, the Rust half of `scripts/bench/qwen_forward.py` (which runs
+//! transformers on the same checkpoint and inputs and prints both side by side).
+//!
+//!     cargo bench --bench qwen_forward -- [CHECKPOINT_DIR INPUTS.safetensors [REPS [f32|bf16]]]
+//!
+//! With no arguments it times the committed test fixture on its sample `b`. One timed forward = vision tower +
+//! decoder with every hidden state captured (last-token pooling) + last-token logits, the extraction workload.
+//! Prints one JSON line.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use candle_core::{DType, Device, Tensor};
+use huescan::model::qwen2_5_vl::{Qwen25VlModel, Sample};
+use huescan::model::{HookSet, Model, Pooling};
+
+fn peak_rss_mib() -> Option<f64> {
+    let s = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}
+
+/// User + system CPU seconds of this process so far (Linux `/proc/self/stat`, clock ticks of 10 ms). On a
+/// shared machine wall time swings with other load; CPU time much less.
+fn cpu_seconds() -> f64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else { return f64::NAN };
+    // Fields after the parenthesised command name; utime and stime are fields 14 and 15 overall.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<f64> = rest.split_whitespace().skip(11).take(2).filter_map(|x| x.parse().ok()).collect();
+    if f.len() == 2 {
+        (f[0] + f[1]) / 100.0
+    } else {
+        f64::NAN
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).filter(|a| a != "--bench").collect();
+    let fixture = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/qwen-tiny");
+    let (dir, inputs, prefix) = match args.as_slice() {
+        [] => (fixture.join("model"), fixture.join("reference.safetensors"), "b."),
+        [d, i, ..] => (PathBuf::from(d), PathBuf::from(i), ""),
+        _ => anyhow::bail!("usage: qwen_forward [CHECKPOINT_DIR INPUTS.safetensors [REPS [f32|bf16]]]"),
+    };
+    let reps: usize = args.get(2).map(|s| s.parse()).transpose()?.unwrap_or(5);
+    let dtype = match args.get(3).map(String::as_str) {
+        None | Some("f32") => DType::F32,
+        Some("bf16") => DType::BF16,
+        Some(d) => anyhow::bail!("unknown dtype {d}"),
+    };
+    let device = Device::Cpu;
+    let t0 = Instant::now();
+    let model = Qwen25VlModel::load(&dir, dtype, &device)?;
+    let load_s = t0.elapsed().as_secs_f64();
+    let t = candle_core::safetensors::load(&inputs, &device)?;
+    let get = |k: &str| t.get(&format!("{prefix}{k}")).ok_or_else(|| anyhow::anyhow!("inputs lack `{prefix}{k}`"));
+    let grids: Vec<[usize; 3]> = get("image_grid_thw")?
+        .to_vec2::<i64>()?
+        .into_iter()
+        .map(|r| [r[0] as usize, r[1] as usize, r[2] as usize])
+        .collect();
+    let input_ids: Vec<u32> =
+        get("input_ids")?.flatten_all()?.to_vec1::<i64>()?.into_iter().map(|x| x as u32).collect();
+    let pixel_values: Tensor = get("pixel_values")?.clone();
+    let sample = Sample { pixel_values, grids, input_ids };
+    let hooks = HookSet::capture(model.hook_points());
+    let batch = [sample];
+    model.forward_samples(&batch, &hooks, Pooling::Last)?; // warm-up
+    let mut times = Vec::with_capacity(reps);
+    let mut cpu = Vec::with_capacity(reps);
+    for _ in 0..reps {
+        let (t, c) = (Instant::now(), cpu_seconds());
+        let caps = model.forward_samples(&batch, &hooks, Pooling::Last)?;
+        std::hint::black_box(caps);
+        times.push(t.elapsed().as_secs_f64());
+        cpu.push(cpu_seconds() - c);
+    }
+    let median = |v: &[f64]| {
+        let mut s = v.to_vec();
+        s.sort_by(f64::total_cmp);
+        s[s.len() / 2]
+    };
+    println!(
+        "{}",
+        serde_json::json!({
+            "runner": "huescan-candle",
+            "checkpoint": dir.display().to_string(),
+            "dtype": format!("{dtype:?}").to_lowercase(),
+            "seq_len": batch[0].input_ids.len(),
+            "patches": batch[0].pixel_values.dim(0)?,
+            "load_s": load_s,
+            "times_s": times,
+            "median_s": median(&times),
+            "cpu_s": cpu,
+            "median_cpu_s": median(&cpu),
+            "peak_rss_mib": peak_rss_mib(),
+            "threads": candle_core::utils::get_num_threads(),
+        })
+    );
+    Ok(())
+}

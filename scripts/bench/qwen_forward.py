@@ -1,0 +1,187 @@
+#!/usr/bin/env python3
+"""Forward time of huescan's Qwen2.5-VL runner vs transformers on CPU, same checkpoint, same inputs, one run.
+
+    python3 scripts/bench/qwen_forward.py [--reps 5] [--skip-realwidth]
+
+Uses (and if needed creates) the virtualenv of scripts/make_qwen_fixture.py (scripts/.venv-qwen, pinned torch +
+transformers). Two checkpoints:
+  fixture    tests/fixtures/qwen-tiny/model with its sample b (126x182 image, 36 tokens)
+  realwidth  a random-weight model with the 3B's widths (text hidden 2048, head_dim 128, 16/2 heads, MLP 11008,
+             vocab 151936 tied; vision hidden 1280, 16 heads, MLP 3420) but 2 decoder layers and 2 vision blocks
+             (one windowed, one full), written once to target/qwen-bench/realwidth (~2.2 GB), fed a 448x448 image
+             (1024 patches, 256 image tokens) in the chat prompt.
+One timed forward, on both sides: vision tower + decoder with every hidden state returned + last-token logits
+(transformers: output_hidden_states=True, logits_to_keep=1, sdpa attention, float32, inference_mode). Each side
+runs in its own process (load, one warm-up, REPS timed runs; medians of wall and process CPU time; peak RSS
+of that process).
+Results go to stdout as a markdown table and to target/qwen-bench/results.json.
+"""
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "scripts"))
+from make_qwen_fixture import ensure_venv  # noqa: E402  (re-executes inside the venv when needed)
+
+ensure_venv()
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+WORK = ROOT / "target" / "qwen-bench"
+FIXTURE = ROOT / "tests" / "fixtures" / "qwen-tiny"
+
+
+def realwidth_checkpoint():
+    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+
+    out = WORK / "realwidth"
+    if (out / "config.json").exists():
+        return out
+    torch.manual_seed(0)
+    text = dict(
+        vocab_size=151936, hidden_size=2048, intermediate_size=11008, num_hidden_layers=2, num_attention_heads=16,
+        num_key_value_heads=2, hidden_act="silu", max_position_embeddings=128000, rms_norm_eps=1e-6,
+        use_sliding_window=False, tie_word_embeddings=True, bos_token_id=151643, eos_token_id=151645,
+        rope_parameters={"rope_type": "default", "mrope_section": [16, 24, 24], "rope_theta": 1000000.0},
+    )
+    vision = dict(
+        depth=2, hidden_size=1280, hidden_act="silu", intermediate_size=3420, num_heads=16, in_channels=3,
+        patch_size=14, spatial_merge_size=2, temporal_patch_size=2, tokens_per_second=2, window_size=112,
+        out_hidden_size=2048, fullatt_block_indexes=[1],
+    )
+    cfg = Qwen2_5_VLConfig(
+        text_config=text, vision_config=vision, image_token_id=151655, video_token_id=151656,
+        vision_start_token_id=151652, vision_end_token_id=151653, tie_word_embeddings=True,
+    )
+    model = Qwen2_5_VLForConditionalGeneration._from_config(cfg, dtype=torch.float32)
+    model.save_pretrained(out)
+    pre = json.loads((FIXTURE / "model" / "preprocessor_config.json").read_text())
+    (out / "preprocessor_config.json").write_text(json.dumps(pre, indent=2))
+    return out
+
+
+def realwidth_inputs(ckpt):
+    from safetensors.torch import save_file
+    from PIL import Image
+    from make_qwen_fixture import image_processor
+
+    path = WORK / "realwidth_inputs.safetensors"
+    if path.exists():
+        return path
+    y, x = np.mgrid[0:448, 0:448]
+    img = Image.fromarray(np.stack([x * 255 // 447, y * 255 // 447, (x + y) * 255 // 894], -1).astype(np.uint8))
+    feats = image_processor()(images=[img], return_tensors="pt")
+    n = int(feats["image_grid_thw"].prod()) // 4
+    ref = json.loads((FIXTURE / "tokenizer_reference.json").read_text())
+    chat = ref["chat_ids_unexpanded"]
+    pad = ref["image_pad_id"]
+    i = chat.index(pad)
+    ids = chat[:i] + [pad] * n + chat[i + 1:]
+    save_file(
+        {
+            "pixel_values": feats["pixel_values"].float().contiguous(),
+            "image_grid_thw": feats["image_grid_thw"].long().contiguous(),
+            "input_ids": torch.tensor([ids], dtype=torch.long),
+        },
+        str(path),
+    )
+    return path
+
+
+def hf_worker(ckpt, inputs, prefix, reps):
+    """Runs in its own process so load time and peak RSS are its own."""
+    from safetensors.torch import load_file
+    from transformers import Qwen2_5_VLForConditionalGeneration
+
+    t0 = time.perf_counter()
+    model = Qwen2_5_VLForConditionalGeneration.from_pretrained(ckpt, dtype=torch.float32, attn_implementation="sdpa")
+    model.eval()
+    load_s = time.perf_counter() - t0
+    t = load_file(inputs)
+    ids = t[prefix + "input_ids"]
+    kw = dict(
+        input_ids=ids,
+        pixel_values=t[prefix + "pixel_values"],
+        image_grid_thw=t[prefix + "image_grid_thw"],
+        mm_token_type_ids=(ids == model.config.image_token_id).long(),
+        output_hidden_states=True,
+        logits_to_keep=1,
+    )
+    times, cpu = [], []
+    with torch.inference_mode():
+        model(**kw)
+        for _ in range(reps):
+            s, c = time.perf_counter(), time.process_time()
+            model(**kw)
+            times.append(time.perf_counter() - s)
+            cpu.append(time.process_time() - c)
+    print(json.dumps({
+        "runner": f"transformers {__import__('transformers').__version__} sdpa",
+        "checkpoint": str(ckpt), "dtype": "f32", "seq_len": ids.shape[1],
+        "patches": t[prefix + "pixel_values"].shape[0], "load_s": load_s, "times_s": times,
+        "median_s": sorted(times)[len(times) // 2], "cpu_s": cpu, "median_cpu_s": sorted(cpu)[len(cpu) // 2],
+        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "threads": torch.get_num_threads(),
+    }))
+
+
+def last_json(text):
+    return json.loads([line for line in text.splitlines() if line.startswith("{")][-1])
+
+
+def run_pair(name, ckpt, inputs, prefix, reps):
+    hf = subprocess.run(
+        [sys.executable, __file__, "--hf-worker", str(ckpt), str(inputs), prefix, str(reps)],
+        check=True, capture_output=True, text=True,
+    )
+    env = dict(os.environ, CARGO_TARGET_DIR=os.environ.get("CARGO_TARGET_DIR", str(ROOT / "target")))
+    args = [] if name == "fixture" else [str(ckpt), str(inputs), str(reps)]
+    rs = subprocess.run(
+        ["cargo", "bench", "--quiet", "--bench", "qwen_forward", "--", *args],
+        check=True, capture_output=True, text=True, cwd=ROOT, env=env,
+    )
+    return {"name": name, "transformers": last_json(hf.stdout), "huescan": last_json(rs.stdout)}
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--reps", type=int, default=5)
+    ap.add_argument("--skip-realwidth", action="store_true")
+    ap.add_argument("--hf-worker", nargs=4, metavar=("CKPT", "INPUTS", "PREFIX", "REPS"))
+    a = ap.parse_args()
+    if a.hf_worker:
+        ckpt, inputs, prefix, reps = a.hf_worker
+        return hf_worker(ckpt, inputs, "" if prefix == "-" else prefix, int(reps))
+    WORK.mkdir(parents=True, exist_ok=True)
+    results = [run_pair("fixture", FIXTURE / "model", FIXTURE / "reference.safetensors", "b.", a.reps)]
+    if not a.skip_realwidth:
+        ckpt = realwidth_checkpoint()
+        results.append(run_pair("realwidth", ckpt, realwidth_inputs(ckpt), "-", a.reps))
+    (WORK / "results.json").write_text(json.dumps(results, indent=1))
+    cpu = subprocess.run(["sh", "-c", "grep -m1 'model name' /proc/cpuinfo; nproc"], capture_output=True, text=True)
+    print(f"CPU: {' / '.join(cpu.stdout.split(chr(10))[:2])}")
+    print(f"load average before: {os.getloadavg()[0]:.1f} (wall times on a shared machine swing with it)")
+    print("| checkpoint | seq | patches | wall s: transformers / huescan | CPU s: transformers / huescan | "
+          "speed-up wall / CPU | peak RSS MiB: transformers / huescan |")
+    print("|---|---|---|---|---|---|---|")
+    for r in results:
+        h, o = r["transformers"], r["huescan"]
+        # Our CPU clock ticks every 10 ms: below that a ratio means nothing.
+        cpu_ratio = f"{h['median_cpu_s'] / o['median_cpu_s']:.2f}x" if o["median_cpu_s"] >= 0.05 else "n/a"
+        print(
+            f"| {r['name']} | {o['seq_len']} | {o['patches']} | {h['median_s']:.3f} / {o['median_s']:.3f} | "
+            f"{h['median_cpu_s']:.3f} / {o['median_cpu_s']:.3f} | {h['median_s'] / o['median_s']:.2f}x / "
+            f"{cpu_ratio} | {h['peak_rss_mib']:.0f} / {o['peak_rss_mib']:.0f} |"
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,461 @@
+//! `config.json` and `preprocessor_config.json` of a Qwen2.5-VL checkpoint, in every layout seen in practice:
+//! the published hub files (text fields at the top level, `rope_scaling.mrope_section`, `vision_config.in_chans`)
+//! and the ones re-saved by transformers >= 4.53 / v5 (nested `text_config`, `rope_parameters`, `in_channels`).
+//! Every size and token id the model uses comes from here; nothing is specific to 3B or 7B.
+
+use std::path::Path;
+
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+use crate::model::Error;
+
+/// The decoder ("language model") half of the config.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TextConfig {
+    pub vocab_size: usize,
+    pub hidden_size: usize,
+    pub intermediate_size: usize,
+    pub num_hidden_layers: usize,
+    pub num_attention_heads: usize,
+    pub num_key_value_heads: usize,
+    pub head_dim: usize,
+    pub rms_norm_eps: f64,
+    pub rope_theta: f64,
+    /// Frequency slots per M-RoPE axis (temporal, height, width) over `head_dim / 2`, chunked, not interleaved.
+    pub mrope_section: Vec<usize>,
+}
+
+/// The vision tower half of the config.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VisionConfig {
+    pub depth: usize,
+    pub hidden_size: usize,
+    pub intermediate_size: usize,
+    pub num_heads: usize,
+    pub in_channels: usize,
+    pub patch_size: usize,
+    pub spatial_merge_size: usize,
+    pub temporal_patch_size: usize,
+    /// Window side in pixels for the windowed blocks.
+    pub window_size: usize,
+    pub out_hidden_size: usize,
+    /// Blocks that attend over the whole image instead of a window.
+    pub fullatt_block_indexes: Vec<usize>,
+    /// Base of the 2-D vision rotary (`rope_parameters.rope_theta` in newer saves; 10000 when absent).
+    pub rope_theta: f64,
+}
+
+/// Everything the runner needs from `config.json`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub text: TextConfig,
+    pub vision: VisionConfig,
+    pub image_token_id: u32,
+    pub vision_start_token_id: u32,
+    pub vision_end_token_id: u32,
+    /// Generation stops at any of these (config plus `generation_config.json` when present).
+    pub eos_token_ids: Vec<u32>,
+    /// What the config claims; the loader checks it against the presence of `lm_head.weight`.
+    pub tie_word_embeddings: bool,
+}
+
+const MODEL_TYPE: &str = "qwen2_5_vl";
+
+#[derive(Deserialize)]
+struct TextWire {
+    vocab_size: usize,
+    hidden_size: usize,
+    intermediate_size: usize,
+    num_hidden_layers: usize,
+    num_attention_heads: usize,
+    num_key_value_heads: Option<usize>,
+    head_dim: Option<usize>,
+    #[serde(default = "default_eps")]
+    rms_norm_eps: f64,
+    rope_theta: Option<f64>,
+    hidden_act: Option<String>,
+    #[serde(default)]
+    use_sliding_window: bool,
+    eos_token_id: Option<Value>,
+    tie_word_embeddings: Option<bool>,
+}
+
+fn default_eps() -> f64 {
+    1e-6
+}
+
+#[derive(Deserialize)]
+struct VisionWire {
+    depth: usize,
+    hidden_size: usize,
+    intermediate_size: usize,
+    num_heads: usize,
+    in_channels: Option<usize>,
+    in_chans: Option<usize>,
+    #[serde(default = "default_patch")]
+    patch_size: usize,
+    #[serde(default = "default_merge")]
+    spatial_merge_size: usize,
+    #[serde(default = "default_temporal")]
+    temporal_patch_size: usize,
+    #[serde(default = "default_window")]
+    window_size: usize,
+    out_hidden_size: usize,
+    #[serde(default)]
+    fullatt_block_indexes: Vec<usize>,
+    hidden_act: Option<String>,
+    rope_theta: Option<f64>,
+    rope_parameters: Option<Value>,
+}
+
+/// transformers' default base for the vision rotary.
+const DEFAULT_VISION_ROPE_THETA: f64 = 10_000.0;
+
+fn default_patch() -> usize {
+    14
+}
+fn default_merge() -> usize {
+    2
+}
+fn default_temporal() -> usize {
+    2
+}
+fn default_window() -> usize {
+    112
+}
+
+impl Config {
+    /// Reads `dir/config.json` and, when present, the EOS ids of `dir/generation_config.json`.
+    pub fn from_dir(dir: &Path) -> Result<Self, Error> {
+        let path = dir.join("config.json");
+        let mut cfg = Self::from_file(&path)?;
+        let gen = dir.join("generation_config.json");
+        if gen.exists() {
+            let v = read_value(&gen)?;
+            for id in ids_of(v.get("eos_token_id")) {
+                if !cfg.eos_token_ids.contains(&id) {
+                    cfg.eos_token_ids.push(id);
+                }
+            }
+        }
+        Ok(cfg)
+    }
+
+    pub fn from_file(path: &Path) -> Result<Self, Error> {
+        Self::from_value(&read_value(path)?).map_err(|msg| Error::Config { path: path.to_path_buf(), msg })
+    }
+
+    /// Parses a `config.json` value; the error is a sentence without the path.
+    pub fn from_value(v: &Value) -> Result<Self, String> {
+        let top = v.as_object().ok_or("expected a json object")?;
+        match top.get("model_type").and_then(Value::as_str) {
+            Some(MODEL_TYPE) => {}
+            Some(other) => {
+                return Err(format!(
+                    "model_type is `{other}`, expected `{MODEL_TYPE}` (this runner implements Qwen2.5-VL only)"
+                ))
+            }
+            None => return Err(format!("no `model_type`; expected `{MODEL_TYPE}`")),
+        }
+        // Text fields: the nested text_config wins over the top level, which holds them in the hub layout.
+        let mut merged: Map<String, Value> = top.clone();
+        if let Some(Value::Object(text)) = top.get("text_config") {
+            for (k, val) in text {
+                merged.insert(k.clone(), val.clone());
+            }
+        }
+        let text: TextWire =
+            serde_json::from_value(Value::Object(merged.clone())).map_err(|e| format!("text fields: {e}"))?;
+        if let Some(act) = &text.hidden_act {
+            if act != "silu" {
+                return Err(format!("hidden_act `{act}` is not supported; Qwen2.5-VL uses `silu`"));
+            }
+        }
+        if text.use_sliding_window {
+            return Err("use_sliding_window = true is not supported (no Qwen2.5-VL checkpoint uses it)".into());
+        }
+        let rope = merged.get("rope_scaling").or_else(|| merged.get("rope_parameters")).and_then(Value::as_object);
+        let mrope_section: Vec<usize> = rope
+            .and_then(|r| r.get("mrope_section"))
+            .and_then(|s| serde_json::from_value(s.clone()).ok())
+            .ok_or("no `rope_scaling.mrope_section` (or `rope_parameters.mrope_section`)")?;
+        let rope_theta = text
+            .rope_theta
+            .or_else(|| rope.and_then(|r| r.get("rope_theta")).and_then(Value::as_f64))
+            .ok_or("no `rope_theta` at the top level, in text_config or in rope_parameters")?;
+        let heads = text.num_attention_heads;
+        if heads == 0 || text.hidden_size % heads != 0 && text.head_dim.is_none() {
+            return Err(format!("hidden_size {} is not divisible by num_attention_heads {heads}", text.hidden_size));
+        }
+        let head_dim = text.head_dim.unwrap_or(text.hidden_size / heads);
+        let kv_heads = text.num_key_value_heads.unwrap_or(heads);
+        if kv_heads == 0 || heads % kv_heads != 0 {
+            return Err(format!("num_attention_heads {heads} is not a multiple of num_key_value_heads {kv_heads}"));
+        }
+        if mrope_section.len() != 3 || mrope_section.iter().sum::<usize>() * 2 != head_dim {
+            return Err(format!(
+                "mrope_section {mrope_section:?} must have 3 entries summing to head_dim/2 = {}",
+                head_dim / 2
+            ));
+        }
+        let vision_v = top.get("vision_config").ok_or("no `vision_config`")?;
+        let vw: VisionWire = serde_json::from_value(vision_v.clone()).map_err(|e| format!("vision_config: {e}"))?;
+        if let Some(act) = &vw.hidden_act {
+            if act != "silu" {
+                return Err(format!("vision_config.hidden_act `{act}` is not supported; expected `silu`"));
+            }
+        }
+        if vw.num_heads == 0 || vw.hidden_size % vw.num_heads != 0 || (vw.hidden_size / vw.num_heads) % 4 != 0 {
+            return Err(format!(
+                "vision hidden_size {} must split into num_heads {} of a head_dim divisible by 4",
+                vw.hidden_size, vw.num_heads
+            ));
+        }
+        if vw.out_hidden_size != text.hidden_size {
+            return Err(format!(
+                "vision_config.out_hidden_size {} differs from the text hidden_size {}",
+                vw.out_hidden_size, text.hidden_size
+            ));
+        }
+        let unit = vw.patch_size * vw.spatial_merge_size;
+        if unit == 0 || vw.window_size % unit != 0 {
+            return Err(format!("window_size {} is not a multiple of patch_size*spatial_merge_size", vw.window_size));
+        }
+        if let Some(&b) = vw.fullatt_block_indexes.iter().find(|&&b| b >= vw.depth) {
+            return Err(format!("fullatt_block_indexes has block {b} but depth is {}", vw.depth));
+        }
+        let id = |k: &str| -> Result<u32, String> {
+            top.get(k)
+                .or_else(|| merged.get(k))
+                .and_then(Value::as_u64)
+                .map(|x| x as u32)
+                .ok_or_else(|| format!("no `{k}`"))
+        };
+        let vision = VisionConfig {
+            depth: vw.depth,
+            hidden_size: vw.hidden_size,
+            intermediate_size: vw.intermediate_size,
+            num_heads: vw.num_heads,
+            in_channels: vw.in_channels.or(vw.in_chans).unwrap_or(3),
+            patch_size: vw.patch_size,
+            spatial_merge_size: vw.spatial_merge_size,
+            temporal_patch_size: vw.temporal_patch_size,
+            window_size: vw.window_size,
+            out_hidden_size: vw.out_hidden_size,
+            fullatt_block_indexes: vw.fullatt_block_indexes,
+            rope_theta: vw
+                .rope_theta
+                .or_else(|| vw.rope_parameters.as_ref().and_then(|r| r.get("rope_theta")).and_then(Value::as_f64))
+                .unwrap_or(DEFAULT_VISION_ROPE_THETA),
+        };
+        let eos_token_ids = ids_of(text.eos_token_id.as_ref());
+        if eos_token_ids.is_empty() {
+            return Err("no `eos_token_id`".into());
+        }
+        Ok(Config {
+            text: TextConfig {
+                vocab_size: text.vocab_size,
+                hidden_size: text.hidden_size,
+                intermediate_size: text.intermediate_size,
+                num_hidden_layers: text.num_hidden_layers,
+                num_attention_heads: heads,
+                num_key_value_heads: kv_heads,
+                head_dim,
+                rms_norm_eps: text.rms_norm_eps,
+                rope_theta,
+                mrope_section,
+            },
+            vision,
+            image_token_id: id("image_token_id")?,
+            vision_start_token_id: id("vision_start_token_id")?,
+            vision_end_token_id: id("vision_end_token_id")?,
+            eos_token_ids,
+            tie_word_embeddings: top
+                .get("tie_word_embeddings")
+                .and_then(Value::as_bool)
+                .or(text.tie_word_embeddings)
+                .unwrap_or(false),
+        })
+    }
+}
+
+fn ids_of(v: Option<&Value>) -> Vec<u32> {
+    match v {
+        Some(Value::Number(n)) => n.as_u64().map(|x| vec![x as u32]).unwrap_or_default(),
+        Some(Value::Array(a)) => a.iter().filter_map(Value::as_u64).map(|x| x as u32).collect(),
+        _ => vec![],
+    }
+}
+
+fn read_value(path: &Path) -> Result<Value, Error> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| Error::Config { path: path.to_path_buf(), msg: format!("cannot read: {e}") })?;
+    serde_json::from_str(&text).map_err(|e| Error::Config { path: path.to_path_buf(), msg: format!("not json: {e}") })
+}
+
+/// `preprocessor_config.json`: the image processor's sizes and normalisation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProcessorConfig {
+    pub min_pixels: usize,
+    pub max_pixels: usize,
+    pub patch_size: usize,
+    pub temporal_patch_size: usize,
+    pub merge_size: usize,
+    pub image_mean: [f32; 3],
+    pub image_std: [f32; 3],
+    pub rescale_factor: f32,
+}
+
+impl Default for ProcessorConfig {
+    /// The values of the published Qwen2.5-VL `preprocessor_config.json` (3B and 7B are identical).
+    #[allow(clippy::excessive_precision)] // the published decimals verbatim
+    fn default() -> Self {
+        ProcessorConfig {
+            min_pixels: 3136,
+            max_pixels: 12_845_056,
+            patch_size: 14,
+            temporal_patch_size: 2,
+            merge_size: 2,
+            image_mean: [0.481_454_66, 0.457_827_5, 0.408_210_73],
+            image_std: [0.268_629_54, 0.261_302_58, 0.275_777_11],
+            rescale_factor: 1.0 / 255.0,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct ProcessorWire {
+    min_pixels: Option<usize>,
+    max_pixels: Option<usize>,
+    size: Option<SizeWire>,
+    patch_size: Option<usize>,
+    temporal_patch_size: Option<usize>,
+    merge_size: Option<usize>,
+    image_mean: Option<[f32; 3]>,
+    image_std: Option<[f32; 3]>,
+    rescale_factor: Option<f32>,
+}
+
+#[derive(Deserialize)]
+struct SizeWire {
+    shortest_edge: Option<usize>,
+    longest_edge: Option<usize>,
+}
+
+impl ProcessorConfig {
+    /// Reads `dir/preprocessor_config.json`, or returns the published defaults when the file is absent.
+    pub fn from_dir(dir: &Path) -> Result<Self, Error> {
+        let path = dir.join("preprocessor_config.json");
+        if !path.exists() {
+            return Ok(Self::default());
+        }
+        let w: ProcessorWire = serde_json::from_value(read_value(&path)?)
+            .map_err(|e| Error::Config { path: path.clone(), msg: e.to_string() })?;
+        let d = Self::default();
+        let size = w.size.as_ref();
+        let cfg = ProcessorConfig {
+            min_pixels: w.min_pixels.or(size.and_then(|s| s.shortest_edge)).unwrap_or(d.min_pixels),
+            max_pixels: w.max_pixels.or(size.and_then(|s| s.longest_edge)).unwrap_or(d.max_pixels),
+            patch_size: w.patch_size.unwrap_or(d.patch_size),
+            temporal_patch_size: w.temporal_patch_size.unwrap_or(d.temporal_patch_size),
+            merge_size: w.merge_size.unwrap_or(d.merge_size),
+            image_mean: w.image_mean.unwrap_or(d.image_mean),
+            image_std: w.image_std.unwrap_or(d.image_std),
+            rescale_factor: w.rescale_factor.unwrap_or(d.rescale_factor),
+        };
+        if cfg.min_pixels > cfg.max_pixels {
+            return Err(Error::Config {
+                path,
+                msg: format!("min_pixels {} exceeds max_pixels {}", cfg.min_pixels, cfg.max_pixels),
+            });
+        }
+        Ok(cfg)
+    }
+
+    /// Checks the processor against the vision tower it feeds.
+    pub fn check(&self, vision: &VisionConfig) -> Result<(), String> {
+        if self.patch_size != vision.patch_size
+            || self.temporal_patch_size != vision.temporal_patch_size
+            || self.merge_size != vision.spatial_merge_size
+        {
+            return Err(format!(
+                "preprocessor patch/temporal/merge sizes {}/{}/{} differ from the vision config's {}/{}/{}",
+                self.patch_size,
+                self.temporal_patch_size,
+                self.merge_size,
+                vision.patch_size,
+                vision.temporal_patch_size,
+                vision.spatial_merge_size
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hub_3b() -> Value {
+        serde_json::json!({
+            "architectures": ["Qwen2_5_VLForConditionalGeneration"], "model_type": "qwen2_5_vl",
+            "vocab_size": 151936, "hidden_size": 2048, "intermediate_size": 11008, "num_hidden_layers": 36,
+            "num_attention_heads": 16, "num_key_value_heads": 2, "rms_norm_eps": 1e-6, "rope_theta": 1000000.0,
+            "rope_scaling": {"type": "mrope", "mrope_section": [16, 24, 24]}, "hidden_act": "silu",
+            "use_sliding_window": false, "sliding_window": 32768, "tie_word_embeddings": true,
+            "bos_token_id": 151643, "eos_token_id": 151645, "image_token_id": 151655, "video_token_id": 151656,
+            "vision_start_token_id": 151652, "vision_end_token_id": 151653, "vision_token_id": 151654,
+            "vision_config": {"depth": 32, "hidden_act": "silu", "hidden_size": 1280, "intermediate_size": 3420,
+                "num_heads": 16, "in_chans": 3, "out_hidden_size": 2048, "patch_size": 14, "spatial_merge_size": 2,
+                "spatial_patch_size": 14, "window_size": 112, "fullatt_block_indexes": [7, 15, 23, 31],
+                "tokens_per_second": 2, "temporal_patch_size": 2}
+        })
+    }
+
+    #[test]
+    fn published_3b_layout_parses() {
+        let c = Config::from_value(&hub_3b()).unwrap();
+        assert_eq!(c.text.head_dim, 128);
+        assert_eq!(c.text.mrope_section, vec![16, 24, 24]);
+        assert_eq!(c.image_token_id, 151655);
+        assert!(c.tie_word_embeddings);
+        assert_eq!(c.vision.fullatt_block_indexes, vec![7, 15, 23, 31]);
+        assert_eq!(c.vision.in_channels, 3);
+    }
+
+    #[test]
+    fn resaved_nested_layout_parses_to_the_same_config() {
+        let hub = hub_3b();
+        let mut nested = serde_json::json!({
+            "model_type": "qwen2_5_vl", "image_token_id": 151655, "video_token_id": 151656,
+            "vision_start_token_id": 151652, "vision_end_token_id": 151653, "tie_word_embeddings": true,
+            "vision_config": hub["vision_config"].clone(),
+        });
+        let mut text = hub.as_object().unwrap().clone();
+        for k in ["vision_config", "rope_theta", "rope_scaling", "architectures"] {
+            text.remove(k);
+        }
+        text.insert("model_type".into(), "qwen2_5_vl_text".into());
+        text.insert(
+            "rope_parameters".into(),
+            serde_json::json!({"rope_type": "default", "mrope_section": [16, 24, 24], "rope_theta": 1000000.0}),
+        );
+        nested["text_config"] = Value::Object(text);
+        let v = nested["vision_config"].as_object_mut().unwrap();
+        let chans = v.remove("in_chans").unwrap();
+        v.insert("in_channels".into(), chans);
+        assert_eq!(Config::from_value(&nested).unwrap(), Config::from_value(&hub).unwrap());
+    }
+
+    #[test]
+    fn wrong_model_type_and_bad_sections_are_named() {
+        let mut v = hub_3b();
+        v["model_type"] = "qwen2_vl".into();
+        let e = Config::from_value(&v).unwrap_err();
+        assert!(e.contains("`qwen2_vl`") && e.contains("qwen2_5_vl"), "{e}");
+        let mut v = hub_3b();
+        v["rope_scaling"]["mrope_section"] = serde_json::json!([16, 24, 16]);
+        assert!(Config::from_value(&v).unwrap_err().contains("mrope_section"));
+    }
+}

@@ -1,0 +1,286 @@
+//! The Qwen2 decoder of Qwen2.5-VL, forked in spirit from candle-transformers' `qwen2.rs`: q/k/v with bias, o
+//! without, GQA, SiLU MLP, RMSNorm in transformers' rounding order, M-RoPE tables supplied by the caller, no
+//! sliding window, an explicit KV cache, and a per-block callback where hooks capture and intervene.
+
+use candle_core::{DType, Device, Module, Tensor, D};
+use candle_nn::{embedding, linear, linear_no_bias, Embedding, Linear, VarBuilder};
+
+use super::config::TextConfig;
+
+/// Added to masked attention scores. Finite, so a row with every key masked (a padding query) stays a
+/// harmless uniform average instead of NaN that would leak into real rows through the next layer.
+const MASKED: f32 = -1e30;
+
+/// RMSNorm as transformers computes it: normalise in f32, round to the model dtype, then scale by the weight
+/// (candle's fused `rms_norm` multiplies before rounding).
+#[derive(Debug, Clone)]
+pub struct RmsNorm {
+    weight: Tensor,
+    eps: f64,
+}
+
+impl RmsNorm {
+    pub fn new(size: usize, eps: f64, vb: VarBuilder) -> candle_core::Result<Self> {
+        Ok(RmsNorm { weight: vb.get(size, "weight")?, eps })
+    }
+
+    pub fn forward(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
+        let dtype = xs.dtype();
+        let x = xs.to_dtype(DType::F32)?;
+        let inv_rms = (x.sqr()?.mean_keepdim(D::Minus1)? + self.eps)?.sqrt()?.recip()?;
+        x.broadcast_mul(&inv_rms)?.to_dtype(dtype)?.broadcast_mul(&self.weight)
+    }
+}
+
+struct Mlp {
+    gate_proj: Linear,
+    up_proj: Linear,
+    down_proj: Linear,
+}
+
+impl Mlp {
+    fn new(cfg: &TextConfig, vb: VarBuilder) -> candle_core::Result<Self> {
+        let (h, i) = (cfg.hidden_size, cfg.intermediate_size);
+        Ok(Mlp {
+            gate_proj: linear_no_bias(h, i, vb.pp("gate_proj"))?,
+            up_proj: linear_no_bias(h, i, vb.pp("up_proj"))?,
+            down_proj: linear_no_bias(i, h, vb.pp("down_proj"))?,
+        })
+    }
+
+    fn forward(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
+        let gate = self.gate_proj.forward(xs)?.silu()?;
+        self.down_proj.forward(&(gate * self.up_proj.forward(xs)?)?)
+    }
+}
+
+/// Keys and values of every layer so far, `(batch, kv_heads, len, head_dim)` each, rotary already applied.
+#[derive(Debug, Default)]
+pub struct KvCache {
+    layers: Vec<Option<(Tensor, Tensor)>>,
+}
+
+impl KvCache {
+    pub fn new(n_layers: usize) -> Self {
+        KvCache { layers: vec![None; n_layers] }
+    }
+
+    /// Number of cached positions.
+    pub fn len(&self) -> usize {
+        self.layers.first().and_then(|l| l.as_ref()).map(|(k, _)| k.dim(2).unwrap_or(0)).unwrap_or(0)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+struct Attention {
+    q_proj: Linear,
+    k_proj: Linear,
+    v_proj: Linear,
+    o_proj: Linear,
+    num_heads: usize,
+    num_kv_heads: usize,
+    head_dim: usize,
+}
+
+impl Attention {
+    fn new(cfg: &TextConfig, vb: VarBuilder) -> candle_core::Result<Self> {
+        let (h, hd) = (cfg.hidden_size, cfg.head_dim);
+        let (nh, nkv) = (cfg.num_attention_heads, cfg.num_key_value_heads);
+        Ok(Attention {
+            q_proj: linear(h, nh * hd, vb.pp("q_proj"))?,
+            k_proj: linear(h, nkv * hd, vb.pp("k_proj"))?,
+            v_proj: linear(h, nkv * hd, vb.pp("v_proj"))?,
+            o_proj: linear_no_bias(nh * hd, h, vb.pp("o_proj"))?,
+            num_heads: nh,
+            num_kv_heads: nkv,
+            head_dim: hd,
+        })
+    }
+
+    /// Scores, softmax and the value product run in f32 whatever the model dtype (closest to the f32
+    /// accumulation of sdpa/flash kernels); rotary runs in the model dtype as in transformers.
+    fn forward(
+        &self,
+        xs: &Tensor,
+        cos: &Tensor,
+        sin: &Tensor,
+        mask: Option<&Tensor>,
+        cache: Option<&mut Option<(Tensor, Tensor)>>,
+    ) -> candle_core::Result<Tensor> {
+        let (b, s, _) = xs.dims3()?;
+        let dtype = xs.dtype();
+        let heads = |t: Tensor, n: usize| t.reshape((b, s, n, self.head_dim))?.transpose(1, 2)?.contiguous();
+        let q = heads(self.q_proj.forward(xs)?, self.num_heads)?;
+        let k = heads(self.k_proj.forward(xs)?, self.num_kv_heads)?;
+        let v = heads(self.v_proj.forward(xs)?, self.num_kv_heads)?;
+        let q = candle_nn::rotary_emb::rope(&q, cos, sin)?;
+        let k = candle_nn::rotary_emb::rope(&k, cos, sin)?;
+        let (k, v) = match cache {
+            Some(slot) => {
+                let kv = match slot.take() {
+                    Some((pk, pv)) => (Tensor::cat(&[&pk, &k], 2)?, Tensor::cat(&[&pv, &v], 2)?),
+                    None => (k, v),
+                };
+                *slot = Some(kv.clone());
+                kv
+            }
+            None => (k, v),
+        };
+        let rep = self.num_heads / self.num_kv_heads;
+        let k = candle_transformers::utils::repeat_kv(k, rep)?.contiguous()?.to_dtype(DType::F32)?;
+        let v = candle_transformers::utils::repeat_kv(v, rep)?.contiguous()?.to_dtype(DType::F32)?;
+        let q = q.to_dtype(DType::F32)?;
+        let scale = 1.0 / (self.head_dim as f64).sqrt();
+        let mut att = (q.matmul(&k.t()?)? * scale)?;
+        if let Some(m) = mask {
+            att = att.broadcast_add(m)?;
+        }
+        let att = candle_nn::ops::softmax_last_dim(&att)?;
+        let out = att.matmul(&v)?.to_dtype(dtype)?;
+        let out = out.transpose(1, 2)?.reshape((b, s, self.num_heads * self.head_dim))?;
+        self.o_proj.forward(&out)
+    }
+}
+
+struct DecoderLayer {
+    self_attn: Attention,
+    mlp: Mlp,
+    input_layernorm: RmsNorm,
+    post_attention_layernorm: RmsNorm,
+}
+
+impl DecoderLayer {
+    fn new(cfg: &TextConfig, vb: VarBuilder) -> candle_core::Result<Self> {
+        Ok(DecoderLayer {
+            self_attn: Attention::new(cfg, vb.pp("self_attn"))?,
+            mlp: Mlp::new(cfg, vb.pp("mlp"))?,
+            input_layernorm: RmsNorm::new(cfg.hidden_size, cfg.rms_norm_eps, vb.pp("input_layernorm"))?,
+            post_attention_layernorm: RmsNorm::new(
+                cfg.hidden_size,
+                cfg.rms_norm_eps,
+                vb.pp("post_attention_layernorm"),
+            )?,
+        })
+    }
+
+    fn forward(
+        &self,
+        xs: &Tensor,
+        cos: &Tensor,
+        sin: &Tensor,
+        mask: Option<&Tensor>,
+        cache: Option<&mut Option<(Tensor, Tensor)>>,
+    ) -> candle_core::Result<Tensor> {
+        let residual = xs;
+        let xs = self.self_attn.forward(&self.input_layernorm.forward(xs)?, cos, sin, mask, cache)?;
+        let xs = (xs + residual)?;
+        let residual = &xs;
+        self.mlp.forward(&self.post_attention_layernorm.forward(&xs)?)? + residual
+    }
+}
+
+/// Token embedding, decoder blocks, final norm and LM head.
+pub struct TextModel {
+    embed_tokens: Embedding,
+    layers: Vec<DecoderLayer>,
+    norm: RmsNorm,
+    lm_head: Linear,
+}
+
+impl TextModel {
+    /// `vb` points at the decoder prefix (`model.` or `model.language_model.`); `lm_head` is the untied head
+    /// weight, or `None` to reuse the embedding matrix.
+    pub fn new(cfg: &TextConfig, vb: VarBuilder, lm_head: Option<Tensor>) -> candle_core::Result<Self> {
+        let embed_tokens = embedding(cfg.vocab_size, cfg.hidden_size, vb.pp("embed_tokens"))?;
+        let layers = (0..cfg.num_hidden_layers)
+            .map(|i| DecoderLayer::new(cfg, vb.pp("layers").pp(i)))
+            .collect::<candle_core::Result<_>>()?;
+        let head = lm_head.unwrap_or_else(|| embed_tokens.embeddings().clone());
+        Ok(TextModel {
+            embed_tokens,
+            layers,
+            norm: RmsNorm::new(cfg.hidden_size, cfg.rms_norm_eps, vb.pp("norm"))?,
+            lm_head: Linear::new(head, None),
+        })
+    }
+
+    pub fn n_layers(&self) -> usize {
+        self.layers.len()
+    }
+
+    pub fn embed(&self, ids: &Tensor) -> candle_core::Result<Tensor> {
+        self.embed_tokens.forward(ids)
+    }
+
+    /// Runs every block on `xs` (`(batch, seq, hidden)`) and returns the final-norm output. After block `l`,
+    /// `on_block(l, out)` may replace the block output (interventions) and record it (captures).
+    pub fn forward_embeds(
+        &self,
+        xs: Tensor,
+        cos: &Tensor,
+        sin: &Tensor,
+        mask: Option<&Tensor>,
+        mut cache: Option<&mut KvCache>,
+        on_block: &mut dyn FnMut(usize, Tensor) -> candle_core::Result<Tensor>,
+    ) -> candle_core::Result<Tensor> {
+        let dtype = xs.dtype();
+        let (cos, sin) = (cos.to_dtype(dtype)?, sin.to_dtype(dtype)?);
+        let mut xs = xs;
+        for (l, layer) in self.layers.iter().enumerate() {
+            let slot = cache.as_deref_mut().map(|c| &mut c.layers[l]);
+            xs = layer.forward(&xs, &cos, &sin, mask, slot)?;
+            xs = on_block(l, xs)?;
+        }
+        self.norm.forward(&xs)
+    }
+
+    pub fn logits(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
+        self.lm_head.forward(xs)
+    }
+
+    /// The expected `(name, shape)` of every decoder tensor, relative to the decoder prefix.
+    pub fn expected_tensors(cfg: &TextConfig) -> Vec<(String, Vec<usize>)> {
+        let (h, i, hd) = (cfg.hidden_size, cfg.intermediate_size, cfg.head_dim);
+        let (q, kv) = (cfg.num_attention_heads * hd, cfg.num_key_value_heads * hd);
+        let mut v = vec![("embed_tokens.weight".to_string(), vec![cfg.vocab_size, h]), ("norm.weight".into(), vec![h])];
+        for l in 0..cfg.num_hidden_layers {
+            for (name, shape) in [
+                ("self_attn.q_proj.weight", vec![q, h]),
+                ("self_attn.q_proj.bias", vec![q]),
+                ("self_attn.k_proj.weight", vec![kv, h]),
+                ("self_attn.k_proj.bias", vec![kv]),
+                ("self_attn.v_proj.weight", vec![kv, h]),
+                ("self_attn.v_proj.bias", vec![kv]),
+                ("self_attn.o_proj.weight", vec![h, q]),
+                ("mlp.gate_proj.weight", vec![i, h]),
+                ("mlp.up_proj.weight", vec![i, h]),
+                ("mlp.down_proj.weight", vec![h, i]),
+                ("input_layernorm.weight", vec![h]),
+                ("post_attention_layernorm.weight", vec![h]),
+            ] {
+                v.push((format!("layers.{l}.{name}"), shape));
+            }
+        }
+        v
+    }
+}
+
+/// Additive attention mask `(batch, 1, seq, past + seq)` f32: causal over the whole cached sequence, with the
+/// first `pad[b]` positions of row `b` (left padding) hidden from every query.
+pub fn causal_mask(pad: &[usize], seq: usize, past: usize, device: &Device) -> candle_core::Result<Tensor> {
+    let total = past + seq;
+    let mut m = vec![0f32; pad.len() * seq * total];
+    for (b, &p) in pad.iter().enumerate() {
+        for i in 0..seq {
+            for j in 0..total {
+                if j > past + i || j < p {
+                    m[(b * seq + i) * total + j] = MASKED;
+                }
+            }
+        }
+    }
+    Tensor::from_vec(m, (pad.len(), 1, seq, total), device)
+}

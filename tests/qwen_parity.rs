@@ -1,0 +1,282 @@
+//! Qwen2.5-VL parity against transformers 5.23 (f32, eager attention) on the committed tiny random-weight
+//! fixture (`scripts/make_qwen_fixture.py`). No Python is needed here.
+//!
+//! Tolerance, f32: max |ours - theirs| / max |theirs| <= 1e-4 per tensor. Both sides compute in f32 with the
+//! same operation order up to matmul blocking and transcendental implementations, which differ in the last
+//! bits (~1e-7 relative per op); through a few layers that stays below 1e-5 in practice, so 1e-4 leaves margin
+//! while any real bug (a wrong rotary section, GELU flavour, norm order, window permutation) shows as 1e-2..1.
+//! bf16: 1e-1 relative to the f32 reference. bf16 keeps 8 mantissa bits (~4e-3 per rounding) and this fixture's
+//! random weights amplify: transformers' own bf16 run of it lands 2.7e-2 (vision features) to 6.1e-2 (last hidden
+//! state) from its f32 run; ours lands 4.0e-2 to 6.9e-2.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device, IndexOp, Tensor};
+use huescan::model::qwen2_5_vl::{ImageProcessor, Prompt, Qwen25VlModel, ResizeFilter, Sample};
+use huescan::model::{HookPoint, HookSet, Intervention, InterventionOp, Model, Pooling, Positions};
+
+const F32_TOL: f32 = 1e-4;
+const BF16_TOL: f32 = 1e-1;
+
+fn fixture() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/qwen-tiny")
+}
+
+struct Reference {
+    t: HashMap<String, Tensor>,
+    meta: serde_json::Value,
+}
+
+impl Reference {
+    fn load() -> Self {
+        let t = candle_core::safetensors::load(fixture().join("reference.safetensors"), &Device::Cpu).unwrap();
+        let meta = serde_json::from_str(&std::fs::read_to_string(fixture().join("reference.json")).unwrap()).unwrap();
+        Reference { t, meta }
+    }
+
+    fn get(&self, key: &str) -> &Tensor {
+        self.t.get(key).unwrap_or_else(|| panic!("reference has no `{key}`"))
+    }
+
+    fn ids(&self, key: &str) -> Vec<u32> {
+        self.get(key).flatten_all().unwrap().to_vec1::<i64>().unwrap().into_iter().map(|x| x as u32).collect()
+    }
+
+    fn grids(&self, s: &str) -> Vec<[usize; 3]> {
+        let g = self.get(&format!("{s}.image_grid_thw")).to_vec2::<i64>().unwrap();
+        g.into_iter().map(|r| [r[0] as usize, r[1] as usize, r[2] as usize]).collect()
+    }
+
+    fn sample(&self, s: &str) -> Sample {
+        Sample {
+            pixel_values: self.get(&format!("{s}.pixel_values")).clone(),
+            grids: self.grids(s),
+            input_ids: self.ids(&format!("{s}.input_ids")),
+        }
+    }
+}
+
+fn load(dir: &Path, dtype: DType) -> Qwen25VlModel {
+    Qwen25VlModel::load(dir, dtype, &Device::Cpu).unwrap_or_else(|e| panic!("loading {}: {e}", dir.display()))
+}
+
+/// max |a - b| / max |b|.
+fn rel_err(a: &Tensor, b: &Tensor) -> f32 {
+    assert_eq!(a.dims(), b.dims(), "shape");
+    let a = a.to_dtype(DType::F32).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    let b = b.to_dtype(DType::F32).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    let scale = b.iter().fold(0f32, |m, x| m.max(x.abs()));
+    let diff = a.iter().zip(&b).fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+    diff / scale.max(f32::MIN_POSITIVE)
+}
+
+fn assert_close(what: &str, a: &Tensor, b: &Tensor, tol: f32) {
+    let e = rel_err(a, b);
+    eprintln!("{what}: {e:.3e}");
+    assert!(e <= tol, "{what}: relative error {e:.3e} exceeds {tol:.0e}");
+}
+
+fn check_sample(model: &Qwen25VlModel, r: &Reference, s: &str, tol: f32) {
+    let sample = r.sample(s);
+    let feats = model.image_features(&sample.pixel_values, &sample.grids).unwrap();
+    assert_close(&format!("{s} image features"), &feats, r.get(&format!("{s}.image_features")), tol);
+    let out = model
+        .forward_hidden_states(&sample.pixel_values, &sample.grids, &sample.input_ids, &HookSet::default())
+        .unwrap();
+    let want = r.get(&format!("{s}.hidden_states"));
+    assert_eq!(out.hidden_states.len(), want.dim(0).unwrap(), "L + 1 hidden states");
+    for (i, h) in out.hidden_states.iter().enumerate() {
+        assert_close(&format!("{s} hidden_states[{i}]"), h, &want.get(i).unwrap(), tol);
+    }
+    assert_close(&format!("{s} logits"), &out.logits, r.get(&format!("{s}.logits")), tol);
+}
+
+#[test]
+fn f32_hidden_states_logits_and_vision_match_transformers_sharded_legacy_names() {
+    let r = Reference::load();
+    let model = load(&fixture().join("model"), DType::F32);
+    assert_eq!(model.n_layers() + 1, 4);
+    for s in ["a", "b"] {
+        check_sample(&model, &r, s, F32_TOL);
+    }
+}
+
+#[test]
+fn new_tensor_names_and_hub_config_layout_load_the_same_model() {
+    let r = Reference::load();
+    let model = load(&fixture().join("model-newnames"), DType::F32);
+    check_sample(&model, &r, "b", F32_TOL);
+}
+
+#[test]
+fn mrope_positions_and_delta_match_get_rope_index() {
+    use huescan::model::qwen2_5_vl::rope::rope_index;
+    let r = Reference::load();
+    for s in ["a", "b"] {
+        let p = rope_index(&r.ids(&format!("{s}.input_ids")), &r.grids(s), 505, 2).unwrap();
+        let want = r.get(&format!("{s}.position_ids")).to_vec3::<i64>().unwrap();
+        for (axis, (ours, theirs)) in p.axes.iter().zip(&want).enumerate() {
+            assert_eq!(ours, &theirs[0], "sample {s} axis {axis}");
+        }
+        assert_eq!(p.delta, r.ids(&format!("{s}.rope_delta"))[0] as i32 as i64, "sample {s} delta");
+    }
+}
+
+#[test]
+fn greedy_generation_matches_transformers_token_for_token() {
+    let r = Reference::load();
+    let model = load(&fixture().join("model"), DType::F32);
+    for s in ["a", "b"] {
+        // The smallest top-2 logit gap must dwarf the tolerance, or token equality would be luck.
+        let gaps = r.meta[s]["generation_top2_gaps"].as_array().unwrap();
+        assert!(gaps.iter().all(|g| g.as_f64().unwrap() > 1e-2), "reference gaps too small: {gaps:?}");
+        let want = r.ids(&format!("{s}.generated"));
+        let got = model.generate(&r.sample(s), want.len(), &HookSet::default()).unwrap();
+        assert_eq!(got, want, "sample {s}");
+    }
+}
+
+fn steering_hooks(r: &Reference) -> HookSet {
+    let v = r.get("b.steer.vector").to_vec1::<f32>().unwrap();
+    let alpha = r.meta["steering"]["alpha"].as_f64().unwrap() as f32;
+    let block = r.meta["steering"]["block"].as_u64().unwrap() as usize;
+    HookSet {
+        capture: vec![],
+        interventions: vec![Intervention {
+            point: HookPoint::ResidPost(block),
+            positions: Positions::ImageTokens,
+            sample: None,
+            op: InterventionOp::Add { vector: v, alpha },
+        }],
+    }
+}
+
+#[test]
+fn steering_at_block_1_image_tokens_matches_the_wrapped_layer_reference() {
+    let r = Reference::load();
+    let model = load(&fixture().join("model"), DType::F32);
+    let s = r.sample("b");
+    let out = model.forward_hidden_states(&s.pixel_values, &s.grids, &s.input_ids, &steering_hooks(&r)).unwrap();
+    let want = r.get("b.steer.hidden_states");
+    let plain = r.get("b.hidden_states");
+    for (i, h) in out.hidden_states.iter().enumerate() {
+        assert_close(&format!("steered hidden_states[{i}]"), h, &want.get(i).unwrap(), F32_TOL);
+        // Captures are post-intervention: steering at block 1 shows from HF index 2 on, and nowhere before.
+        let moved = rel_err(h, &plain.get(i).unwrap()) > 1e-3;
+        assert_eq!(moved, i >= 2, "hidden_states[{i}] moved = {moved}");
+    }
+    assert_close("steered logits", &out.logits, r.get("b.steer.logits"), F32_TOL);
+}
+
+#[test]
+fn bf16_stays_within_the_loose_tolerance() {
+    let r = Reference::load();
+    let model = load(&fixture().join("model"), DType::BF16);
+    check_sample(&model, &r, "b", BF16_TOL);
+}
+
+#[test]
+fn batch_with_padding_equals_batch_of_one() {
+    let r = Reference::load();
+    let model = load(&fixture().join("model"), DType::F32);
+    let points = model.hook_points();
+    let hooks = HookSet::capture(points.clone());
+    let (a, b) = (r.sample("a"), r.sample("b"));
+    assert_ne!(a.input_ids.len(), b.input_ids.len(), "the batch must need padding");
+    for pooling in [Pooling::ImageMean, Pooling::Last] {
+        let both = model.forward_samples(&[a.clone(), b.clone()], &hooks, pooling).unwrap();
+        for (row, s) in [(0, &a), (1, &b)] {
+            let one = model.forward_samples(std::slice::from_ref(s), &hooks, pooling).unwrap();
+            for p in &points {
+                let x = both.layers[p].get(row).unwrap();
+                assert_close(&format!("{pooling} {p} row {row}"), &x, &one.layers[p].get(0).unwrap(), 1e-5);
+            }
+            let (x, y) =
+                (both.logits.as_ref().unwrap().get(row).unwrap(), one.logits.as_ref().unwrap().get(0).unwrap());
+            assert_close("batched logits", &x, &y, 1e-5);
+        }
+    }
+}
+
+#[test]
+fn model_trait_runs_processor_prompt_and_pooling_end_to_end() {
+    let r = Reference::load();
+    let prompt = r.meta["a"]["prompt_ids"].as_array().unwrap();
+    let ids: Vec<u32> = prompt.iter().map(|v| v.as_u64().unwrap() as u32).collect();
+    let first = ids.iter().position(|&i| i == 505).unwrap();
+    let last = ids.iter().rposition(|&i| i == 505).unwrap();
+    let model = load(&fixture().join("model"), DType::F32)
+        .with_prompt(Prompt::Ids { prefix: ids[..first].to_vec(), suffix: ids[last + 1..].to_vec() });
+    assert_eq!(model.hook_points().len(), 4);
+    assert_eq!(model.hook_points()[3], HookPoint::LnFinalOut);
+    // Image a is 56x56: no resize, so our processor reproduces transformers' pixels and the model its states.
+    let img = image::open(fixture().join("image_a.png")).unwrap().to_rgb8();
+    let hooks = HookSet::capture(model.hook_points());
+    let want = r.get("a.hidden_states");
+    let caps = model.forward(std::slice::from_ref(&img), &hooks, Pooling::Last).unwrap();
+    for (i, p) in model.hook_points().iter().enumerate() {
+        let w = want.get(i).unwrap().i(ids.len() - 1).unwrap().unsqueeze(0).unwrap();
+        assert_close(&format!("last-token {p}"), &caps.layers[p], &w, F32_TOL);
+    }
+    let caps = model.forward(&[img], &hooks, Pooling::ImageMean).unwrap();
+    let w = want.get(2).unwrap().narrow(0, first, last + 1 - first).unwrap().mean(0).unwrap().unsqueeze(0).unwrap();
+    assert_close("image-mean blocks.1.hook_resid_post", &caps.layers[&HookPoint::ResidPost(1)], &w, F32_TOL);
+    let err = model.forward(&[], &HookSet::capture([HookPoint::ResidPost(2)]), Pooling::Last).unwrap_err();
+    assert!(err.to_string().contains("blocks.2.hook_resid_post"), "{err}");
+}
+
+/// Largest per-element difference between our pixel values and transformers', in 1/255 levels of the input
+/// (the normalised difference times std, per channel).
+fn processor_diff_levels(proc: &ImageProcessor, r: &Reference, s: &str) -> f32 {
+    let img = image::open(fixture().join(format!("image_{s}.png"))).unwrap().to_rgb8();
+    let p = proc.preprocess(&img).unwrap();
+    assert_eq!(vec![p.grid_thw], r.grids(s), "sample {s} grid");
+    let theirs = r.get(&format!("{s}.pixel_values")).flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    let per_channel = p.patch_dim / 3;
+    p.pixel_values
+        .iter()
+        .zip(&theirs)
+        .enumerate()
+        .map(|(i, (a, b))| (a - b).abs() * proc.cfg.image_std[(i % p.patch_dim) / per_channel] * 255.0)
+        .fold(0f32, f32::max)
+}
+
+#[test]
+fn processor_reproduces_transformers_pil_pixels() {
+    let r = Reference::load();
+    let model = load(&fixture().join("model"), DType::F32);
+    let mut proc = model.processor().clone();
+    // Image a needs no resize; image b is shrunk 126x182 -> 112x168 and has per-pixel noise, the hard case.
+    // Pillow-exact bicubic: identical bytes, so only f32 normalisation rounding remains (<< 1 level).
+    for s in ["a", "b"] {
+        let d = processor_diff_levels(&proc, &r, s);
+        assert!(d < 1e-3, "sample {s}: {d} levels");
+    }
+    // The image crate's CatmullRom: same kernel, other rounding; measured 3 levels on image b.
+    proc.filter = ResizeFilter::CatmullRom;
+    let d = processor_diff_levels(&proc, &r, "b");
+    assert!(d <= 3.0 + 1e-3, "catmull-rom: {d} levels");
+}
+
+#[test]
+fn tied_head_reuses_the_embedding_matrix() {
+    let r = Reference::load();
+    let src = fixture().join("model-newnames");
+    let dir = tempfile::tempdir().unwrap();
+    let mut tensors = candle_core::safetensors::load(src.join("model.safetensors"), &Device::Cpu).unwrap();
+    assert!(tensors.remove("lm_head.weight").is_some());
+    let embed = tensors["model.language_model.embed_tokens.weight"].clone();
+    candle_core::safetensors::save(&tensors, dir.path().join("model.safetensors")).unwrap();
+    let mut cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(src.join("config.json")).unwrap()).unwrap();
+    cfg["tie_word_embeddings"] = true.into();
+    std::fs::write(dir.path().join("config.json"), cfg.to_string()).unwrap();
+    std::fs::copy(src.join("preprocessor_config.json"), dir.path().join("preprocessor_config.json")).unwrap();
+    let model = load(dir.path(), DType::F32);
+    let s = r.sample("b");
+    let out = model.forward_hidden_states(&s.pixel_values, &s.grids, &s.input_ids, &HookSet::default()).unwrap();
+    let last = r.get("b.hidden_states").get(3).unwrap();
+    let want = last.matmul(&embed.t().unwrap()).unwrap();
+    assert_close("tied logits", &out.logits, &want, F32_TOL);
+}
