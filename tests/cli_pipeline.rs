@@ -180,3 +180,37 @@ fn demo_runs_offline_and_writes_a_report_whose_figures_exist() {
     assert!(said.contains("computed 0, resumed 60") && !said.contains("rendered"), "{said}");
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+#[test]
+fn the_qwen_fixture_runs_through_the_cli_and_answers_like_transformers() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let reference: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(root.join("tests/fixtures/qwen-tiny/reference.json")).unwrap()).unwrap();
+    let expected: Vec<u64> =
+        reference["a"]["generated_ids"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap()).collect();
+    let out = huescan()
+        .args(["ask", "--model", "qwen-tiny-random", "--max-new-tokens"])
+        .arg(expected.len().to_string())
+        .arg("--image")
+        .arg(root.join("tests/fixtures/qwen-tiny/image_a.png"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let printed = String::from_utf8_lossy(&out.stdout);
+    let got: Vec<u64> = printed.trim().trim_matches(['[', ']']).split(", ").map(|t| t.parse().unwrap()).collect();
+    assert_eq!(got, expected, "greedy tokens through `huescan ask` equal transformers' generate()");
+
+    let dir = tmp("qwen");
+    let stim = dir.join("stimuli");
+    ok(huescan().args(["stimuli", "render", "gap-teal-blue", "--out"]).arg(&stim));
+    let acts = dir.join("acts");
+    let said = ok(huescan()
+        .args(["extract", "--model", "qwen-tiny-random", "--batch-size", "3", "--stimuli"])
+        .arg(&stim)
+        .arg("--out")
+        .arg(&acts));
+    assert!(said.contains("44 samples x 4 layers (d_model 64)"), "{said}");
+    let inspect = ok(huescan().args(["store", "inspect"]).arg(&acts));
+    assert!(inspect.contains("ln_final.hook_out") && inspect.contains("blocks.1.hook_resid_post"), "{inspect}");
+    std::fs::remove_dir_all(dir).unwrap();
+}

@@ -36,6 +36,8 @@ pub struct GlobalArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Ask a Qwen2.5-VL model a question about one image (greedy answer).
+    Ask(commands::ask::AskArgs),
     /// The whole pipeline offline in under a minute on the colour autoencoder (a model whose hue wheel is
     /// known to exist): render, train, extract, analyse.
     Demo(commands::demo::DemoArgs),
@@ -92,6 +94,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Extract(args) => commands::extract::run(&args, &progress),
         Command::Analyze(args) => commands::analyze::run(&args, &progress),
         Command::Demo(args) => commands::demo::run(&args, &progress),
+        Command::Ask(args) => commands::ask::run(&args, &progress),
         Command::Report(args) => commands::report::run(&args, &progress),
         Command::Store(StoreCommand::Inspect(args)) => commands::store::inspect(&args),
         Command::Merge(args) => commands::store::merge(&args, &progress),

@@ -8,6 +8,7 @@ use candle_core::{DType, Device};
 use super::autoencoder::{Autoencoder, TrainConfig};
 use super::hub::{self, Checkpoint, HubSettings};
 use super::preset::{self, ModelKind, Preset};
+use super::qwen2_5_vl::{ChatPrompt, Prompt, Qwen25VlModel};
 use super::{device, Error, Model};
 use crate::fsx;
 
@@ -35,6 +36,8 @@ pub const DEFAULT_PROMPT: &str = "What colour is this image? Answer with one wor
 /// A loaded model and what the activation store must record about it.
 pub struct LoadedModel {
     pub model: Box<dyn Model>,
+    /// The same model when it is a Qwen2.5-VL (for generation and colour-word logits).
+    pub qwen: Option<std::sync::Arc<Qwen25VlModel>>,
     pub kind: ModelKind,
     pub id: String,
     pub revision: Option<String>,
@@ -95,6 +98,7 @@ fn load_autoencoder(p: &Preset, opts: &LoadOptions) -> crate::Result<LoadedModel
     let settings = BTreeMap::from([("autoencoder_train_config".to_string(), cfg_json.clone())]);
     Ok(LoadedModel {
         model: Box::new(model),
+        qwen: None,
         kind: ModelKind::Autoencoder,
         id: p.name.clone(),
         revision: None,
@@ -132,9 +136,14 @@ fn load_dir(id: &str, ck: &Checkpoint, preset: Option<&Preset>, opts: &LoadOptio
     if let Some(mp) = max_pixels {
         settings.insert("max_pixels".into(), mp.to_string());
     }
-    let model = load_qwen(ck, &opts.device, dtype, &prompt, max_pixels)?;
+    let ids_prompt = preset.and_then(|p| Some((p.prompt_prefix_ids.clone()?, p.prompt_suffix_ids.clone()?)));
+    if let Some((pre, suf)) = &ids_prompt {
+        settings.insert("prompt".into(), format!("ids {pre:?} <image> {suf:?}"));
+    }
+    let qwen = std::sync::Arc::new(load_qwen(ck, &opts.device, dtype, &prompt, ids_prompt, max_pixels)?);
     Ok(LoadedModel {
-        model,
+        model: Box::new(qwen.clone()),
+        qwen: Some(qwen),
         kind: ModelKind::Qwen2_5Vl,
         id: ck.repo.clone().unwrap_or_else(|| id.to_string()),
         revision: ck.revision.clone(),
@@ -145,14 +154,26 @@ fn load_dir(id: &str, ck: &Checkpoint, preset: Option<&Preset>, opts: &LoadOptio
 
 fn load_qwen(
     ck: &Checkpoint,
-    _device: &Device,
-    _dtype: DType,
-    _prompt: &str,
-    _max_pixels: Option<usize>,
-) -> crate::Result<Box<dyn Model>> {
-    Err(Error::Checkpoint {
-        path: ck.dir.clone(),
-        msg: "the Qwen2.5-VL runner is not part of this build yet (issue 4)".into(),
+    device: &Device,
+    dtype: DType,
+    question: &str,
+    ids_prompt: Option<(Vec<u32>, Vec<u32>)>,
+    max_pixels: Option<usize>,
+) -> crate::Result<Qwen25VlModel> {
+    let mut model = Qwen25VlModel::load(&ck.dir, dtype, device)?
+        .with_id(ck.repo.clone().unwrap_or_else(|| ck.dir.display().to_string()))
+        .with_pixel_limits(None, max_pixels);
+    let tokenizer = ck.dir.join("tokenizer.json");
+    if let Some((prefix, suffix)) = ids_prompt {
+        model = model.with_prompt(Prompt::Ids { prefix, suffix });
+    } else if tokenizer.exists() {
+        model = model.with_prompt(Prompt::Chat(ChatPrompt::from_file(&tokenizer, question)?));
+    } else {
+        return Err(Error::Checkpoint {
+            path: ck.dir.clone(),
+            msg: "has no tokenizer.json, so no prompt can be built; use a checkpoint with its tokenizer".into(),
+        }
+        .into());
     }
-    .into())
+    Ok(model)
 }

@@ -89,6 +89,26 @@ pub trait Model {
     }
 }
 
+/// A shared model is a model (so one loaded checkpoint can serve the `Model` API and its own extras, such
+/// as Qwen2.5-VL's generation).
+impl<T: Model + ?Sized> Model for std::sync::Arc<T> {
+    fn id(&self) -> &str {
+        (**self).id()
+    }
+    fn hook_points(&self) -> Vec<HookPoint> {
+        (**self).hook_points()
+    }
+    fn layer_convention(&self) -> String {
+        (**self).layer_convention()
+    }
+    fn width(&self, point: &HookPoint) -> Option<usize> {
+        (**self).width(point)
+    }
+    fn forward(&self, images: &[RgbImage], hooks: &HookSet, pooling: Pooling) -> crate::Result<Captures> {
+        (**self).forward(images, hooks, pooling)
+    }
+}
+
 /// `blocks.0.hook_resid_pre, blocks.0.hook_resid_post, … ln_final.hook_out (37 points)`.
 pub fn summarize_points(points: &[HookPoint]) -> String {
     match points {

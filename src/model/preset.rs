@@ -39,6 +39,12 @@ pub struct Preset {
     /// Training seed (autoencoder).
     #[serde(default)]
     pub seed: Option<u64>,
+    /// For checkpoints without a tokenizer (the random-weight fixture): the prompt as token ids before and
+    /// after the image-pad run (vision start/end included).
+    #[serde(default)]
+    pub prompt_prefix_ids: Option<Vec<u32>>,
+    #[serde(default)]
+    pub prompt_suffix_ids: Option<Vec<u32>>,
 }
 
 const BUNDLED: &[(&str, &str)] = &[
