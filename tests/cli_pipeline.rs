@@ -214,3 +214,22 @@ fn the_qwen_fixture_runs_through_the_cli_and_answers_like_transformers() {
     assert!(inspect.contains("ln_final.hook_out") && inspect.contains("blocks.1.hook_resid_post"), "{inspect}");
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+#[test]
+fn scan_plans_and_runs_the_fixture_end_to_end() {
+    let plan = ok(huescan().args(["scan", "qwen2.5-vl-7b", "--dry-run"]));
+    assert!(plan.contains("wild-360") && plan.contains("360 images") && plan.contains("Qwen2.5-VL-7B"), "{plan}");
+    let dir = tmp("scan");
+    ok(huescan()
+        .args(["scan", "qwen-tiny-random", "--sets", "gap-teal-blue", "--permutations", "10", "--out"])
+        .arg(&dir));
+    for f in [
+        "run.json",
+        "activations/gap-teal-blue/manifest.json",
+        "analysis/gap-teal-blue/summary.json",
+        "report/index.html",
+    ] {
+        assert!(dir.join(f).exists(), "{f}");
+    }
+    std::fs::remove_dir_all(dir).unwrap();
+}

@@ -36,6 +36,9 @@ pub struct GlobalArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Scan a checkpoint in one command: render the sets, extract every layer, analyse, write the report.
+    /// Resumable: re-run the same command after a kill.
+    Scan(commands::scan::ScanArgs),
     /// Ask a Qwen2.5-VL model a question about one image (greedy answer).
     Ask(commands::ask::AskArgs),
     /// The whole pipeline offline in under a minute on the colour autoencoder (a model whose hue wheel is
@@ -95,6 +98,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Analyze(args) => commands::analyze::run(&args, &progress),
         Command::Demo(args) => commands::demo::run(&args, &progress),
         Command::Ask(args) => commands::ask::run(&args, &progress),
+        Command::Scan(args) => commands::scan::run(&args, &progress),
         Command::Report(args) => commands::report::run(&args, &progress),
         Command::Store(StoreCommand::Inspect(args)) => commands::store::inspect(&args),
         Command::Merge(args) => commands::store::merge(&args, &progress),

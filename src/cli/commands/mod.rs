@@ -5,5 +5,6 @@ pub mod ask;
 pub mod demo;
 pub mod extract;
 pub mod report;
+pub mod scan;
 pub mod stimuli;
 pub mod store;

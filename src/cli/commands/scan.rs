@@ -1,0 +1,171 @@
+//! `huescan scan`: render -> extract -> analyse -> report for a checkpoint, in one resumable command.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::Args;
+
+use crate::cli::commands::analyze::{self, AnalyzeArgs};
+use crate::cli::commands::extract::{self, ExtractArgs, ModelArgs};
+use crate::cli::commands::stimuli::{self as stimuli_cmd, RenderArgs};
+use crate::cli::Progress;
+use crate::stimuli::StimulusSpec;
+
+#[derive(Debug, Args)]
+pub struct ScanArgs {
+    /// A preset (`qwen2.5-vl-3b`, `qwen2.5-vl-7b`, `qwen-tiny-random`, `colour-autoencoder`), a local
+    /// checkpoint directory, or a Hugging Face repo id (`Qwen/Qwen2.5-VL-3B-Instruct`).
+    pub model: String,
+    /// Stimulus sets (bundled names or spec files), comma-separated.
+    #[arg(long, default_value = "simple-60,wild-360", value_delimiter = ',')]
+    pub sets: Vec<String>,
+    /// Run folder [default: runs/<model name>]. Re-running the same command resumes where it stopped.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    #[command(flatten)]
+    pub run: PipelineArgs,
+    /// Print the plan (sets, samples, layers, disk) and stop.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+/// Settings shared by `scan` and `demo`.
+#[derive(Debug, Clone, Args)]
+pub struct PipelineArgs {
+    /// `cpu`, `cuda`, `cuda:N` or `metal`.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// Compute dtype: f32, bf16 or f16 [default: the preset's on GPUs, f32 on CPU].
+    #[arg(long)]
+    pub dtype: Option<String>,
+    /// Hub revision (branch, tag or commit).
+    #[arg(long)]
+    pub revision: Option<String>,
+    /// Images per forward pass [default: 4 on CPU, 16 on GPUs].
+    #[arg(long)]
+    pub batch_size: Option<usize>,
+    /// Per-sample pooling: image-mean, last or tokens.
+    #[arg(long, default_value = "image-mean")]
+    pub pool: String,
+    /// Layers to store and scan: `all` or indices/ranges like `0,4,8-12`.
+    #[arg(long, default_value = "all")]
+    pub layers: String,
+    /// Label permutations per layer and shape for p-values (0 = off).
+    #[arg(long, default_value_t = 100)]
+    pub permutations: usize,
+}
+
+impl PipelineArgs {
+    fn model_args(&self, model: &str, run: &Path) -> ModelArgs {
+        ModelArgs {
+            model: model.to_string(),
+            device: self.device.clone(),
+            dtype: self.dtype.clone(),
+            revision: self.revision.clone(),
+            max_pixels: None,
+            prompt: None,
+            ae_weights: Some(run.join("autoencoder.safetensors")),
+            ae_seed: 0,
+            ae_epochs: 500,
+            ae_no_hold_out: false,
+        }
+    }
+}
+
+/// The run folder's name for a model spec: `Qwen/Qwen2.5-VL-3B-Instruct` -> `Qwen--Qwen2.5-VL-3B-Instruct`.
+pub fn default_run_dir(model: &str) -> PathBuf {
+    let name: String = model
+        .trim_end_matches('/')
+        .rsplit_once("/tests/fixtures/")
+        .map_or(model, |(_, n)| n)
+        .replace('/', "--")
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || "-_.".contains(*c))
+        .collect();
+    Path::new("runs").join(if name.is_empty() { "scan".into() } else { name })
+}
+
+pub fn run(args: &ScanArgs, progress: &Progress) -> anyhow::Result<ExitCode> {
+    let out = args.out.clone().unwrap_or_else(|| default_run_dir(&args.model));
+    if args.dry_run {
+        return dry_run(args, &out);
+    }
+    pipeline(&args.model, &args.sets, &out, &args.run, progress)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Render every set (unless already rendered), extract, analyse all sets together, and write the report.
+pub fn pipeline(model: &str, sets: &[String], out: &Path, p: &PipelineArgs, progress: &Progress) -> anyhow::Result<()> {
+    crate::fsx::create_dir_all(out)?;
+    crate::runinfo::write(out, model, sets)?;
+    let mut stores = Vec::new();
+    for set in sets {
+        let name = StimulusSpec::resolve(set)?.name;
+        let stim = out.join("stimuli").join(&name);
+        if !stim.join(crate::stimuli::MANIFEST_FILE).exists() {
+            stimuli_cmd::render(&RenderArgs { spec: set.clone(), out: stim.clone(), photos: None }, progress)?;
+        }
+        let acts = out.join("activations").join(&name);
+        let extract_args = ExtractArgs {
+            model: p.model_args(model, out),
+            stimuli: stim,
+            out: acts.clone(),
+            layers: p.layers.clone(),
+            pool: p.pool.clone(),
+            batch_size: p.batch_size,
+            shard: None,
+        };
+        extract::run(&extract_args, progress)?;
+        stores.push(acts);
+    }
+    let analyze_args = AnalyzeArgs {
+        stores,
+        out: out.join("analysis"),
+        shapes: "circular,semicircular,euclidean".into(),
+        layers: "all".into(),
+        mode: "periodic".into(),
+        layer: None,
+        permutations: p.permutations,
+        bootstrap: 1000,
+        seed: 0,
+        w_test: 0.7,
+    };
+    analyze::run(&analyze_args, progress)?;
+    let report = crate::report::build(out, &out.join("report"))?;
+    progress.say(format!("done: tables in {}, report {}", out.join("analysis").display(), report.index.display()));
+    Ok(())
+}
+
+fn dry_run(args: &ScanArgs, out: &Path) -> anyhow::Result<ExitCode> {
+    println!("plan for `{}` into {}", args.model, out.display());
+    let mut total_samples = 0usize;
+    for set in &args.sets {
+        let spec = StimulusSpec::resolve(set)?;
+        let n = crate::stimuli::render::stimuli(&spec, spec.variants).len();
+        total_samples += n;
+        println!("  set {:<16} {n:>5} images  ({})", spec.name, spec.description);
+    }
+    let model = args.run.model_args(&args.model, out);
+    match crate::model::preset::find(&args.model) {
+        Some(p) => println!("  model preset {} ({})", p.name, p.description),
+        None => println!("  model {}", model.model),
+    }
+    let cfg = crate::model::preset::find(&args.model).and_then(|p| p.local_dir()).map(|d| d.join("config.json"));
+    if let Some(cfg) = cfg.filter(|c| c.exists()) {
+        let v: serde_json::Value = crate::fsx::read_json(&cfg)?;
+        let text = if v.get("text_config").is_some() { &v["text_config"] } else { &v };
+        if let (Some(l), Some(d)) = (text["num_hidden_layers"].as_u64(), text["hidden_size"].as_u64()) {
+            let bytes = total_samples as u64 * (l + 1) * d * 4;
+            println!(
+                "  activations  {} layers x d_model {d}: {:.1} MB on disk (f32, pooled)",
+                l + 1,
+                bytes as f64 / 1e6
+            );
+        }
+    } else {
+        println!("  activations  (L+1) x d_model x 4 bytes per image: 0.30 MB for 3B, 0.41 MB for 7B (pooled, f32)");
+    }
+    println!("  steps        render -> extract (resumable) -> analyze -> report; re-run the same command to resume");
+    println!("  time         shown by the progress bar (images/s, ETA) after the first batch");
+    Ok(ExitCode::SUCCESS)
+}
