@@ -233,3 +233,39 @@ fn scan_plans_and_runs_the_fixture_end_to_end() {
     }
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+#[test]
+fn a_killed_extract_resumes_and_ends_byte_identical() {
+    let dir = tmp("kill");
+    let stim = dir.join("stimuli");
+    ok(huescan().args(["stimuli", "render", "simple-60", "--out"]).arg(&stim));
+    let run = |out: &PathBuf| {
+        let mut c = huescan();
+        c.args(["extract", "--model", "qwen-tiny-random", "--batch-size", "1", "--stimuli"])
+            .arg(&stim)
+            .arg("--out")
+            .arg(out);
+        c
+    };
+    let killed = dir.join("killed");
+    let mut child =
+        run(&killed).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().unwrap();
+    // Kill -9 as soon as the first chunk is on disk (or the run finished, on a very fast machine).
+    let first = killed.join(".partial/chunk_00000.sha256");
+    let started = std::time::Instant::now();
+    while !first.exists() && child.try_wait().unwrap().is_none() {
+        assert!(started.elapsed().as_secs() < 120, "extraction made no progress");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    child.wait().unwrap();
+    let said = ok(&mut run(&killed));
+    let resumed: usize = said.split("resumed ").nth(1).unwrap().trim().parse().unwrap();
+    assert!(resumed >= 32 || said.contains("computed 0"), "finished chunks are not recomputed: {said}");
+    let fresh = dir.join("fresh");
+    ok(&mut run(&fresh));
+    for f in ["manifest.json", "layer_000.safetensors", "layer_003.safetensors"] {
+        assert!(std::fs::read(killed.join(f)).unwrap() == std::fs::read(fresh.join(f)).unwrap(), "{f} differs");
+    }
+    std::fs::remove_dir_all(dir).unwrap();
+}
