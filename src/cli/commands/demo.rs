@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use clap::Args;
 
+use crate::cli::commands::extract::RuntimeArgs;
 use crate::cli::commands::scan::{pipeline, PipelineArgs};
 use crate::cli::Progress;
 use crate::model::preset::{self, ModelKind};
@@ -35,9 +36,7 @@ pub fn run(args: &DemoArgs, progress: &Progress) -> anyhow::Result<ExitCode> {
         progress.say("note: qwen-tiny-random has random weights; its numbers exercise the runner and mean nothing");
     }
     let p = PipelineArgs {
-        device: "cpu".into(),
-        dtype: None,
-        revision: None,
+        runtime: RuntimeArgs::default(),
         batch_size: None,
         pool: "image-mean".into(),
         layers: "all".into(),

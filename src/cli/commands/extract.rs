@@ -16,13 +16,9 @@ use crate::model::{device, Pooling};
 use crate::stimuli::{StimulusManifest, MANIFEST_FILE};
 use crate::store::{self, Provenance};
 
-/// Options shared by every command that loads a model.
+/// Where and how a model runs; shared by every command that runs one.
 #[derive(Debug, Clone, Args)]
-pub struct ModelArgs {
-    /// A preset (`qwen2.5-vl-3b`, `qwen2.5-vl-7b`, `qwen-tiny-random`, `colour-autoencoder`), a local
-    /// checkpoint directory, or a Hugging Face repo id (`Qwen/Qwen2.5-VL-3B-Instruct`).
-    #[arg(long)]
-    pub model: String,
+pub struct RuntimeArgs {
     /// `cpu`, `cuda`, `cuda:N` or `metal` (GPU backends need the `cuda`/`metal` cargo feature).
     #[arg(long, default_value = "cpu")]
     pub device: String,
@@ -32,6 +28,23 @@ pub struct ModelArgs {
     /// Hub revision: branch, tag or commit [default: the preset's, else main].
     #[arg(long)]
     pub revision: Option<String>,
+}
+
+impl Default for RuntimeArgs {
+    fn default() -> Self {
+        RuntimeArgs { device: "cpu".into(), dtype: None, revision: None }
+    }
+}
+
+/// Options shared by every command that loads a model.
+#[derive(Debug, Clone, Args)]
+pub struct ModelArgs {
+    /// A preset (`qwen2.5-vl-3b`, `qwen2.5-vl-7b`, `qwen-tiny-random`, `colour-autoencoder`), a local
+    /// checkpoint directory, or a Hugging Face repo id (`Qwen/Qwen2.5-VL-3B-Instruct`).
+    #[arg(long)]
+    pub model: String,
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
     /// Cap on image pixels after resizing [default: the preset's, else preprocessor_config.json].
     #[arg(long)]
     pub max_pixels: Option<usize>,
@@ -54,8 +67,8 @@ pub struct ModelArgs {
 
 impl ModelArgs {
     pub fn load(&self, default_weights_dir: &Path) -> anyhow::Result<LoadedModel> {
-        let device = device::parse_device(&self.device)?;
-        let dtype = self.dtype.as_deref().map(device::parse_dtype).transpose()?;
+        let device = device::parse_device(&self.runtime.device)?;
+        let dtype = self.runtime.dtype.as_deref().map(device::parse_dtype).transpose()?;
         let autoencoder = TrainConfig {
             seed: self.ae_seed,
             epochs: self.ae_epochs,
@@ -65,7 +78,7 @@ impl ModelArgs {
         let opts = LoadOptions {
             device,
             dtype,
-            revision: self.revision.clone(),
+            revision: self.runtime.revision.clone(),
             max_pixels: self.max_pixels,
             prompt: self.prompt.clone(),
             hub: HubSettings::from_env(&ProcessEnv),
@@ -165,7 +178,7 @@ pub fn run(args: &ExtractArgs, progress: &Progress) -> anyhow::Result<ExitCode> 
     crate::fsx::create_dir_all(&args.out)?;
     let loaded = args.model.load(&args.out)?;
     let layers = parse_layers(&args.layers, loaded.model.hook_points().len())?;
-    let batch_size = args.batch_size.unwrap_or(if args.model.device == "cpu" { 4 } else { 16 });
+    let batch_size = args.batch_size.unwrap_or(if args.model.runtime.device == "cpu" { 4 } else { 16 });
     let plan = ExtractPlan {
         samples,
         layers,

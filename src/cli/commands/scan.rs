@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use clap::Args;
 
 use crate::cli::commands::analyze::{self, AnalyzeArgs};
-use crate::cli::commands::extract::{self, ExtractArgs, ModelArgs};
+use crate::cli::commands::extract::{self, ExtractArgs, ModelArgs, RuntimeArgs};
 use crate::cli::commands::stimuli::{self as stimuli_cmd, RenderArgs};
 use crate::cli::Progress;
 use crate::stimuli::StimulusSpec;
@@ -32,15 +32,8 @@ pub struct ScanArgs {
 /// Settings shared by `scan` and `demo`.
 #[derive(Debug, Clone, Args)]
 pub struct PipelineArgs {
-    /// `cpu`, `cuda`, `cuda:N` or `metal`.
-    #[arg(long, default_value = "cpu")]
-    pub device: String,
-    /// Compute dtype: f32, bf16 or f16 [default: the preset's on GPUs, f32 on CPU].
-    #[arg(long)]
-    pub dtype: Option<String>,
-    /// Hub revision (branch, tag or commit).
-    #[arg(long)]
-    pub revision: Option<String>,
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
     /// Images per forward pass [default: 4 on CPU, 16 on GPUs].
     #[arg(long)]
     pub batch_size: Option<usize>,
@@ -59,9 +52,7 @@ impl PipelineArgs {
     fn model_args(&self, model: &str, run: &Path) -> ModelArgs {
         ModelArgs {
             model: model.to_string(),
-            device: self.device.clone(),
-            dtype: self.dtype.clone(),
-            revision: self.revision.clone(),
+            runtime: self.runtime.clone(),
             max_pixels: None,
             prompt: None,
             ae_weights: Some(run.join("autoencoder.safetensors")),
