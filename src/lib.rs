@@ -23,6 +23,7 @@ pub mod extract;
 pub mod fsx;
 pub mod manifold;
 pub mod model;
+pub mod steer;
 pub mod stimuli;
 pub mod store;
 
