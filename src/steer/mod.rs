@@ -64,8 +64,13 @@ pub fn hue_diff_deg(from: f64, to: f64) -> f64 {
     (to - from + 180.0).rem_euclid(360.0) - 180.0
 }
 
-/// Circular mean of hues in degrees (`None` when empty or the mean vector vanishes).
+/// Circular mean of hues in degrees (`None` when empty or the mean vector vanishes). A single hue is returned
+/// as it is (wrapped to `[0, 360)`), not through sin/cos, so one-image sweeps report the model's number exactly.
 pub fn circular_mean_deg(hues: impl IntoIterator<Item = f64>) -> Option<f64> {
+    let hues: Vec<f64> = hues.into_iter().collect();
+    if let [h] = hues[..] {
+        return Some(h.rem_euclid(360.0));
+    }
     let (mut s, mut c, mut n) = (0.0, 0.0, 0usize);
     for h in hues {
         let r = h.to_radians();
