@@ -159,17 +159,23 @@ pub fn run(args: &SteerArgs, progress: &Progress) -> anyhow::Result<ExitCode> {
         groups.entry((pair, r.kind)).or_default().push(v);
     }
     if args.gguf {
+        let mut refused = std::collections::BTreeSet::new();
         for ((pair, kind), vs) in &groups {
             match gguf::to_bytes(vs, &loaded.id) {
                 Ok(bytes) => crate::fsx::write_atomic(&vec_dir.join(format!("{pair}_{kind}.gguf")), &bytes)?,
-                Err(e) => progress.say(format!("no GGUF for {pair} {kind}: {e}")),
+                Err(e) => {
+                    refused.insert(e.to_string());
+                }
             }
+        }
+        for reason in refused {
+            progress.say(format!("warning: some GGUF files were not written: {reason}"));
         }
     }
     for s in &result.summary {
         let a = |x: Option<f64>| x.map_or("never".to_string(), |v| format!("alpha {v}"));
         progress.say(format!(
-            "layer {} {} {}: within {}° at {}; joystick at {}; monotone {}{}",
+            "layer {} {} {}: within {}° of the target at {}; decoder-only joystick at {}; monotone {}{}",
             s.layer,
             s.pair,
             s.direction,
