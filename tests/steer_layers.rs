@@ -248,3 +248,32 @@ fn sweep_on_a_decoder_steers_the_probed_hue_and_checks_widths() {
     assert!(err.contains("width 7, expected 6"), "{err}");
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+/// `tests/fixtures/control_vector_reference.gguf` was written by llama.cpp's `gguf` Python package as repeng
+/// exports (`scripts/control_vector_reference.py`): huescan reads it exactly and writes the same bytes.
+#[test]
+fn control_vector_matches_the_gguf_reference_writer() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/control_vector_reference.gguf");
+    let reference = std::fs::read(path).unwrap();
+    let cv = gguf::from_bytes(&reference).unwrap();
+    let want: BTreeMap<usize, Vec<f32>> =
+        BTreeMap::from([(1, vec![0.5, -1.25, 2.0, 0.0, 3.75]), (2, vec![-0.125, 1.0, -2.5, 4.0, 0.25])]);
+    assert_eq!(cv.directions, want);
+    assert_eq!(cv.metadata["controlvector.model_hint"], gguf::Value::String("fake-resid".into()));
+    let (_, _, store) = setup("reference");
+    let ctx = DirectionContext::from_store(&store, 2, Positions::All, Normalisation::None).unwrap();
+    let template = steer::centroid(store.layer_2d(2).unwrap().view(), &store.hue_deg(), 180.0, 0.0, &ctx).unwrap();
+    let vectors: Vec<steer::SteeringVector> = want
+        .iter()
+        .map(|(k, v)| {
+            let mut sv = template.vector.clone();
+            sv.vector = v.clone();
+            // Store index k + 1 is the output of block k.
+            sv.recipe.layer_index = k + 1;
+            sv.recipe.hook = HookPoint::from_hidden_state_index(k + 1, N_BLOCKS).unwrap().to_string();
+            sv
+        })
+        .collect();
+    let refs: Vec<&steer::SteeringVector> = vectors.iter().collect();
+    assert_eq!(gguf::to_bytes_with(&refs, "fake-resid", false).unwrap(), reference);
+}

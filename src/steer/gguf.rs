@@ -64,8 +64,15 @@ pub fn block_index(hook: &str) -> Result<usize, Error> {
     }
 }
 
-/// Serialises `vectors` (all of one width, at distinct blocks) as a control-vector GGUF.
+/// Serialises `vectors` (all of one width, at distinct blocks) as a control-vector GGUF, with each vector's
+/// recipe as `huescan.direction.{k}.recipe` metadata (llama.cpp ignores it).
 pub fn to_bytes(vectors: &[&SteeringVector], model_hint: &str) -> Result<Vec<u8>, Error> {
+    to_bytes_with(vectors, model_hint, true)
+}
+
+/// [`to_bytes`], optionally without the recipes: then the bytes equal what llama.cpp's `gguf` Python package
+/// writes for the same vectors the way repeng exports them (checked against a fixture it wrote).
+pub fn to_bytes_with(vectors: &[&SteeringVector], model_hint: &str, recipes: bool) -> Result<Vec<u8>, Error> {
     let first = vectors.first().ok_or_else(|| Error::Gguf { msg: "no vectors given".into() })?;
     let d = first.d_model();
     let mut by_block: BTreeMap<usize, &SteeringVector> = BTreeMap::new();
@@ -84,7 +91,7 @@ pub fn to_bytes(vectors: &[&SteeringVector], model_hint: &str) -> Result<Vec<u8>
         (format!("{ARCHITECTURE}.layer_count"), Value::U32(by_block.len() as u32)),
     ];
     // Ignored by llama.cpp; keeps the provenance with the file.
-    for (k, v) in &by_block {
+    for (k, v) in by_block.iter().filter(|_| recipes) {
         let recipe = serde_json::to_string(&v.recipe).expect("plain data");
         kv.push((format!("huescan.direction.{k}.recipe"), Value::String(recipe)));
     }
