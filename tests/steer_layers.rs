@@ -90,10 +90,46 @@ impl Model for ResidModel {
             }
             xs = if l + 1 < N_BLOCKS { at(HookPoint::ResidPost(l), out)? } else { out };
         }
-        at(HookPoint::LnFinalOut, (xs * 0.5)?)?;
+        let last = at(HookPoint::LnFinalOut, (xs * 0.5)?)?.narrow(1, SEQ - 1, 1)?.squeeze(1)?;
+        // A 4-token "vocabulary" whose logits read the hue at the last position: 8 (cos, sin) . (cos w, sin w).
+        let unembed: Vec<f32> = (0..d)
+            .flat_map(|k| {
+                WORDS.iter().map(move |(_, w)| match k {
+                    0 => 8.0 * w.to_radians().cos() as f32,
+                    1 => 8.0 * w.to_radians().sin() as f32,
+                    _ => 0.0,
+                })
+            })
+            .collect();
+        captures.logits = Some(last.matmul(&Tensor::from_vec(unembed, (d, WORDS.len()), &Device::Cpu)?)?);
         Ok(captures)
     }
+
+    fn token_ids(&self, words: &[String]) -> huescan::Result<Option<Vec<Vec<u32>>>> {
+        Ok(Some(
+            words
+                .iter()
+                .map(|w| WORDS.iter().position(|(n, _)| n == w).map(|i| vec![i as u32]).unwrap_or_default())
+                .collect(),
+        ))
+    }
+
+    /// The most probable word, as a stand-in for greedy decoding.
+    fn generate(&self, images: &[image::RgbImage], hooks: &HookSet, _: usize) -> huescan::Result<Option<Vec<String>>> {
+        let logits = self.forward(images, hooks, Pooling::Last)?.logits.unwrap().to_vec2::<f32>()?;
+        Ok(Some(
+            logits
+                .iter()
+                .map(|row| {
+                    let best = (0..row.len()).max_by(|&a, &b| row[a].total_cmp(&row[b])).unwrap();
+                    WORDS[best].0.to_string()
+                })
+                .collect(),
+        ))
+    }
 }
+
+const WORDS: [(&str, f64); 4] = [("red", 0.0), ("green", 120.0), ("cyan", 180.0), ("blue", 240.0)];
 
 fn setup(name: &str) -> (PathBuf, Vec<SampleInput>, ActivationStore) {
     let dir = std::env::temp_dir().join(format!("huescan-steer-layers-{name}-{}", std::process::id()));
@@ -238,7 +274,7 @@ fn sweep_on_a_decoder_steers_the_probed_hue_and_checks_widths() {
     assert_eq!(c1.probe_hue_deg.keys().copied().collect::<Vec<_>>(), vec![3, 4]);
     assert!(hue_diff_deg(0.0, c1.final_hue_deg.unwrap()).abs() < 5.0, "{c1:?}");
     assert!(hue_diff_deg(180.0, row(DirectionKind::Centroid, 0.0).final_hue_deg.unwrap()).abs() < 5.0);
-    assert!(c1.word_probs.is_none() && c1.texts.is_none(), "no logits, no generation: left empty");
+    assert!(c1.word_probs.is_none() && c1.texts.is_none(), "no colour words, no generation: left empty");
 
     // The same store against a model of another width: a clear error before anything runs.
     let wide = ResidModel { width: 7 };
@@ -276,4 +312,40 @@ fn control_vector_matches_the_gguf_reference_writer() {
         .collect();
     let refs: Vec<&steer::SteeringVector> = vectors.iter().collect();
     assert_eq!(gguf::to_bytes_with(&refs, "fake-resid", false).unwrap(), reference);
+}
+
+#[test]
+fn colour_word_probabilities_and_answers_flip_to_the_target() {
+    let (dir, samples, store) = setup("words");
+    let image = |row: usize| load_image(&samples[row]);
+    let model = ResidModel { width: 6 };
+    let words: Vec<String> = ["red", "green", "cyan", "blue"].map(String::from).to_vec();
+    let ids = model.token_ids(&words).unwrap().unwrap();
+    let opts = SweepOptions {
+        layers: vec![3],
+        pairs: vec![PairSpec::new(180.0, 0.0)],
+        kinds: vec![DirectionKind::Centroid],
+        // Not 0.5: there every logit is 0 and the top word is a tie.
+        alphas: vec![0.0, 0.25, 0.4, 0.6, 1.0],
+        positions: Positions::All,
+        max_new_tokens: 4,
+        colour_words: Some(steer::ColourWords::new(words, ids).unwrap()),
+        ..SweepOptions::default()
+    };
+    let result = run_sweep(&SweepInput { model: &model, store: &store, image: &image }, &opts, &|_, _| {}).unwrap();
+    let row = |alpha: f64| result.rows.iter().find(|r| r.alpha == alpha).unwrap();
+    assert_eq!(row(0.0).top_word.as_deref(), Some("cyan"));
+    assert_eq!(row(0.0).texts.as_deref(), Some(&["cyan".to_string()][..]));
+    assert_eq!(row(1.0).top_word.as_deref(), Some("red"));
+    assert_eq!(row(1.0).texts.as_deref(), Some(&["red".to_string()][..]));
+    let p = row(1.0).word_probs.as_ref().unwrap();
+    assert!((p.values().sum::<f64>() - 1.0).abs() < 1e-9, "the four words are the whole vocabulary: {p:?}");
+    let s = &result.summary[0];
+    assert_eq!(s.target_word.as_deref(), Some("red"));
+    // (cos, sin) moves linearly from cyan (-1, 0) to red (1, 0): the answer flips past the midpoint.
+    assert_eq!(s.alpha_word_flip, Some(0.6), "{s:?}");
+    assert_eq!(row(0.4).top_word.as_deref(), Some("cyan"));
+    let csv = steer::sweep_csv(&result);
+    assert!(csv.lines().next().unwrap().ends_with("top_word,p_blue,p_cyan,p_green,p_red,text"), "{csv}");
+    std::fs::remove_dir_all(dir).unwrap();
 }
