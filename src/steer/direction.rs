@@ -30,6 +30,8 @@ pub struct DirectionContext {
     pub model_id: String,
     pub model_revision: Option<String>,
     pub pooling: String,
+    pub stimuli_name: String,
+    pub stimuli_sha256: String,
 }
 
 impl DirectionContext {
@@ -51,6 +53,8 @@ impl DirectionContext {
             model_id: m.provenance.model_id.clone(),
             model_revision: m.provenance.model_revision.clone(),
             pooling: m.provenance.pooling.clone(),
+            stimuli_name: m.provenance.stimuli_name.clone(),
+            stimuli_sha256: m.provenance.stimuli_sha256.clone(),
         })
     }
 
@@ -67,6 +71,8 @@ impl DirectionContext {
             model_id: self.model_id.clone(),
             model_revision: self.model_revision.clone(),
             pooling: self.pooling.clone(),
+            stimuli_name: self.stimuli_name.clone(),
+            stimuli_sha256: self.stimuli_sha256.clone(),
             n_source: n_src,
             n_target: n_tgt,
             norm: 0.0,
@@ -299,6 +305,8 @@ mod tests {
             model_id: "test".into(),
             model_revision: None,
             pooling: "image-mean".into(),
+            stimuli_name: "test".into(),
+            stimuli_sha256: "0".into(),
         }
     }
 

@@ -383,10 +383,8 @@ fn steering_point(
     let stored = *entry.shape.last().expect("validated rank >= 2");
     match model.width(point) {
         Some(w) if w == stored => Ok(point.clone()),
-        got => {
-            Err(Error::Width { what: format!("the model at `{point}`"), expected: stored, got: got.unwrap_or(0) }
-                .into())
-        }
+        Some(w) => Err(Error::Width { what: format!("the model at `{point}`"), expected: stored, got: w }.into()),
+        None => Err(Error::Layer { index: layer, msg: format!("the model reports no width at `{point}`") }.into()),
     }
 }
 

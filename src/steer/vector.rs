@@ -97,6 +97,9 @@ pub struct Recipe {
     pub model_revision: Option<String>,
     /// How the store pooled each sample (`image-mean`, `last`); the direction lives in that space.
     pub pooling: String,
+    /// The stimulus set the store was extracted from, and the SHA-256 recorded for it.
+    pub stimuli_name: String,
+    pub stimuli_sha256: String,
     /// Samples averaged for the source and the target centroid.
     pub n_source: usize,
     pub n_target: usize,
@@ -142,6 +145,8 @@ impl SteeringVector {
         put("model_id", r.model_id.clone());
         put("model_revision", r.model_revision.clone().unwrap_or_default());
         put("pooling", r.pooling.clone());
+        put("stimuli_name", r.stimuli_name.clone());
+        put("stimuli_sha256", r.stimuli_sha256.clone());
         put("d_model", self.vector.len().to_string());
         m
     }

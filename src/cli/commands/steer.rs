@@ -56,6 +56,9 @@ pub struct SteerArgs {
     /// Seed of the random control directions.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Ridge penalty of the SMDS Circular fit behind --direction manifold (the notebook's fits use 1e-4).
+    #[arg(long, default_value_t = 1e-4)]
+    pub smds_alpha: f64,
     /// A hue within this many degrees of the target counts as reached in the summary.
     #[arg(long, default_value_t = 30.0)]
     pub tolerance: f64,
@@ -133,6 +136,7 @@ pub fn run(args: &SteerArgs, progress: &Progress) -> anyhow::Result<ExitCode> {
         positions: args.positions.parse()?,
         normalisation: args.normalise.parse()?,
         seed: args.seed,
+        smds_alpha: args.smds_alpha,
         tolerance_deg: args.tolerance,
         max_new_tokens: args.max_new_tokens,
         batch_size: args.batch_size.unwrap_or(if args.model.device == "cpu" { 8 } else { 32 }),
