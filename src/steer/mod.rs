@@ -19,6 +19,13 @@
 //! is HF's `hidden_states` index. Steering at index `i = l + 1` adds to `blocks.{l}.hook_resid_post`, i.e. the
 //! output of block `l`, which is what llama.cpp's `direction.{l}` tensor means (see [`gguf`]).
 
+//! What a model provides (the [`crate::model::Model`] trait): `hook_points`/`width` (the steering point must
+//! have the store's hook name and width), `forward` applying `HookSet::interventions` per sample and returning
+//! pooled captures (same pooling as the store) and, for models with a vocabulary, `Captures.logits`
+//! `[batch, d_vocab]` at the last prompt position; `token_ids(words)` for the colour words; and
+//! `generate(images, hooks, max_new_tokens)` for greedy answers under the same interventions. The colour
+//! autoencoder provides none of the text parts and is read out by the hue of its RGB `output` instead.
+
 pub mod direction;
 pub mod gguf;
 pub mod readout;

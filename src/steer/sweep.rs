@@ -275,7 +275,10 @@ pub fn run_sweep(
             alphas: opts.alphas.clone(),
             ..JoystickOptions::default()
         };
-        let js = joystick(x.view(), &hues, &js_opts)?;
+        // The joystick is a comparison, not the measurement: a layer it cannot fit still gets steered.
+        let js = joystick(x.view(), &hues, &js_opts)
+            .inspect_err(|e| tracing::warn!(layer, "decoder-only joystick skipped: {e}"))
+            .ok();
         let mut hooks = HookSet::capture(read_layers.iter().map(|&i| points[i].clone()));
         if let Some(p) = &opts.output_rgb {
             if !hooks.wants(p) {
@@ -301,7 +304,8 @@ pub fn run_sweep(
                     .enumerate()
                     .map(|(ai, &alpha)| {
                         let per_image = &steered[ai * images.len()..(ai + 1) * images.len()];
-                        let js_row = js.rows.iter().find(|r| r.pair == pair.label && r.alpha == alpha);
+                        let js_row =
+                            js.as_ref().and_then(|j| j.rows.iter().find(|r| r.pair == pair.label && r.alpha == alpha));
                         aggregate(per_image, &read_layers, layer, &point, pair, kind, alpha, js_row, opts)
                     })
                     .collect();
