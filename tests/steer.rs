@@ -67,6 +67,15 @@ fn fixture() -> &'static Fixture {
 }
 
 fn sweep(kinds: Vec<DirectionKind>, seed: u64, pairs: Vec<PairSpec>) -> huescan::Result<SweepResult> {
+    sweep_batched(kinds, seed, pairs, 5)
+}
+
+fn sweep_batched(
+    kinds: Vec<DirectionKind>,
+    seed: u64,
+    pairs: Vec<PairSpec>,
+    batch_size: usize,
+) -> huescan::Result<SweepResult> {
     let f = fixture();
     let image = |row: usize| load_image(&f.samples[row]);
     let input = SweepInput { model: &f.model, store: &f.store, image: &image };
@@ -75,11 +84,29 @@ fn sweep(kinds: Vec<DirectionKind>, seed: u64, pairs: Vec<PairSpec>) -> huescan:
         pairs,
         kinds,
         seed,
-        batch_size: 5, // smaller than one pair's 7 alphas: the chunking is exercised
+        batch_size,
         output_rgb: Some(ae::point(ae::OUTPUT)),
         ..SweepOptions::default()
     };
     run_sweep(&input, &opts, &|_, _| {})
+}
+
+#[test]
+fn per_sample_interventions_steer_the_right_rows_whatever_the_batching() {
+    // One forward pass per alpha (batch 1) against all 7 alphas in one batch and in chunks of 5 (the default in
+    // these tests): each row must get its own alpha. Rows are independent in the autoencoder, so only the
+    // matmul's blocking can differ between batch sizes; 1e-3 degrees is far below any steering effect.
+    let pairs = vec![PairSpec::new(240.0, 0.0)];
+    let kinds = vec![DirectionKind::Manifold, DirectionKind::Centroid];
+    let one = sweep_batched(kinds.clone(), 0, pairs.clone(), 1).unwrap();
+    for batch in [5, 7] {
+        let many = sweep_batched(kinds.clone(), 0, pairs.clone(), batch).unwrap();
+        for (a, b) in one.rows.iter().zip(&many.rows) {
+            assert_eq!((a.direction, a.alpha), (b.direction, b.alpha));
+            let d = hue_diff_deg(a.output_hue_deg.unwrap(), b.output_hue_deg.unwrap());
+            assert!(d.abs() < 1e-3, "batch {batch}, {:?} alpha {}: {d}", a.direction, a.alpha);
+        }
+    }
 }
 
 /// Output hues of one (pair, direction), in alpha order.
