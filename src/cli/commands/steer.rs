@@ -38,7 +38,7 @@ pub struct SteerArgs {
     /// Target hue in degrees.
     #[arg(long, requires = "from", allow_hyphen_values = true)]
     pub to: Option<f64>,
-    /// More pairs, `FROM:TO` comma-separated, e.g. `240:0,0:120`.
+    /// Several pairs instead of --from/--to: `FROM:TO` comma-separated, e.g. `240:0,0:120`.
     #[arg(long, conflicts_with_all = ["from", "to"])]
     pub pairs: Option<String>,
     /// Alphas: `start:stop:step` or a list.
