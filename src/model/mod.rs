@@ -79,7 +79,8 @@ pub trait Model {
     fn forward(&self, images: &[RgbImage], hooks: &HookSet, pooling: Pooling) -> crate::Result<Captures>;
 
     /// Greedy-generates up to `max_new_tokens` answer tokens per image with `hooks.interventions` applied (at
-    /// the prompt positions they select), returning the decoded answers; `None` for models without text output.
+    /// the prompt positions they select), returning one decoded answer per image; `None` for models without
+    /// text output. Steering calls it with one image and interventions addressed to every sample (`None`).
     fn generate(
         &self,
         _images: &[RgbImage],

@@ -461,7 +461,8 @@ fn steer_batch(
             (Some(w), Some(logits)) => Some(w.probabilities(logits)?),
             _ => None,
         };
-        let texts = if opts.max_new_tokens > 0 { model.generate(&batch, &hooks, opts.max_new_tokens)? } else { None };
+        let texts =
+            if opts.max_new_tokens > 0 { generate_rows(model, &batch, &hooks, opts.max_new_tokens)? } else { None };
         for (b, probe) in probe.into_iter().enumerate() {
             out.push(RowReadout {
                 probe,
@@ -472,6 +473,36 @@ fn steer_batch(
         }
     }
     Ok(out)
+}
+
+/// Greedy answers, one image at a time (decoders generate one sequence at a time with a KV cache anyway), each
+/// with only its own row's interventions, re-addressed to the whole one-image batch.
+fn generate_rows(
+    model: &dyn Model,
+    batch: &[RgbImage],
+    hooks: &HookSet,
+    max_new_tokens: usize,
+) -> crate::Result<Option<Vec<String>>> {
+    let mut out = Vec::with_capacity(batch.len());
+    for (b, image) in batch.iter().enumerate() {
+        let own = HookSet {
+            capture: vec![],
+            interventions: hooks
+                .interventions
+                .iter()
+                .filter(|iv| iv.sample.is_none_or(|s| s == b))
+                .map(|iv| Intervention { sample: None, ..iv.clone() })
+                .collect(),
+        };
+        match model.generate(std::slice::from_ref(image), &own, max_new_tokens)? {
+            Some(mut texts) if texts.len() == 1 => out.push(texts.remove(0)),
+            Some(texts) => {
+                return Err(Error::Msg(format!("the model generated {} answers for one image", texts.len())).into())
+            }
+            None => return Ok(None),
+        }
+    }
+    Ok(Some(out))
 }
 
 /// One sweep row from the readouts of every source image at one alpha.
