@@ -165,15 +165,19 @@ pub fn run(args: &SteerArgs, progress: &Progress) -> anyhow::Result<ExitCode> {
     if args.gguf {
         let mut refused = std::collections::BTreeSet::new();
         for ((pair, kind), vs) in &groups {
-            match gguf::to_bytes(vs, &loaded.id) {
-                Ok(bytes) => crate::fsx::write_atomic(&vec_dir.join(format!("{pair}_{kind}.gguf")), &bytes)?,
-                Err(e) => {
-                    refused.insert(e.to_string());
-                }
+            // Layers llama.cpp cannot steer (block 0, non-block points) are left out of the file, with a warning.
+            let (ok, bad): (Vec<&SteeringVector>, Vec<&SteeringVector>) =
+                vs.iter().partition(|v| gguf::block_index(&v.recipe.hook).is_ok());
+            for v in bad {
+                refused.insert(gguf::block_index(&v.recipe.hook).unwrap_err().to_string());
+            }
+            if !ok.is_empty() {
+                let bytes = gguf::to_bytes(&ok, &loaded.id)?;
+                crate::fsx::write_atomic(&vec_dir.join(format!("{pair}_{kind}.gguf")), &bytes)?;
             }
         }
         for reason in refused {
-            progress.say(format!("warning: some GGUF files were not written: {reason}"));
+            progress.say(format!("warning: left out of the GGUF files: {reason}"));
         }
     }
     for s in &result.summary {
