@@ -35,6 +35,8 @@ pub enum Error {
     #[error(transparent)]
     Manifold(#[from] crate::manifold::Error),
     #[error(transparent)]
+    Steer(#[from] crate::steer::Error),
+    #[error(transparent)]
     Candle(#[from] candle_core::Error),
     /// Anything else, with a sentence that says what went wrong.
     #[error("{0}")]

@@ -25,6 +25,7 @@ pub mod manifold;
 pub mod model;
 pub mod report;
 pub mod runinfo;
+pub mod steer;
 pub mod stimuli;
 pub mod store;
 

@@ -59,6 +59,8 @@ pub enum Command {
     Store(StoreCommand),
     /// Merge the shard stores of a sharded run (`--shard i/n`) into one store.
     Merge(commands::store::MergeArgs),
+    /// Steer inside the model along hue directions from a store; write sweep tables and steering vectors.
+    Steer(commands::steer::SteerArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -102,6 +104,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Report(args) => commands::report::run(&args, &progress),
         Command::Store(StoreCommand::Inspect(args)) => commands::store::inspect(&args),
         Command::Merge(args) => commands::store::merge(&args, &progress),
+        Command::Steer(args) => commands::steer::run(&args, &progress),
     }
 }
 

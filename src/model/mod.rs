@@ -79,6 +79,24 @@ pub trait Model {
     /// `hooks.interventions` where they are registered.
     fn forward(&self, images: &[RgbImage], hooks: &HookSet, pooling: Pooling) -> crate::Result<Captures>;
 
+    /// Greedy-generates up to `max_new_tokens` answer tokens per image with `hooks.interventions` applied (at
+    /// the prompt positions they select), returning one decoded answer per image; `None` for models without
+    /// text output. Steering calls it with one image and interventions addressed to every sample (`None`).
+    fn generate(
+        &self,
+        _images: &[RgbImage],
+        _hooks: &HookSet,
+        _max_new_tokens: usize,
+    ) -> crate::Result<Option<Vec<String>>> {
+        Ok(None)
+    }
+
+    /// The token ids of each word as a next token after the prompt (every spelling the tokenizer gives a single
+    /// token, e.g. `red`, ` red`, `Red`); `None` for models without a vocabulary.
+    fn token_ids(&self, _words: &[String]) -> crate::Result<Option<Vec<Vec<u32>>>> {
+        Ok(None)
+    }
+
     /// The layer index of `point`, or a clear error listing what exists.
     fn layer_index(&self, point: &HookPoint) -> Result<usize, Error> {
         let points = self.hook_points();
@@ -106,6 +124,17 @@ impl<T: Model + ?Sized> Model for std::sync::Arc<T> {
     }
     fn forward(&self, images: &[RgbImage], hooks: &HookSet, pooling: Pooling) -> crate::Result<Captures> {
         (**self).forward(images, hooks, pooling)
+    }
+    fn generate(
+        &self,
+        images: &[RgbImage],
+        hooks: &HookSet,
+        max_new_tokens: usize,
+    ) -> crate::Result<Option<Vec<String>>> {
+        (**self).generate(images, hooks, max_new_tokens)
+    }
+    fn token_ids(&self, words: &[String]) -> crate::Result<Option<Vec<Vec<u32>>>> {
+        (**self).token_ids(words)
     }
 }
 

@@ -6,5 +6,6 @@ pub mod demo;
 pub mod extract;
 pub mod report;
 pub mod scan;
+pub mod steer;
 pub mod stimuli;
 pub mod store;

@@ -405,6 +405,39 @@ impl crate::model::Model for Qwen25VlModel {
         point.hidden_state_index(self.n_layers()).map(|_| self.cfg.text.hidden_size)
     }
 
+    fn generate(
+        &self,
+        images: &[RgbImage],
+        hooks: &HookSet,
+        max_new_tokens: usize,
+    ) -> crate::Result<Option<Vec<String>>> {
+        let Some(prompt) = self.prompt() else { return Ok(None) };
+        let mut out = Vec::with_capacity(images.len());
+        for img in images {
+            let ids = Qwen25VlModel::generate(self, &self.prepare(img)?, max_new_tokens, hooks)?;
+            out.push(prompt.decode(&ids)?);
+        }
+        Ok(Some(out))
+    }
+
+    fn token_ids(&self, words: &[String]) -> crate::Result<Option<Vec<Vec<u32>>>> {
+        let Some(Prompt::Chat(chat)) = self.prompt() else { return Ok(None) };
+        let mut all = Vec::with_capacity(words.len());
+        for w in words {
+            let cap = w[..1].to_uppercase() + &w[1..];
+            let mut ids = Vec::new();
+            for variant in [w.clone(), cap.clone(), format!(" {w}"), format!(" {cap}")] {
+                if let [id] = chat.word_ids(&variant)?[..] {
+                    if !ids.contains(&id) {
+                        ids.push(id);
+                    }
+                }
+            }
+            all.push(ids);
+        }
+        Ok(Some(all))
+    }
+
     fn forward(&self, images: &[RgbImage], hooks: &HookSet, pooling: Pooling) -> crate::Result<Captures> {
         let n = self.n_layers();
         if let Some(p) = hooks.capture.iter().find(|p| p.hidden_state_index(n).is_none()) {

@@ -1,0 +1,211 @@
+//! `huescan steer`: steer inside a model at one or more layers with directions built from an activation store,
+//! and write the sweep tables, the steering vectors (safetensors, and llama.cpp control vectors with `--gguf`).
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Args;
+
+use super::extract::{parse_layers, read_stimuli, ModelArgs};
+use crate::cli::{existing, Progress};
+use crate::extract::load_image;
+use crate::model::autoencoder;
+use crate::model::preset::ModelKind;
+use crate::steer::{
+    self, gguf, parse_alphas, parse_pair, ColourWords, DirectionKind, PairSpec, SteeringVector, SweepInput,
+    SweepOptions, DEFAULT_COLOUR_WORDS,
+};
+use crate::store::ActivationStore;
+
+#[derive(Debug, Args)]
+pub struct SteerArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// The activation store the directions and probes come from (made by `huescan extract` with this model).
+    #[arg(long)]
+    pub acts: PathBuf,
+    /// The rendered stimulus set the store was extracted from; the source-hue images are steered.
+    #[arg(long)]
+    pub stimuli: PathBuf,
+    /// Steering layer(s): an index, a list or ranges like `4,8-10`, or `all` (store/HF hidden_states indices).
+    #[arg(long)]
+    pub layer: String,
+    /// Source hue in degrees (with --to); without both, the pairs 240:0, 0:120, 120:240.
+    #[arg(long, requires = "to", allow_hyphen_values = true)]
+    pub from: Option<f64>,
+    /// Target hue in degrees.
+    #[arg(long, requires = "from", allow_hyphen_values = true)]
+    pub to: Option<f64>,
+    /// Several pairs instead of --from/--to: `FROM:TO` comma-separated, e.g. `240:0,0:120`.
+    #[arg(long, conflicts_with_all = ["from", "to"])]
+    pub pairs: Option<String>,
+    /// Alphas: `start:stop:step` or a list.
+    #[arg(long, default_value = "-0.25:1.25:0.25", allow_hyphen_values = true)]
+    pub alphas: String,
+    /// Token positions steered: image, all, last or indices `i,j`.
+    #[arg(long, default_value = "image")]
+    pub positions: String,
+    /// Directions: centroid, manifold, random (comma-separated) or all.
+    #[arg(long, default_value = "all")]
+    pub direction: String,
+    /// Vector scaling: none (alpha 1 = source centroid moved onto the target) or unit.
+    #[arg(long, default_value = "none")]
+    pub normalise: String,
+    /// Seed of the random control directions.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Ridge penalty of the SMDS Circular fit behind --direction manifold (the notebook's fits use 1e-4).
+    #[arg(long, default_value_t = 1e-4)]
+    pub smds_alpha: f64,
+    /// A hue within this many degrees of the target counts as reached in the summary.
+    #[arg(long, default_value_t = 30.0)]
+    pub tolerance: f64,
+    /// Answer tokens to generate per steered image (models with text output; 0 = none).
+    #[arg(long, default_value_t = 0)]
+    pub max_new_tokens: usize,
+    /// Images per forward pass [default: 8 on CPU, 32 on GPUs].
+    #[arg(long)]
+    pub batch_size: Option<usize>,
+    /// Also export each (pair, direction) as a llama.cpp control vector (GGUF), where the layers allow it.
+    #[arg(long)]
+    pub gguf: bool,
+    /// Output directory: sweep.csv/json, summary.csv/json, vectors/.
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+/// `centroid,manifold` or `all`.
+fn parse_kinds(spec: &str) -> anyhow::Result<Vec<DirectionKind>> {
+    if spec == "all" {
+        return Ok(DirectionKind::ALL.to_vec());
+    }
+    let mut kinds = spec.split(',').map(|s| s.trim().parse()).collect::<Result<Vec<DirectionKind>, _>>()?;
+    kinds.sort();
+    kinds.dedup();
+    Ok(kinds)
+}
+
+fn pairs(args: &SteerArgs) -> anyhow::Result<Vec<PairSpec>> {
+    Ok(match (&args.pairs, args.from, args.to) {
+        (Some(p), _, _) => p.split(',').map(|s| parse_pair(s.trim())).collect::<Result<_, _>>()?,
+        (None, Some(a), Some(b)) => vec![PairSpec::new(a, b)],
+        _ => PairSpec::defaults(),
+    })
+}
+
+pub fn run(args: &SteerArgs, progress: &Progress) -> anyhow::Result<ExitCode> {
+    let store = ActivationStore::open(&existing(&args.acts, "activation store")?)?;
+    let (_, _, samples) = read_stimuli(&args.stimuli)?;
+    let by_id: HashMap<&str, &crate::extract::SampleInput> = samples.iter().map(|s| (s.id.as_str(), s)).collect();
+    let rows: Vec<&crate::extract::SampleInput> = store
+        .sample_ids()
+        .iter()
+        .map(|id| {
+            by_id.get(id.as_str()).copied().ok_or_else(|| {
+                anyhow::anyhow!(
+                    "store sample `{id}` is not in the stimulus set `{}`; pass the set the store was extracted from",
+                    args.stimuli.display()
+                )
+            })
+        })
+        .collect::<anyhow::Result<_>>()?;
+    let loaded = args.model.load(&args.acts)?;
+    let made_by = &store.manifest().provenance.model_id;
+    if *made_by != loaded.id {
+        anyhow::bail!(
+            "the store was extracted from `{made_by}`, but --model loads `{}`; steer the model the store came from",
+            loaded.id
+        );
+    }
+    let model = loaded.model.as_ref();
+    let n_points = model.hook_points().len();
+    let layers = if args.layer == "all" {
+        store.layer_indices().into_iter().filter(|&i| i < n_points).collect()
+    } else {
+        parse_layers(&args.layer, n_points)?
+    };
+    let words: Vec<String> = DEFAULT_COLOUR_WORDS.iter().map(|(w, _)| w.to_string()).collect();
+    let colour_words = model.token_ids(&words)?.map(|ids| ColourWords::new(words, ids)).transpose()?;
+    let opts = SweepOptions {
+        layers,
+        pairs: pairs(args)?,
+        alphas: parse_alphas(&args.alphas)?,
+        kinds: parse_kinds(&args.direction)?,
+        positions: args.positions.parse()?,
+        normalisation: args.normalise.parse()?,
+        seed: args.seed,
+        smds_alpha: args.smds_alpha,
+        tolerance_deg: args.tolerance,
+        max_new_tokens: args.max_new_tokens,
+        batch_size: args.batch_size.unwrap_or(if args.model.runtime.device == "cpu" { 8 } else { 32 }),
+        output_rgb: (loaded.kind == ModelKind::Autoencoder).then(|| autoencoder::point(autoencoder::OUTPUT)),
+        colour_words,
+        ..SweepOptions::default()
+    };
+    let image = |row: usize| load_image(rows[row]);
+    let input = SweepInput { model, store: &store, image: &image };
+    let bar = progress.bar(0, "steering");
+    let tick = |done: usize, total: usize| {
+        bar.set_length(total as u64);
+        bar.set_position(done as u64);
+    };
+    let result = steer::run_sweep(&input, &opts, &tick).context("steering sweep")?;
+    bar.finish_and_clear();
+    steer::write_sweep(&args.out, &result)?;
+    let vec_dir = args.out.join("vectors");
+    let mut groups: BTreeMap<(String, DirectionKind), Vec<&SteeringVector>> = BTreeMap::new();
+    for v in &result.vectors {
+        let r = &v.recipe;
+        let pair = format!("{}-{}", r.source_hue_deg, r.target_hue_deg);
+        v.save(&vec_dir.join(format!("L{:03}_{pair}_{}.safetensors", r.layer_index, r.kind)))?;
+        groups.entry((pair, r.kind)).or_default().push(v);
+    }
+    if args.gguf {
+        let mut refused = std::collections::BTreeSet::new();
+        for ((pair, kind), vs) in &groups {
+            // Layers llama.cpp cannot steer (block 0, non-block points) are left out of the file, with a warning.
+            let (ok, bad): (Vec<&SteeringVector>, Vec<&SteeringVector>) =
+                vs.iter().partition(|v| gguf::block_index(&v.recipe.hook).is_ok());
+            for v in bad {
+                refused.insert(gguf::block_index(&v.recipe.hook).unwrap_err().to_string());
+            }
+            if !ok.is_empty() {
+                let bytes = gguf::to_bytes(&ok, &loaded.id)?;
+                crate::fsx::write_atomic(&vec_dir.join(format!("{pair}_{kind}.gguf")), &bytes)?;
+            }
+        }
+        for reason in refused {
+            progress.say(format!("warning: left out of the GGUF files: {reason}"));
+        }
+    }
+    for s in &result.summary {
+        let a = |x: Option<f64>| x.map_or("never".to_string(), |v| format!("alpha {v}"));
+        progress.say(format!(
+            "layer {} {} {}: within {}° of the target at {}; decoder-only joystick at {}; monotone {}{}",
+            s.layer,
+            s.pair,
+            s.direction,
+            s.tolerance_deg,
+            a(s.alpha_reached),
+            a(s.joystick_alpha_reached),
+            s.monotone,
+            s.target_word.as_ref().map_or(String::new(), |w| format!("; answer `{w}` at {}", a(s.alpha_word_flip)))
+        ));
+    }
+    progress.say(format!("wrote {} rows to {}", result.rows.len(), args.out.display()));
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn direction_lists_parse() {
+        assert_eq!(parse_kinds("all").unwrap(), DirectionKind::ALL.to_vec());
+        assert_eq!(parse_kinds("random,centroid").unwrap(), vec![DirectionKind::Centroid, DirectionKind::Random]);
+        assert!(parse_kinds("sideways").is_err());
+    }
+}

@@ -1,0 +1,394 @@
+//! Steering directions from cached activations of one layer `x` `[n, d_model]` with hue labels.
+//!
+//! - [`centroid`]: $v = \bar x_{tgt} - \bar x_{src}$, each mean over the samples nearest the hue (circular
+//!   distance, all ties), as the notebook's `mean_vector_at_angle`.
+//! - [`manifold_rotation`]: fit SMDS Circular (2 components) at the layer, $z = W (x - \bar x)$; rotate the
+//!   source centroid's coordinates $z_s$ on the fitted circle by $\alpha \Delta\theta$, where $\Delta\theta$ takes
+//!   it to the target centroid's angle going the way hue goes, and lift the change back with the
+//!   pseudo-inverse, $\Delta x(\alpha) = W^+ (R(\alpha\Delta\theta) z_s - z_s)$, $W^+ = W^\top (W W^\top)^{-1}$
+//!   (the minimum-norm change that moves the fitted coordinates exactly so). The saved vector is $\Delta x(1)$.
+//! - [`random_control`]: a seeded Gaussian direction with the norm of a reference direction.
+
+use ndarray::{Array1, Array2, ArrayView2, Axis};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use super::vector::positions_spec;
+use super::{hue_diff_deg, DirectionKind, Error, Normalisation, Recipe, SteeringVector};
+use crate::manifold::{Shape, SmdsParams};
+use crate::model::Positions;
+use crate::store::ActivationStore;
+
+/// Where a direction lives and how it will be used: the recipe fields that do not depend on the maths.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DirectionContext {
+    pub layer_index: usize,
+    pub hook: String,
+    pub layer_convention: String,
+    pub positions: Positions,
+    pub normalisation: Normalisation,
+    pub model_id: String,
+    pub model_revision: Option<String>,
+    pub pooling: String,
+    pub stimuli_name: String,
+    pub stimuli_sha256: String,
+}
+
+impl DirectionContext {
+    /// The context of layer `layer_index` of `store` (its hook name, convention, model and pooling).
+    pub fn from_store(
+        store: &ActivationStore,
+        layer_index: usize,
+        positions: Positions,
+        normalisation: Normalisation,
+    ) -> crate::Result<Self> {
+        let m = store.manifest();
+        let entry = m.layer(layer_index)?;
+        Ok(DirectionContext {
+            layer_index,
+            hook: entry.hook.clone(),
+            layer_convention: m.layer_convention.clone(),
+            positions,
+            normalisation,
+            model_id: m.provenance.model_id.clone(),
+            model_revision: m.provenance.model_revision.clone(),
+            pooling: m.provenance.pooling.clone(),
+            stimuli_name: m.provenance.stimuli_name.clone(),
+            stimuli_sha256: m.provenance.stimuli_sha256.clone(),
+        })
+    }
+
+    fn recipe(&self, kind: DirectionKind, source: f64, target: f64, n_src: usize, n_tgt: usize) -> Recipe {
+        Recipe {
+            kind,
+            layer_index: self.layer_index,
+            hook: self.hook.clone(),
+            layer_convention: self.layer_convention.clone(),
+            positions: positions_spec(&self.positions),
+            normalisation: self.normalisation,
+            source_hue_deg: source,
+            target_hue_deg: target,
+            model_id: self.model_id.clone(),
+            model_revision: self.model_revision.clone(),
+            pooling: self.pooling.clone(),
+            stimuli_name: self.stimuli_name.clone(),
+            stimuli_sha256: self.stimuli_sha256.clone(),
+            n_source: n_src,
+            n_target: n_tgt,
+            norm: 0.0,
+            seed: None,
+            delta_theta_rad: None,
+            smds_alpha: None,
+        }
+    }
+}
+
+/// A direction ready to steer with: the saved vector, and for a manifold rotation the arc it follows.
+#[derive(Debug, Clone)]
+pub struct Direction {
+    pub vector: SteeringVector,
+    arc: Option<Arc>,
+}
+
+#[derive(Debug, Clone)]
+struct Arc {
+    /// $W^+$ `[d_model, 2]`.
+    lift: Array2<f64>,
+    z_source: [f64; 2],
+    delta_theta: f64,
+    /// The normalisation factor applied to the saved vector.
+    scale: f64,
+}
+
+impl Direction {
+    /// The change to add at `alpha` `[d_model]`: `alpha * v` for straight directions, the lifted arc step for a
+    /// manifold rotation (equal to `v` at alpha = 1, zero at alpha = 0).
+    pub fn delta(&self, alpha: f64) -> Vec<f32> {
+        match &self.arc {
+            None => self.vector.vector.iter().map(|v| (alpha * *v as f64) as f32).collect(),
+            Some(arc) => arc.delta(alpha),
+        }
+    }
+
+    /// Whether [`Direction::delta`] is linear in alpha (then an `Add { vector, alpha }` op reproduces it).
+    pub fn is_straight(&self) -> bool {
+        self.arc.is_none()
+    }
+}
+
+impl Arc {
+    fn delta(&self, alpha: f64) -> Vec<f32> {
+        let [a, b] = self.z_source;
+        let (s, c) = (alpha * self.delta_theta).sin_cos();
+        let dz = [c * a - s * b - a, s * a + c * b - b];
+        self.lift.rows().into_iter().map(|r| (self.scale * (r[0] * dz[0] + r[1] * dz[1])) as f32).collect()
+    }
+}
+
+/// Rows whose hue is nearest `hue_deg` (circular distance, every tie), as the notebook's `mean_vector_at_angle`.
+/// A hue farther than a quarter of the median spacing of the set's hues from every sample is not in the set: an
+/// error (the notebook silently takes the nearest, so a typo steered between two hues).
+pub fn rows_at_hue(hues: &[f64], hue_deg: f64) -> Result<Vec<usize>, Error> {
+    if hues.is_empty() {
+        return Err(Error::Msg("the store holds no samples".into()));
+    }
+    let dist: Vec<f64> = hues.iter().map(|h| hue_diff_deg(*h, hue_deg).abs()).collect();
+    let min = dist.iter().cloned().fold(f64::INFINITY, f64::min);
+    let tolerance = (median_spacing_deg(hues) / 4.0).max(1e-9);
+    if min > tolerance {
+        let nearest = hues[dist.iter().position(|d| *d == min).expect("non-empty")];
+        return Err(Error::HueNotInSet { hue_deg, nearest_deg: nearest, tolerance_deg: tolerance });
+    }
+    Ok((0..hues.len()).filter(|&i| dist[i] == min).collect())
+}
+
+/// Median gap between neighbouring distinct hues around the circle (360 for a single hue).
+fn median_spacing_deg(hues: &[f64]) -> f64 {
+    let mut u: Vec<f64> = hues.iter().map(|h| h.rem_euclid(360.0)).collect();
+    u.sort_by(f64::total_cmp);
+    u.dedup();
+    if u.len() < 2 {
+        return 360.0;
+    }
+    let mut gaps: Vec<f64> = u.windows(2).map(|w| w[1] - w[0]).collect();
+    gaps.push(u[0] + 360.0 - u[u.len() - 1]);
+    gaps.sort_by(f64::total_cmp);
+    gaps[gaps.len() / 2]
+}
+
+fn mean_rows(x: ArrayView2<f32>, rows: &[usize]) -> Array1<f64> {
+    let mut m = Array1::<f64>::zeros(x.ncols());
+    for &i in rows {
+        m.zip_mut_with(&x.row(i), |a, b| *a += *b as f64);
+    }
+    m / rows.len() as f64
+}
+
+fn check_labels(x: ArrayView2<f32>, hues: &[f64]) -> Result<(), Error> {
+    if hues.len() != x.nrows() {
+        return Err(Error::Width { what: "hue labels".into(), expected: x.nrows(), got: hues.len() });
+    }
+    Ok(())
+}
+
+fn finish(v: Array1<f64>, ctx: &DirectionContext, mut recipe: Recipe) -> Result<(Vec<f32>, Recipe, f64), Error> {
+    let norm = v.dot(&v).sqrt();
+    if !(norm.is_finite() && norm > 0.0) {
+        return Err(Error::Layer {
+            index: ctx.layer_index,
+            msg: format!(
+                "the {} direction from {}° to {}° is zero; the two hues look the same at this layer",
+                recipe.kind, recipe.source_hue_deg, recipe.target_hue_deg
+            ),
+        });
+    }
+    let scale = match ctx.normalisation {
+        Normalisation::None => 1.0,
+        Normalisation::Unit => 1.0 / norm,
+    };
+    recipe.norm = norm * scale;
+    Ok((v.iter().map(|a| (a * scale) as f32).collect(), recipe, scale))
+}
+
+/// Centroid difference from `source_deg` to `target_deg` at one layer `x` `[n, d_model]`.
+pub fn centroid(
+    x: ArrayView2<f32>,
+    hues: &[f64],
+    source_deg: f64,
+    target_deg: f64,
+    ctx: &DirectionContext,
+) -> crate::Result<Direction> {
+    check_labels(x, hues)?;
+    let (src, tgt) = (rows_at_hue(hues, source_deg)?, rows_at_hue(hues, target_deg)?);
+    let v = mean_rows(x, &tgt) - mean_rows(x, &src);
+    let recipe = ctx.recipe(DirectionKind::Centroid, source_deg, target_deg, src.len(), tgt.len());
+    let (vector, recipe, _) = finish(v, ctx, recipe)?;
+    Ok(Direction { vector: SteeringVector { vector, recipe }, arc: None })
+}
+
+/// Rotation of the source centroid along the SMDS Circular fit of the layer (see the module doc).
+/// `smds_alpha` is the ridge penalty of the fit (the notebook's own fits use 1e-4).
+pub fn manifold_rotation(
+    x: ArrayView2<f32>,
+    hues: &[f64],
+    source_deg: f64,
+    target_deg: f64,
+    ctx: &DirectionContext,
+    smds_alpha: f64,
+) -> crate::Result<Direction> {
+    check_labels(x, hues)?;
+    let (src, tgt) = (rows_at_hue(hues, source_deg)?, rows_at_hue(hues, target_deg)?);
+    let turns: Vec<f64> = hues.iter().map(|h| h.rem_euclid(360.0) / 360.0).collect();
+    let smds = SmdsParams::new(Shape::Circular).n_components(2).alpha(smds_alpha).check()?.fit(x, &turns)?;
+    let w = smds.w();
+    let z = smds.transform(x)?;
+    let centroid_z = |rows: &[usize]| -> [f64; 2] {
+        let m = z.select(Axis(0), rows).mean_axis(Axis(0)).expect("rows non-empty");
+        [m[0], m[1]]
+    };
+    let (zs, zt) = (centroid_z(&src), centroid_z(&tgt));
+    let delta_theta = arc_angle(&z, hues, zs, zt, hue_diff_deg(source_deg, target_deg));
+    // W^+ = W^T (W W^T)^{-1}: W is [2, d], so the Gram is 2 x 2.
+    let g = w.dot(&w.t());
+    let det = g[[0, 0]] * g[[1, 1]] - g[[0, 1]] * g[[1, 0]];
+    if !(det.is_finite() && det.abs() > 1e-12 * (g[[0, 0]] * g[[1, 1]]).abs().max(f64::MIN_POSITIVE)) {
+        return Err(Error::Layer {
+            index: ctx.layer_index,
+            msg: "the fitted SMDS map has rank below 2, so a rotation on its circle cannot be lifted back; use \
+                  --direction centroid at this layer"
+                .into(),
+        }
+        .into());
+    }
+    let g_inv = ndarray::arr2(&[[g[[1, 1]] / det, -g[[0, 1]] / det], [-g[[1, 0]] / det, g[[0, 0]] / det]]);
+    let lift = w.t().dot(&g_inv);
+    let raw = Arc { lift, z_source: zs, delta_theta, scale: 1.0 };
+    let v = Array1::from(raw.delta(1.0).into_iter().map(f64::from).collect::<Vec<_>>());
+    let mut recipe = ctx.recipe(DirectionKind::Manifold, source_deg, target_deg, src.len(), tgt.len());
+    recipe.delta_theta_rad = Some(delta_theta);
+    recipe.smds_alpha = Some(smds_alpha);
+    let (vector, recipe, scale) = finish(v, ctx, recipe)?;
+    Ok(Direction { vector: SteeringVector { vector, recipe }, arc: Some(Arc { scale, ..raw }) })
+}
+
+/// The angle from `zs` to `zt` on the fitted circle, going the way hue goes from source to target: the circle's
+/// orientation (does the fitted angle grow with hue?) is read from the samples sorted by hue.
+fn arc_angle(z: &Array2<f64>, hues: &[f64], zs: [f64; 2], zt: [f64; 2], hue_step_deg: f64) -> f64 {
+    use std::f64::consts::{PI, TAU};
+    let mut order: Vec<usize> = (0..hues.len()).collect();
+    order.sort_by(|&a, &b| hues[a].rem_euclid(360.0).total_cmp(&hues[b].rem_euclid(360.0)));
+    let angle = |i: usize| z[[i, 1]].atan2(z[[i, 0]]);
+    let wrap = |d: f64| (d + PI).rem_euclid(TAU) - PI;
+    let winding: f64 = order.windows(2).map(|w| wrap(angle(w[1]) - angle(w[0]))).sum();
+    let sense = winding.signum() * hue_step_deg.signum();
+    let d = (zt[1].atan2(zt[0]) - zs[1].atan2(zs[0])).rem_euclid(TAU);
+    if d == 0.0 || sense >= 0.0 {
+        d
+    } else {
+        d - TAU
+    }
+}
+
+/// A seeded Gaussian direction with the norm (and recipe context) of `reference`.
+pub fn random_control(reference: &Direction, seed: u64) -> Direction {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let d = reference.vector.d_model();
+    // Box-Muller: rand 0.9 has no normal distribution without rand_distr.
+    let g: Vec<f64> = (0..d)
+        .map(|_| {
+            let (u1, u2): (f64, f64) = (1.0 - rng.random::<f64>(), rng.random::<f64>());
+            (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
+        })
+        .collect();
+    let g_norm = g.iter().map(|v| v * v).sum::<f64>().sqrt();
+    let norm = reference.vector.recipe.norm;
+    let vector = g.iter().map(|v| (v / g_norm * norm) as f32).collect();
+    let mut recipe = reference.vector.recipe.clone();
+    recipe.kind = DirectionKind::Random;
+    recipe.seed = Some(seed);
+    recipe.delta_theta_rad = None;
+    recipe.smds_alpha = None;
+    Direction { vector: SteeringVector { vector, recipe }, arc: None }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ctx() -> DirectionContext {
+        DirectionContext {
+            layer_index: 3,
+            hook: "blocks.2.hook_resid_post".into(),
+            layer_convention: crate::model::LAYER_CONVENTION.into(),
+            positions: Positions::ImageTokens,
+            normalisation: Normalisation::None,
+            model_id: "test".into(),
+            model_revision: None,
+            pooling: "image-mean".into(),
+            stimuli_name: "test".into(),
+            stimuli_sha256: "0".into(),
+        }
+    }
+
+    /// 36 hues on a circle of radius 3 in dims (1, 2) of a 5-d space, plus a constant offset.
+    fn circle() -> (Array2<f32>, Vec<f64>) {
+        let hues: Vec<f64> = (0..36).map(|i| i as f64 * 10.0).collect();
+        let x = Array2::from_shape_fn((36, 5), |(i, j)| {
+            let t = hues[i].to_radians();
+            match j {
+                1 => (3.0 * t.cos()) as f32,
+                2 => (3.0 * t.sin()) as f32,
+                _ => 0.5,
+            }
+        });
+        (x, hues)
+    }
+
+    #[test]
+    fn centroid_is_the_difference_of_hue_means() {
+        let (x, hues) = circle();
+        let d = centroid(x.view(), &hues, 240.0, 0.0, &ctx()).unwrap();
+        let want = [0.0, 3.0 - 3.0 * 240f64.to_radians().cos(), -3.0 * 240f64.to_radians().sin(), 0.0, 0.0];
+        for (g, w) in d.vector.vector.iter().zip(want) {
+            assert!((*g as f64 - w).abs() < 1e-5, "{g} vs {w}");
+        }
+        assert_eq!(d.delta(0.5), d.vector.vector.iter().map(|v| v * 0.5).collect::<Vec<_>>());
+        assert_eq!((d.vector.recipe.n_source, d.vector.recipe.n_target), (1, 1));
+    }
+
+    #[test]
+    fn manifold_rotation_follows_the_circle_and_ends_at_the_target() {
+        let (x, hues) = circle();
+        let d = manifold_rotation(x.view(), &hues, 240.0, 0.0, &ctx(), 1e-6).unwrap();
+        // Blue -> red goes up in hue (240 -> 360): +120 degrees of arc.
+        assert!((d.vector.recipe.delta_theta_rad.unwrap().abs() - 120f64.to_radians()).abs() < 1e-3);
+        let src = x.row(24).mapv(f64::from);
+        for alpha in [0.25, 0.5, 1.0] {
+            let moved = &src + &Array1::from(d.delta(alpha).into_iter().map(f64::from).collect::<Vec<_>>());
+            let hue = moved[2].atan2(moved[1]).to_degrees().rem_euclid(360.0);
+            let radius = (moved[1].powi(2) + moved[2].powi(2)).sqrt();
+            let want = (240.0 + 120.0 * alpha).rem_euclid(360.0);
+            assert!(hue_diff_deg(hue, want).abs() < 0.1, "alpha {alpha}: hue {hue}, want {want}");
+            assert!((radius - 3.0).abs() < 1e-3, "an arc, not a chord: radius {radius}");
+            assert!((moved[0] - 0.5).abs() < 1e-4 && (moved[3] - 0.5).abs() < 1e-4, "off-circle dims untouched");
+        }
+        assert!(d.delta(0.0).iter().all(|v| *v == 0.0));
+    }
+
+    #[test]
+    fn random_control_has_the_reference_norm_and_is_seeded() {
+        let (x, hues) = circle();
+        let c = centroid(x.view(), &hues, 0.0, 120.0, &ctx()).unwrap();
+        let (a, b, other) = (random_control(&c, 7), random_control(&c, 7), random_control(&c, 8));
+        assert_eq!(a.vector.vector, b.vector.vector);
+        assert_ne!(a.vector.vector, other.vector.vector);
+        let norm = a.vector.vector.iter().map(|v| (*v as f64).powi(2)).sum::<f64>().sqrt();
+        assert!((norm - c.vector.recipe.norm).abs() < 1e-5 * norm);
+        assert_eq!(a.vector.recipe.kind, DirectionKind::Random);
+    }
+
+    #[test]
+    fn unit_normalisation_scales_the_arc_too() {
+        let (x, hues) = circle();
+        let mut c = ctx();
+        c.normalisation = Normalisation::Unit;
+        let d = manifold_rotation(x.view(), &hues, 0.0, 120.0, &c, 1e-6).unwrap();
+        let n = |v: &[f32]| v.iter().map(|a| (*a as f64).powi(2)).sum::<f64>().sqrt();
+        assert!((n(&d.vector.vector) - 1.0).abs() < 1e-5);
+        assert!((n(&d.delta(1.0)) - 1.0).abs() < 1e-5);
+    }
+
+    #[test]
+    fn hues_not_in_the_set_and_label_counts_are_errors() {
+        let (x, hues) = circle();
+        assert_eq!(rows_at_hue(&hues, 359.0).unwrap(), vec![0]);
+        assert!(matches!(rows_at_hue(&hues, 7.0), Err(Error::HueNotInSet { .. })));
+        assert_eq!(rows_at_hue(&hues, 11.0).unwrap(), vec![1]);
+        let twice = [0.0, 0.0, 120.0, 240.0];
+        assert_eq!(rows_at_hue(&twice, 360.0).unwrap(), vec![0, 1], "ties are all kept");
+        let err = centroid(x.view(), &hues[..30], 0.0, 120.0, &ctx()).unwrap_err();
+        assert!(err.to_string().contains("width"), "{err}");
+        let err = centroid(x.view(), &hues, 0.0, 0.0, &ctx()).unwrap_err();
+        assert!(err.to_string().contains("is zero"), "{err}");
+    }
+}

@@ -1,0 +1,108 @@
+//! In-model steering: build a direction from cached activations, add it inside the running model at one layer
+//! (a residual-stream hook), let every later layer run, and read out what the model then represents and says.
+//!
+//! The seed notebook's "neural joystick" only moved a vector in front of a linear decoder outside the model
+//! ([`crate::manifold::joystick`]); that shows what a readout does with interpolated vectors, not what the model
+//! does. Here the change goes *into* the forward pass, and the joystick runs on the same activations beside it so
+//! the two can be compared row by row.
+//!
+//! - [`direction`]: centroid difference between two hues, rotation along the fitted SMDS circle (lifted back to
+//!   the residual stream), and a seeded random control of the same norm; every direction carries its full
+//!   recipe ([`Recipe`]) and is saved as safetensors ([`SteeringVector`]) or exported as a llama.cpp control
+//!   vector ([`gguf`]).
+//! - [`readout`]: ridge probes to (cos, sin) of hue at every later layer, colour-word next-token probabilities
+//!   from the model's logits, generated text, and the hue of an RGB output (the colour autoencoder).
+//! - [`sweep`]: alpha × pair × layer sweeps, one batch holding every alpha of a pair (per-sample
+//!   interventions), written as CSV + JSON with a success summary.
+//!
+//! Layer numbering: a *layer index* is a position in [`crate::model::Model::hook_points`], which for decoders
+//! is HF's `hidden_states` index. Steering at index `i = l + 1` adds to `blocks.{l}.hook_resid_post`, i.e. the
+//! output of block `l`, which is what llama.cpp's `direction.{l}` tensor means (see [`gguf`]).
+
+//! What a model provides (the [`crate::model::Model`] trait): `hook_points`/`width` (the steering point must
+//! have the store's hook name and width), `forward` applying `HookSet::interventions` per sample and returning
+//! pooled captures (same pooling as the store) and, for models with a vocabulary, `Captures.logits`
+//! `[batch, d_vocab]` at the last prompt position; `token_ids(words)` for the colour words; and
+//! `generate(images, hooks, max_new_tokens)` for greedy answers under the same interventions. The colour
+//! autoencoder provides none of the text parts and is read out by the hue of its RGB `output` instead.
+
+pub mod direction;
+pub mod gguf;
+pub mod readout;
+pub mod sweep;
+mod table;
+mod vector;
+
+pub use direction::{centroid, manifold_rotation, random_control, rows_at_hue, Direction, DirectionContext};
+pub use readout::{ColourWords, HueProbe, DEFAULT_COLOUR_WORDS};
+pub use sweep::{
+    parse_alphas, parse_pair, run_sweep, PairSpec, ProbeInfo, SummaryRow, SweepInput, SweepOptions, SweepResult,
+    SweepRow,
+};
+pub use table::{summary_csv, sweep_csv, write_sweep};
+pub use vector::{DirectionKind, Normalisation, Recipe, SteeringVector};
+
+/// Errors of steering. Messages are lower-case, say what was expected and how to fix it.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    #[error("hue {hue_deg}° is not in the stimulus set: the nearest sample hue is {nearest_deg}°, more than {tolerance_deg}° away (a quarter of the median hue spacing); pick a hue the set holds")]
+    HueNotInSet { hue_deg: f64, nearest_deg: f64, tolerance_deg: f64 },
+    #[error(
+        "invalid alphas `{spec}`: {msg}; expected `start:stop:step` (e.g. `-0.25:1.25:0.25`) or a comma-separated list"
+    )]
+    Alphas { spec: String, msg: String },
+    #[error("invalid pair `{spec}`: expected `FROM:TO` in degrees, e.g. `240:0`")]
+    Pair { spec: String },
+    #[error("{what} has width {got}, expected {expected}")]
+    Width { what: String, expected: usize, got: usize },
+    #[error("layer {index}: {msg}")]
+    Layer { index: usize, msg: String },
+    #[error("steering vector `{path}`: {msg}")]
+    VectorFile { path: std::path::PathBuf, msg: String },
+    #[error("cannot export a llama.cpp control vector: {msg}")]
+    Gguf { msg: String },
+    #[error("{0}")]
+    Msg(String),
+}
+
+/// Signed circular difference `to - from` in degrees, in `[-180, 180)`.
+pub fn hue_diff_deg(from: f64, to: f64) -> f64 {
+    (to - from + 180.0).rem_euclid(360.0) - 180.0
+}
+
+/// Circular mean of hues in degrees (`None` when empty or the mean vector vanishes). A single hue is returned
+/// as it is (wrapped to `[0, 360)`), not through sin/cos, so one-image sweeps report the model's number exactly.
+pub fn circular_mean_deg(hues: impl IntoIterator<Item = f64>) -> Option<f64> {
+    let hues: Vec<f64> = hues.into_iter().collect();
+    if let [h] = hues[..] {
+        return Some(h.rem_euclid(360.0));
+    }
+    let (mut s, mut c, mut n) = (0.0, 0.0, 0usize);
+    for h in hues {
+        let r = h.to_radians();
+        s += r.sin();
+        c += r.cos();
+        n += 1;
+    }
+    if n == 0 || (s * s + c * c).sqrt() < 1e-12 * n as f64 {
+        return None;
+    }
+    Some(s.atan2(c).to_degrees().rem_euclid(360.0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn circular_helpers_wrap() {
+        assert_eq!(hue_diff_deg(350.0, 10.0), 20.0);
+        assert_eq!(hue_diff_deg(10.0, 350.0), -20.0);
+        assert_eq!(hue_diff_deg(240.0, 0.0), 120.0);
+        let m = circular_mean_deg([350.0, 10.0]).unwrap();
+        assert!(m.min(360.0 - m) < 1e-9, "{m}");
+        assert!(circular_mean_deg([0.0, 180.0]).is_none());
+        assert!(circular_mean_deg([]).is_none());
+    }
+}

@@ -1,0 +1,190 @@
+//! A steering vector and its recipe, saved as safetensors: one F32 tensor `direction` `[d_model]`, and in
+//! `__metadata__` every recipe field as its own key (readable by any safetensors tool) plus the whole recipe as
+//! JSON under `huescan.recipe` (what [`SteeringVector::load`] reads).
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::Path;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+use super::Error;
+use crate::store::{serialize_f32, F32Tensor, MappedFile};
+
+/// The `format` metadata value of a steering-vector file.
+pub const FORMAT: &str = "huescan-steering-vector";
+/// Name of the tensor inside the file.
+pub const TENSOR: &str = "direction";
+
+/// How a direction was made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DirectionKind {
+    /// Mean of the target-hue samples minus mean of the source-hue samples.
+    Centroid,
+    /// Rotation of the source centroid along the fitted SMDS circle, lifted back with the pseudo-inverse of W.
+    Manifold,
+    /// Seeded Gaussian direction with the norm of the centroid direction: the control.
+    Random,
+}
+
+impl DirectionKind {
+    pub const ALL: [DirectionKind; 3] = [DirectionKind::Centroid, DirectionKind::Manifold, DirectionKind::Random];
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DirectionKind::Centroid => "centroid",
+            DirectionKind::Manifold => "manifold",
+            DirectionKind::Random => "random",
+        }
+    }
+}
+
+impl fmt::Display for DirectionKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for DirectionKind {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self, Error> {
+        DirectionKind::ALL
+            .into_iter()
+            .find(|k| k.as_str() == s)
+            .ok_or_else(|| Error::Msg(format!("unknown direction `{s}`: expected centroid, manifold or random")))
+    }
+}
+
+/// How the vector was scaled after it was built.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Normalisation {
+    /// Raw residual-stream units: alpha = 1 moves the source centroid onto the target (centroid, manifold).
+    None,
+    /// Unit L2 norm: alpha is in residual-stream units.
+    Unit,
+}
+
+impl FromStr for Normalisation {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self, Error> {
+        match s {
+            "none" => Ok(Normalisation::None),
+            "unit" => Ok(Normalisation::Unit),
+            _ => Err(Error::Msg(format!("unknown normalisation `{s}`: expected none or unit"))),
+        }
+    }
+}
+
+/// Everything needed to rebuild or reuse a steering vector.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Recipe {
+    pub kind: DirectionKind,
+    /// Layer index in the model's hook-point list (HF `hidden_states` index for decoders).
+    pub layer_index: usize,
+    /// Hook name of that layer, e.g. `blocks.4.hook_resid_post`.
+    pub hook: String,
+    /// How layer indices are read (the store's `layer_convention`).
+    pub layer_convention: String,
+    /// Token positions the vector is added at: `image`, `all`, `last` or `i,j,…`.
+    pub positions: String,
+    pub normalisation: Normalisation,
+    pub source_hue_deg: f64,
+    pub target_hue_deg: f64,
+    pub model_id: String,
+    pub model_revision: Option<String>,
+    /// How the store pooled each sample (`image-mean`, `last`); the direction lives in that space.
+    pub pooling: String,
+    /// The stimulus set the store was extracted from, and the SHA-256 recorded for it.
+    pub stimuli_name: String,
+    pub stimuli_sha256: String,
+    /// Samples averaged for the source and the target centroid.
+    pub n_source: usize,
+    pub n_target: usize,
+    /// L2 norm of the saved vector.
+    pub norm: f64,
+    /// Random control: the seed.
+    pub seed: Option<u64>,
+    /// Manifold rotation: the angle (radians) moved on the fitted circle at alpha = 1, and the SMDS ridge alpha.
+    pub delta_theta_rad: Option<f64>,
+    pub smds_alpha: Option<f64>,
+}
+
+/// A direction in a model's residual stream (or any hook point) with its recipe.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SteeringVector {
+    /// `[d_model]`.
+    pub vector: Vec<f32>,
+    pub recipe: Recipe,
+}
+
+impl SteeringVector {
+    pub fn d_model(&self) -> usize {
+        self.vector.len()
+    }
+
+    /// The metadata written next to the tensor: each field as a string, plus the JSON recipe.
+    pub fn metadata(&self) -> BTreeMap<String, String> {
+        let r = &self.recipe;
+        let mut m = BTreeMap::new();
+        let mut put = |k: &str, v: String| {
+            m.insert(k.to_string(), v);
+        };
+        put("format", FORMAT.into());
+        put("huescan.recipe", serde_json::to_string(r).expect("plain data"));
+        put("kind", r.kind.to_string());
+        put("layer_index", r.layer_index.to_string());
+        put("hook", r.hook.clone());
+        put("layer_convention", r.layer_convention.clone());
+        put("positions", r.positions.clone());
+        put("normalisation", serde_json::to_value(r.normalisation).expect("enum").as_str().unwrap_or("").into());
+        put("source_hue_deg", r.source_hue_deg.to_string());
+        put("target_hue_deg", r.target_hue_deg.to_string());
+        put("model_id", r.model_id.clone());
+        put("model_revision", r.model_revision.clone().unwrap_or_default());
+        put("pooling", r.pooling.clone());
+        put("stimuli_name", r.stimuli_name.clone());
+        put("stimuli_sha256", r.stimuli_sha256.clone());
+        put("d_model", self.vector.len().to_string());
+        m
+    }
+
+    /// Writes the vector (atomically) to `path`.
+    pub fn save(&self, path: &Path) -> crate::Result<()> {
+        let shape = [self.vector.len()];
+        let bytes = serialize_f32(&[F32Tensor { name: TENSOR, shape: &shape, data: &self.vector }], &self.metadata());
+        crate::fsx::write_atomic(path, &bytes)
+    }
+
+    /// Reads a file written by [`SteeringVector::save`].
+    pub fn load(path: &Path) -> crate::Result<Self> {
+        let bad = |msg: String| Error::VectorFile { path: path.to_path_buf(), msg };
+        let file = MappedFile::open(path)?;
+        let meta = file.metadata()?;
+        if meta.get("format").map(String::as_str) != Some(FORMAT) {
+            return Err(
+                bad(format!("metadata `format` is not `{FORMAT}`; this is not a huescan steering vector")).into()
+            );
+        }
+        let json = meta.get("huescan.recipe").ok_or_else(|| bad("has no `huescan.recipe` metadata".into()))?;
+        let recipe: Recipe = serde_json::from_str(json).map_err(|e| bad(format!("unreadable recipe ({e})")))?;
+        let (shape, vector) = file.read_f32(TENSOR)?;
+        if shape.len() != 1 {
+            return Err(bad(format!("tensor `{TENSOR}` has shape {shape:?}, expected [d_model]")).into());
+        }
+        Ok(SteeringVector { vector, recipe })
+    }
+}
+
+/// `image`, `all`, `last` or `i,j`: the spelling `Positions::from_str` reads back.
+pub fn positions_spec(p: &crate::model::Positions) -> String {
+    use crate::model::Positions;
+    match p {
+        Positions::ImageTokens => "image".into(),
+        Positions::All => "all".into(),
+        Positions::Last => "last".into(),
+        Positions::Indices(ix) => ix.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(","),
+    }
+}
