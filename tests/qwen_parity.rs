@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, IndexOp, Tensor};
-use huescan::model::qwen2_5_vl::{ImageProcessor, Prompt, Qwen25VlModel, ResizeFilter, Sample};
+use huescan::model::qwen2_5_vl::{resize_bicubic_pil, ImageProcessor, Prompt, Qwen25VlModel, ResizeFilter, Sample};
 use huescan::model::{HookPoint, HookSet, Intervention, InterventionOp, Model, Pooling, Positions};
 
 const F32_TOL: f32 = 1e-4;
@@ -257,6 +257,24 @@ fn processor_reproduces_transformers_pil_pixels() {
     proc.filter = ResizeFilter::CatmullRom;
     let d = processor_diff_levels(&proc, &r, "b");
     assert!(d <= 3.0 + 1e-3, "catmull-rom: {d} levels");
+}
+
+#[test]
+fn bicubic_resize_is_bit_exact_with_pillow_12_up_down_one_axis_and_tall() {
+    let t = candle_core::safetensors::load(fixture().join("resize_cases.safetensors"), &Device::Cpu).unwrap();
+    let n = t.keys().filter(|k| k.ends_with(".src")).count();
+    assert!(n >= 8, "fixture has {n} resize cases");
+    for i in 0..n {
+        let (src, pil) = (&t[&format!("case{i}.src")], &t[&format!("case{i}.pil")]);
+        let (h, w, _) = src.dims3().unwrap();
+        let (th, tw, _) = pil.dims3().unwrap();
+        let img =
+            image::RgbImage::from_raw(w as u32, h as u32, src.flatten_all().unwrap().to_vec1::<u8>().unwrap()).unwrap();
+        let ours = resize_bicubic_pil(&img, tw as u32, th as u32);
+        let want = pil.flatten_all().unwrap().to_vec1::<u8>().unwrap();
+        let differing = ours.as_raw().iter().zip(&want).filter(|(a, b)| a != b).count();
+        assert_eq!(differing, 0, "case {i}: {h}x{w} -> {th}x{tw}");
+    }
 }
 
 #[test]

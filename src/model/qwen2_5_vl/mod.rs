@@ -24,6 +24,7 @@ pub use checkpoint::Checkpoint;
 pub use config::{Config, ProcessorConfig, TextConfig, VisionConfig};
 pub use processor::{smart_resize, ImageProcessor, ProcessedImage, ResizeFilter};
 pub use prompt::{ChatPrompt, Prompt, DEFAULT_QUESTION};
+pub use resize::resize_bicubic_pil;
 pub use rope::MropePositions;
 pub use text::KvCache;
 
