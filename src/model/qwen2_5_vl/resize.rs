@@ -1,7 +1,7 @@
-//! Bicubic resize that reproduces Pillow's `Image.resize(..., BICUBIC)` on 8-bit RGB bit for bit, because that
+//! Bicubic resize that reproduces Pillow 12's `Image.resize(..., BICUBIC)` on 8-bit RGB bit for bit, because that
 //! is what transformers' PIL image processor feeds the model: Keys kernel with a = -0.5, support widened by the
 //! scale when shrinking, weights normalised in f64 then rounded to 22-bit fixed point, horizontal pass first
-//! into an 8-bit intermediate, then the vertical pass. (The `image` crate's CatmullRom is the same kernel with
+//! into an 8-bit intermediate, then the vertical pass (vertical first for images over 100x taller than wide). (The `image` crate's CatmullRom is the same kernel with
 //! another pass order and float rounding; it lands up to a few levels away on noisy images.)
 
 use image::RgbImage;
@@ -128,7 +128,7 @@ pub fn resize_bicubic_pil(img: &RgbImage, width: u32, height: u32) -> RgbImage {
     let mut buf = img.as_raw().to_vec();
     let vertical_first = h_in > w_in * TALL_ASPECT && h_out < h_in;
     let (mut h, mut w) = (h_in, w_in);
-    let mut vertical = |buf: &mut Vec<u8>, h: &mut usize, w: usize| {
+    let vertical = |buf: &mut Vec<u8>, h: &mut usize, w: usize| {
         if *h != h_out {
             *buf = pass_vertical(buf, *h, w, h_out);
             *h = h_out;
