@@ -200,13 +200,16 @@ def prompt_ids(n_image_tokens):
 
 
 def steered_layer(model, v, image_mask):
+    """Wraps decoder layer STEER_LAYER's forward to add alpha * v at the masked positions (`None`: every position
+    of every call, generated tokens included)."""
     layer = model.model.language_model.layers[STEER_LAYER]
     orig = layer.forward
 
     def forward(*args, **kwargs):
         out = orig(*args, **kwargs)
         hidden = out[0] if isinstance(out, tuple) else out
-        hidden = hidden + STEER_ALPHA * image_mask[..., None].to(hidden.dtype) * v.to(hidden.dtype)
+        where = 1.0 if image_mask is None else image_mask[..., None].to(hidden.dtype)
+        hidden = hidden + STEER_ALPHA * where * v.to(hidden.dtype)
         return (hidden, *out[1:]) if isinstance(out, tuple) else hidden
 
     return layer, orig, forward
@@ -279,6 +282,20 @@ def record_steering(model, key, ids, common, tensors, meta):
             out = model(**common, output_hidden_states=True)
     finally:
         layer.forward = orig
+    # Steering every position, generated tokens included, exercises the KV cache under an intervention.
+    layer, orig, forward = steered_layer(model, v, None)
+    layer.forward = forward
+    try:
+        with torch.no_grad():
+            gen = model.generate(
+                **common, do_sample=False, max_new_tokens=N_NEW, repetition_penalty=1.0, top_k=None, top_p=None,
+                output_logits=True, return_dict_in_generate=True, eos_token_id=[IDS["eos"]], pad_token_id=IDS["pad"],
+            )
+    finally:
+        layer.forward = orig
+    gaps = [float(torch.topk(l[0].float(), 2).values.diff().abs()) for l in gen.logits]
+    tensors[f"{key}.steer_all.generated"] = gen.sequences[0, ids.shape[1]:].contiguous()
+    meta["steering_all_positions_generation_top2_gaps"] = gaps
     p = f"{key}.steer."
     tensors[p + "vector"] = v.contiguous()
     tensors[p + "hidden_states"] = torch.stack([h[0] for h in out.hidden_states]).float().contiguous()
@@ -291,6 +308,31 @@ def record_steering(model, key, ids, common, tensors, meta):
         "positions": "image tokens",
         "how": "decoder layer forward wrapped; adds alpha*v to its output at image-pad positions",
     }
+
+
+def record_two_images(model, proc, images, tensors, meta):
+    """One prompt holding both images: window indices, vision segments and M-RoPE positions across images."""
+    feats = proc(images=[images["a"], images["b"]], return_tensors="pt")
+    grid = feats["image_grid_thw"]
+    na, nb = (int(g.prod()) // 4 for g in grid)
+    img, vs, ve = IDS["image"], IDS["vision_start"], IDS["vision_end"]
+    ids = [IDS["bos"], 17, vs] + [img] * na + [ve, 42, 7, vs] + [img] * nb + [ve, 88, 123, 9]
+    ids = torch.tensor([ids], dtype=torch.long)
+    mm_types = (ids == img).to(torch.long)
+    pos, delta = model.model.get_rope_index(ids, image_grid_thw=grid, mm_token_type_ids=mm_types)
+    with torch.no_grad():
+        out = model(
+            input_ids=ids, pixel_values=feats["pixel_values"], image_grid_thw=grid, mm_token_type_ids=mm_types,
+            output_hidden_states=True,
+        )
+    tensors["ab.pixel_values"] = feats["pixel_values"].float().contiguous()
+    tensors["ab.image_grid_thw"] = grid.to(torch.int64).contiguous()
+    tensors["ab.input_ids"] = ids.contiguous()
+    tensors["ab.position_ids"] = pos.to(torch.int64).contiguous()
+    tensors["ab.rope_delta"] = delta.reshape(-1).to(torch.int64).contiguous()
+    tensors["ab.hidden_states"] = torch.stack([h[0] for h in out.hidden_states]).float().contiguous()
+    tensors["ab.logits"] = out.logits[0].float().contiguous()
+    meta["ab"] = {"images": ["image_a.png", "image_b.png"], "prompt_ids": ids[0].tolist()}
 
 
 def hub_layout_config(saved: dict) -> dict:
@@ -417,6 +459,7 @@ def main():
         sample_inputs[key] = record_sample(model, proc, key, img, tensors, meta)
     ids, common = sample_inputs["b"]
     record_steering(model, "b", ids, common, tensors, meta)
+    record_two_images(model, proc, images, tensors, meta)
     meta["versions"] = {"torch": torch.__version__, "transformers": transformers.__version__, "numpy": np.__version__}
     meta["ids"] = IDS
     meta["image_processor"] = type(proc).__name__

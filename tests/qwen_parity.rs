@@ -170,6 +170,40 @@ fn steering_at_block_1_image_tokens_matches_the_wrapped_layer_reference() {
 }
 
 #[test]
+fn steering_every_position_during_generation_matches_transformers() {
+    let r = Reference::load();
+    let model = load(&fixture().join("model"), DType::F32);
+    let gaps = r.meta["steering_all_positions_generation_top2_gaps"].as_array().unwrap();
+    assert!(gaps.iter().all(|g| g.as_f64().unwrap() > 1e-2), "reference gaps too small: {gaps:?}");
+    let mut hooks = steering_hooks(&r);
+    hooks.interventions[0].positions = Positions::All;
+    let want = r.ids("b.steer_all.generated");
+    let got = model.generate(&r.sample("b"), want.len(), &hooks).unwrap();
+    assert_eq!(got, want);
+    assert_ne!(got, r.ids("b.generated"), "steering must change this generation, or the test proves nothing");
+}
+
+#[test]
+fn two_images_in_one_prompt_match_transformers() {
+    use huescan::model::qwen2_5_vl::rope::rope_index;
+    let r = Reference::load();
+    let model = load(&fixture().join("model"), DType::F32);
+    let s = r.sample("ab");
+    assert_eq!(s.grids.len(), 2);
+    let p = rope_index(&s.input_ids, &s.grids, 505, 2).unwrap();
+    let want = r.get("ab.position_ids").to_vec3::<i64>().unwrap();
+    for (axis, (ours, theirs)) in p.axes.iter().zip(&want).enumerate() {
+        assert_eq!(ours, &theirs[0], "axis {axis}");
+    }
+    let out = model.forward_hidden_states(&s.pixel_values, &s.grids, &s.input_ids, &HookSet::default()).unwrap();
+    let want = r.get("ab.hidden_states");
+    for (i, h) in out.hidden_states.iter().enumerate() {
+        assert_close(&format!("two-image hidden_states[{i}]"), h, &want.get(i).unwrap(), F32_TOL);
+    }
+    assert_close("two-image logits", &out.logits, r.get("ab.logits"), F32_TOL);
+}
+
+#[test]
 fn bf16_stays_within_the_loose_tolerance() {
     let r = Reference::load();
     let model = load(&fixture().join("model"), DType::BF16);
