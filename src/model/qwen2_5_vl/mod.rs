@@ -223,7 +223,6 @@ impl Qwen25VlModel {
         let seq = sample.input_ids.len();
         let mut next_logits = self.text.logits(&last.i((.., seq - 1..seq, ..))?)?;
         let mut out = Vec::new();
-        let half = self.cfg.text.head_dim / 2;
         for _ in 0..max_new_tokens {
             let token = next_logits.flatten_all()?.to_dtype(DType::F32)?.argmax(0)?.to_scalar::<u32>()?;
             out.push(token);
@@ -239,7 +238,6 @@ impl Qwen25VlModel {
                 &self.cfg.text.mrope_section,
                 &self.device,
             )?;
-            debug_assert_eq!(cos.dims3()?, (1, 1, half));
             let xs = self.text.embed(&Tensor::new(&[[token]], &self.device)?)?;
             let layout = Layout { seq: 1, pad: vec![0], image_pos: vec![vec![]] };
             let decode_sel = |b: usize, p: &Positions| match p {
