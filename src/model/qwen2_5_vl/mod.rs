@@ -135,6 +135,20 @@ impl Qwen25VlModel {
         self
     }
 
+    /// Asks `question` in the chat prompt instead of [`DEFAULT_QUESTION`]; needs the checkpoint's tokenizer.
+    pub fn with_question(mut self, question: &str) -> Result<Self, Error> {
+        match &mut self.prompt {
+            Some(Prompt::Chat(c)) => {
+                c.question = question.to_string();
+                Ok(self)
+            }
+            _ => Err(Error::Msg(
+                "a question needs the chat prompt, which needs the checkpoint's tokenizer.json; this checkpoint has none"
+                    .into(),
+            )),
+        }
+    }
+
     pub fn with_id(mut self, id: impl Into<String>) -> Self {
         self.id = id.into();
         self
