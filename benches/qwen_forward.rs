@@ -76,6 +76,13 @@ fn main() -> anyhow::Result<()> {
         times.push(t.elapsed().as_secs_f64());
         cpu.push(cpu_seconds() - c);
     }
+    let (mut vision, mut vision_cpu) = (Vec::with_capacity(reps), Vec::with_capacity(reps));
+    for _ in 0..reps {
+        let (t, c) = (Instant::now(), cpu_seconds());
+        std::hint::black_box(model.image_features(&batch[0].pixel_values, &batch[0].grids)?);
+        vision.push(t.elapsed().as_secs_f64());
+        vision_cpu.push(cpu_seconds() - c);
+    }
     let median = |v: &[f64]| {
         let mut s = v.to_vec();
         s.sort_by(f64::total_cmp);
@@ -94,6 +101,8 @@ fn main() -> anyhow::Result<()> {
             "median_s": median(&times),
             "cpu_s": cpu,
             "median_cpu_s": median(&cpu),
+            "vision_median_s": median(&vision),
+            "vision_median_cpu_s": median(&vision_cpu),
             "peak_rss_mib": peak_rss_mib(),
             "threads": candle_core::utils::get_num_threads(),
         })

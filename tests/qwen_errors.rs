@@ -119,4 +119,6 @@ fn model_without_prompt_says_how_to_fix_it() {
     let img = image::RgbImage::new(56, 56);
     let e = model.forward(&[img], &HookSet::default(), Pooling::Last).unwrap_err().to_string();
     assert!(e.contains("tokenizer.json") && e.contains("prompt"), "{e}");
+    let e = model.with_question("Which colour?").err().unwrap().to_string();
+    assert!(e.contains("tokenizer.json"), "{e}");
 }

@@ -10,7 +10,6 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::fs::File;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Shape, Tensor};
@@ -102,6 +101,27 @@ impl Checkpoint {
     }
 }
 
+/// Fills `buf` from `offset` without moving a shared cursor.
+#[cfg(unix)]
+fn read_at(file: &File, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+    std::os::unix::fs::FileExt::read_exact_at(file, buf, offset)
+}
+
+#[cfg(windows)]
+fn read_at(file: &File, mut buf: &mut [u8], mut offset: u64) -> std::io::Result<()> {
+    use std::os::windows::fs::FileExt;
+    while !buf.is_empty() {
+        match file.seek_read(buf, offset)? {
+            0 => return Err(std::io::ErrorKind::UnexpectedEof.into()),
+            n => {
+                buf = &mut buf[n..];
+                offset += n as u64;
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Where one tensor's bytes are.
 #[derive(Debug, Clone)]
 struct Entry {
@@ -141,13 +161,13 @@ impl Shards {
             let file = File::open(path).map_err(|e| bad(e.to_string()))?;
             let file_len = file.metadata().map_err(|e| bad(e.to_string()))?.len();
             let mut len8 = [0u8; 8];
-            file.read_exact_at(&mut len8, 0).map_err(|e| bad(format!("no header: {e}")))?;
+            read_at(&file, &mut len8, 0).map_err(|e| bad(format!("no header: {e}")))?;
             let n = u64::from_le_bytes(len8);
             if n > MAX_HEADER_BYTES || 8 + n > file_len {
                 return Err(bad(format!("header length {n} does not fit a file of {file_len} bytes")));
             }
             let mut header = vec![0u8; n as usize];
-            file.read_exact_at(&mut header, 8).map_err(|e| bad(e.to_string()))?;
+            read_at(&file, &mut header, 8).map_err(|e| bad(e.to_string()))?;
             let map: HashMap<String, serde_json::Value> =
                 serde_json::from_slice(&header).map_err(|e| bad(format!("header is not json: {e}")))?;
             let data_start = 8 + n;
@@ -187,11 +207,11 @@ impl Shards {
             // SAFETY: f32 has no invalid bit patterns, the byte view covers exactly the vector's initialised
             // elements, and safetensors stores little-endian data, which is what these targets use.
             let bytes = unsafe { std::slice::from_raw_parts_mut(buf.as_mut_ptr() as *mut u8, e.len) };
-            file.read_exact_at(bytes, e.offset).map_err(io)?;
+            read_at(file, bytes, e.offset).map_err(io)?;
             Tensor::from_vec(buf, e.shape.as_slice(), &Device::Cpu)?
         } else {
             let mut bytes = vec![0u8; e.len];
-            file.read_exact_at(&mut bytes, e.offset).map_err(io)?;
+            read_at(file, &mut bytes, e.offset).map_err(io)?;
             Tensor::from_raw_buffer(&bytes, e.dtype, &e.shape, &Device::Cpu)?
         };
         t.to_dtype(dtype)?.to_device(device)

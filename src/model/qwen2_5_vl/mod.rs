@@ -24,6 +24,7 @@ pub use checkpoint::Checkpoint;
 pub use config::{Config, ProcessorConfig, TextConfig, VisionConfig};
 pub use processor::{smart_resize, ImageProcessor, ProcessedImage, ResizeFilter};
 pub use prompt::{ChatPrompt, Prompt, DEFAULT_QUESTION};
+pub use resize::resize_bicubic_pil;
 pub use rope::MropePositions;
 pub use text::KvCache;
 
@@ -134,6 +135,20 @@ impl Qwen25VlModel {
         self
     }
 
+    /// Asks `question` in the chat prompt instead of [`DEFAULT_QUESTION`]; needs the checkpoint's tokenizer.
+    pub fn with_question(mut self, question: &str) -> Result<Self, Error> {
+        match &mut self.prompt {
+            Some(Prompt::Chat(c)) => {
+                c.question = question.to_string();
+                Ok(self)
+            }
+            _ => Err(Error::Msg(
+                "a question needs the chat prompt, which needs the checkpoint's tokenizer.json; this checkpoint has none"
+                    .into(),
+            )),
+        }
+    }
+
     pub fn with_id(mut self, id: impl Into<String>) -> Self {
         self.id = id.into();
         self
@@ -222,7 +237,6 @@ impl Qwen25VlModel {
         let seq = sample.input_ids.len();
         let mut next_logits = self.text.logits(&last.i((.., seq - 1..seq, ..))?)?;
         let mut out = Vec::new();
-        let half = self.cfg.text.head_dim / 2;
         for _ in 0..max_new_tokens {
             let token = next_logits.flatten_all()?.to_dtype(DType::F32)?.argmax(0)?.to_scalar::<u32>()?;
             out.push(token);
@@ -238,7 +252,6 @@ impl Qwen25VlModel {
                 &self.cfg.text.mrope_section,
                 &self.device,
             )?;
-            debug_assert_eq!(cos.dims3()?, (1, 1, half));
             let xs = self.text.embed(&Tensor::new(&[[token]], &self.device)?)?;
             let layout = Layout { seq: 1, pad: vec![0], image_pos: vec![vec![]] };
             let decode_sel = |b: usize, p: &Positions| match p {

@@ -1,7 +1,7 @@
-//! Bicubic resize that reproduces Pillow's `Image.resize(..., BICUBIC)` on 8-bit RGB bit for bit, because that
+//! Bicubic resize that reproduces Pillow 12's `Image.resize(..., BICUBIC)` on 8-bit RGB bit for bit, because that
 //! is what transformers' PIL image processor feeds the model: Keys kernel with a = -0.5, support widened by the
 //! scale when shrinking, weights normalised in f64 then rounded to 22-bit fixed point, horizontal pass first
-//! into an 8-bit intermediate, then the vertical pass. (The `image` crate's CatmullRom is the same kernel with
+//! into an 8-bit intermediate, then the vertical pass (vertical first for images over 100x taller than wide). (The `image` crate's CatmullRom is the same kernel with
 //! another pass order and float rounding; it lands up to a few levels away on noisy images.)
 
 use image::RgbImage;
@@ -71,66 +71,78 @@ fn clip8(v: i64) -> u8 {
     }
 }
 
-/// Resizes to `(width, height)` exactly as Pillow's BICUBIC does for an RGB image.
-pub fn resize_bicubic_pil(img: &RgbImage, width: u32, height: u32) -> RgbImage {
-    let (w_in, h_in) = (img.width() as usize, img.height() as usize);
-    let (w_out, h_out) = (width as usize, height as usize);
-    let src = img.as_raw();
+/// Pillow 12 resizes an image taller than this many times its width vertically first (when shrinking its height).
+const TALL_ASPECT: usize = 100;
+
+/// One separable pass along the width: `(rows, w_in)` RGB to `(rows, w_out)`, 8-bit rounding as Pillow.
+fn pass_horizontal(src: &[u8], rows: usize, w_in: usize, w_out: usize) -> Vec<u8> {
+    let co = coeffs(w_in, w_out);
     let round = 1i64 << (PRECISION_BITS - 1);
-    let need_h = w_out != w_in;
-    let need_v = h_out != h_in;
-    let vert = coeffs(h_in, h_out);
-    // Only the rows the vertical pass reads go through the horizontal pass (Pillow's row box).
-    let (row_first, row_last) = if need_v {
-        let (f, _) = vert.bounds[0];
-        let (l, n) = vert.bounds[h_out - 1];
-        (f, l + n)
-    } else {
-        (0, h_in)
-    };
-    let (tmp, tmp_w, row_offset) = if need_h {
-        let horiz = coeffs(w_in, w_out);
-        let rows = row_last - row_first;
-        let mut out = vec![0u8; rows * w_out * 3];
-        for y in 0..rows {
-            let line = &src[(y + row_first) * w_in * 3..(y + row_first + 1) * w_in * 3];
-            for (xx, ((xmin, n), k)) in horiz.bounds.iter().zip(&horiz.weights).enumerate() {
-                let mut acc = [round; 3];
-                for (x, &kx) in k.iter().enumerate().take(*n) {
-                    let p = &line[(xmin + x) * 3..(xmin + x) * 3 + 3];
-                    for c in 0..3 {
-                        acc[c] += p[c] as i64 * kx as i64;
-                    }
-                }
+    let mut out = vec![0u8; rows * w_out * 3];
+    for y in 0..rows {
+        let line = &src[y * w_in * 3..(y + 1) * w_in * 3];
+        for (xx, (&(xmin, n), k)) in co.bounds.iter().zip(&co.weights).enumerate() {
+            let mut acc = [round; 3];
+            for (x, &kx) in k.iter().enumerate().take(n) {
+                let p = &line[(xmin + x) * 3..(xmin + x) * 3 + 3];
                 for c in 0..3 {
-                    out[(y * w_out + xx) * 3 + c] = clip8(acc[c]);
+                    acc[c] += p[c] as i64 * kx as i64;
                 }
             }
+            for c in 0..3 {
+                out[(y * w_out + xx) * 3 + c] = clip8(acc[c]);
+            }
         }
-        (out, w_out, row_first)
-    } else {
-        (src.to_vec(), w_in, 0)
-    };
-    if !need_v {
-        return RgbImage::from_raw(width, height, tmp).expect("buffer size matches");
     }
-    let mut out = vec![0u8; h_out * tmp_w * 3];
-    for (yy, ((ymin, n), k)) in vert.bounds.iter().zip(&vert.weights).enumerate() {
-        let ymin = ymin - row_offset;
-        for x in 0..tmp_w {
+    out
+}
+
+/// One separable pass along the height: `(h_in, cols)` RGB to `(h_out, cols)`.
+fn pass_vertical(src: &[u8], h_in: usize, cols: usize, h_out: usize) -> Vec<u8> {
+    let co = coeffs(h_in, h_out);
+    let round = 1i64 << (PRECISION_BITS - 1);
+    let mut out = vec![0u8; h_out * cols * 3];
+    for (yy, (&(ymin, n), k)) in co.bounds.iter().zip(&co.weights).enumerate() {
+        for x in 0..cols {
             let mut acc = [round; 3];
-            for (y, &ky) in k.iter().enumerate().take(*n) {
-                let p = &tmp[((ymin + y) * tmp_w + x) * 3..((ymin + y) * tmp_w + x) * 3 + 3];
+            for (y, &ky) in k.iter().enumerate().take(n) {
+                let p = &src[((ymin + y) * cols + x) * 3..((ymin + y) * cols + x) * 3 + 3];
                 for c in 0..3 {
                     acc[c] += p[c] as i64 * ky as i64;
                 }
             }
             for c in 0..3 {
-                out[(yy * tmp_w + x) * 3 + c] = clip8(acc[c]);
+                out[(yy * cols + x) * 3 + c] = clip8(acc[c]);
             }
         }
     }
-    RgbImage::from_raw(width, height, out).expect("buffer size matches")
+    out
+}
+
+/// Resizes to `(width, height)` exactly as Pillow 12's `Image.resize(..., BICUBIC)` does for an RGB image:
+/// horizontal pass first, except for images more than 100 times taller than wide whose height shrinks.
+/// (Pillow 13 also runs the vertical pass first for some other shrinks; those differ by a level at some pixels.)
+pub fn resize_bicubic_pil(img: &RgbImage, width: u32, height: u32) -> RgbImage {
+    let (w_in, h_in) = (img.width() as usize, img.height() as usize);
+    let (w_out, h_out) = (width as usize, height as usize);
+    let mut buf = img.as_raw().to_vec();
+    let vertical_first = h_in > w_in * TALL_ASPECT && h_out < h_in;
+    let (mut h, mut w) = (h_in, w_in);
+    let vertical = |buf: &mut Vec<u8>, h: &mut usize, w: usize| {
+        if *h != h_out {
+            *buf = pass_vertical(buf, *h, w, h_out);
+            *h = h_out;
+        }
+    };
+    if vertical_first {
+        vertical(&mut buf, &mut h, w);
+    }
+    if w != w_out {
+        buf = pass_horizontal(&buf, h, w, w_out);
+        w = w_out;
+    }
+    vertical(&mut buf, &mut h, w);
+    RgbImage::from_raw(width, height, buf).expect("buffer size matches")
 }
 
 #[cfg(test)]

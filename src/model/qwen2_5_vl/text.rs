@@ -10,6 +10,8 @@ use super::config::TextConfig;
 /// Added to masked attention scores. Finite, so a row with every key masked (a padding query) stays a
 /// harmless uniform average instead of NaN that would leak into real rows through the next layer.
 const MASKED: f32 = -1e30;
+/// Query rows per attention product.
+const QUERY_CHUNK: usize = 1024;
 
 /// RMSNorm as transformers computes it: normalise in f32, round to the model dtype, then scale by the weight
 /// (candle's fused `rms_norm` multiplies before rounding).
@@ -134,14 +136,38 @@ impl Attention {
         let v = candle_transformers::utils::repeat_kv(v, rep)?.contiguous()?.to_dtype(DType::F32)?;
         let q = q.to_dtype(DType::F32)?;
         let scale = 1.0 / (self.head_dim as f64).sqrt();
-        let mut att = (q.matmul(&k.t()?)? * scale)?;
-        if let Some(m) = mask {
-            att = att.broadcast_add(m)?;
-        }
-        let att = candle_nn::ops::softmax_last_dim(&att)?;
-        let out = att.matmul(&v)?.to_dtype(dtype)?;
+        let out = chunked_attention(&q, &k, &v, mask, scale, QUERY_CHUNK)?;
+        let out = out.to_dtype(dtype)?;
         let out = out.transpose(1, 2)?.reshape((b, s, self.num_heads * self.head_dim))?;
         self.o_proj.forward(&out)
+    }
+}
+
+/// `softmax(q kᵀ · scale + mask) v` over `(batch, heads, rows, head_dim)` inputs, with query rows in chunks of
+/// `chunk`, which bounds the score matrix of long image prompts.
+fn chunked_attention(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    mask: Option<&Tensor>,
+    scale: f64,
+    chunk: usize,
+) -> candle_core::Result<Tensor> {
+    let s = q.dim(2)?;
+    let kt = k.t()?;
+    let mut rows = Vec::with_capacity(s.div_ceil(chunk));
+    for q0 in (0..s).step_by(chunk) {
+        let n = chunk.min(s - q0);
+        let mut att = (q.narrow(2, q0, n)?.matmul(&kt)? * scale)?;
+        if let Some(m) = mask {
+            att = att.broadcast_add(&m.narrow(2, q0, n)?)?;
+        }
+        rows.push(candle_nn::ops::softmax_last_dim(&att)?.matmul(v)?);
+    }
+    if rows.len() == 1 {
+        Ok(rows.pop().expect("one chunk"))
+    } else {
+        Tensor::cat(&rows, 2)
     }
 }
 
@@ -283,4 +309,32 @@ pub fn causal_mask(pad: &[usize], seq: usize, past: usize, device: &Device) -> c
         }
     }
     Tensor::from_vec(m, (pad.len(), 1, seq, total), device)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunked_attention_with_padding_mask_equals_one_chunk() {
+        let dev = Device::Cpu;
+        let shape = (2, 3, 11, 4);
+        let q = Tensor::randn(0f32, 1.0, shape, &dev).unwrap();
+        let k = Tensor::randn(0f32, 1.0, shape, &dev).unwrap();
+        let v = Tensor::randn(0f32, 1.0, shape, &dev).unwrap();
+        let mask = causal_mask(&[0, 4], 11, 0, &dev).unwrap();
+        let whole = chunked_attention(&q, &k, &v, Some(&mask), 0.5, 64).unwrap();
+        let parts = chunked_attention(&q, &k, &v, Some(&mask), 0.5, 3).unwrap();
+        let diff = (whole - parts).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+        assert!(diff < 1e-6, "{diff}");
+    }
+
+    #[test]
+    fn causal_mask_hides_the_future_and_left_padding() {
+        let m = causal_mask(&[1], 3, 1, &Device::Cpu).unwrap().squeeze(0).unwrap().to_vec3::<f32>().unwrap();
+        // Row i may see keys 1..=1+i (key 0 is padding, the last key is one ahead of the cached position).
+        let seen: Vec<Vec<bool>> = m[0].iter().map(|r| r.iter().map(|&x| x == 0.0).collect()).collect();
+        assert_eq!(seen[0], vec![false, true, false, false]);
+        assert_eq!(seen[2], vec![false, true, true, true]);
+    }
 }

@@ -12,6 +12,8 @@ use super::text::RmsNorm;
 
 /// transformers builds every vision RMSNorm with this eps, whatever the config says.
 const VISION_NORM_EPS: f64 = 1e-6;
+/// Query rows per attention product (scores take `heads x rows x segment` floats).
+const QUERY_CHUNK: usize = 1024;
 
 /// Conv3d with kernel = stride = one patch: on flattened patches it is one matrix product.
 struct PatchEmbed {
@@ -84,23 +86,49 @@ impl VisionAttention {
         let (q, k) = (q.to_dtype(dtype)?.to_dtype(DType::F32)?, k.to_dtype(dtype)?.to_dtype(DType::F32)?);
         let v = part(2)?;
         let scale = 1.0 / (self.head_dim as f64).sqrt();
-        let mut outs = Vec::with_capacity(cu.len());
-        for w in cu.windows(2) {
-            let (start, len) = (w[0], w[1] - w[0]);
-            if len == 0 {
-                continue;
-            }
-            let qs = q.narrow(2, start, len)?;
-            let ks = k.narrow(2, start, len)?;
-            let vs = v.narrow(2, start, len)?;
-            let att = (qs.matmul(&ks.t()?)? * scale)?;
-            let att = candle_nn::ops::softmax_last_dim(&att)?;
-            outs.push(att.matmul(&vs)?);
-        }
-        let out = Tensor::cat(&outs, 2)?; // (1, heads, n, head_dim)
+        let out = segment_attention(&q, &k, &v, cu, scale, QUERY_CHUNK)?; // (1, heads, n, head_dim)
         let out = out.squeeze(0)?.transpose(0, 1)?.reshape((n, hidden))?.to_dtype(dtype)?;
         self.proj.forward(&out)
     }
+}
+
+/// Softmax attention of `q, k, v` (`(1, heads, n, head_dim)`) inside each segment `[cu[i], cu[i+1])`.
+/// Consecutive segments of one length (the full windows) go through one batched product, and query rows go in
+/// chunks of `chunk`, which bounds the score matrix of a full-attention block over a large image.
+fn segment_attention(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    cu: &[usize],
+    scale: f64,
+    chunk: usize,
+) -> candle_core::Result<Tensor> {
+    let (_, heads, _, head_dim) = q.dims4()?;
+    let mut outs = Vec::with_capacity(cu.len());
+    let mut i = 0;
+    while i + 1 < cu.len() {
+        let (start, len) = (cu[i], cu[i + 1] - cu[i]);
+        let mut count = 1;
+        while i + count + 1 < cu.len() && cu[i + count + 1] - cu[i + count] == len && len <= chunk {
+            count += 1;
+        }
+        i += count;
+        if len == 0 {
+            continue;
+        }
+        let span = |t: &Tensor| t.narrow(2, start, len * count)?.reshape((heads, count, len, head_dim));
+        let (qs, ks, vs) = (span(q)?, span(k)?, span(v)?);
+        let kt = ks.t()?;
+        let mut rows = Vec::new();
+        for q0 in (0..len).step_by(chunk) {
+            let qc = qs.narrow(2, q0, chunk.min(len - q0))?;
+            let att = candle_nn::ops::softmax_last_dim(&(qc.matmul(&kt)? * scale)?)?;
+            rows.push(att.matmul(&vs)?);
+        }
+        let out = if rows.len() == 1 { rows.pop().expect("one chunk") } else { Tensor::cat(&rows, 2)? };
+        outs.push(out.reshape((1, heads, len * count, head_dim))?);
+    }
+    Tensor::cat(&outs, 2)
 }
 
 struct VisionBlock {
@@ -237,5 +265,45 @@ impl VisionModel {
         v.push(("merger.mlp.2.weight".into(), vec![cfg.out_hidden_size, mw]));
         v.push(("merger.mlp.2.bias".into(), vec![cfg.out_hidden_size]));
         v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    /// One segment at a time, all query rows at once: the plain definition.
+    fn naive(q: &Tensor, k: &Tensor, v: &Tensor, cu: &[usize], scale: f64) -> Tensor {
+        let outs: Vec<Tensor> = cu
+            .windows(2)
+            .filter(|w| w[1] > w[0])
+            .map(|w| {
+                let (s, l) = (w[0], w[1] - w[0]);
+                let (qs, ks, vs) = (q.narrow(2, s, l).unwrap(), k.narrow(2, s, l).unwrap(), v.narrow(2, s, l).unwrap());
+                let att = candle_nn::ops::softmax_last_dim(&(qs.matmul(&ks.t().unwrap()).unwrap() * scale).unwrap());
+                att.unwrap().matmul(&vs).unwrap()
+            })
+            .collect();
+        Tensor::cat(&outs, 2).unwrap()
+    }
+
+    #[test]
+    fn batched_and_chunked_segments_equal_the_plain_definition() {
+        let dev = Device::Cpu;
+        // Three equal windows, a short one, an empty one, then a long segment split into query chunks.
+        let cu = [0, 8, 16, 24, 29, 29, 49];
+        let shape = (1, 2, 49, 4);
+        let (q, k, v) = (
+            Tensor::randn(0f32, 1.0, shape, &dev).unwrap(),
+            Tensor::randn(0f32, 1.0, shape, &dev).unwrap(),
+            Tensor::randn(0f32, 1.0, shape, &dev).unwrap(),
+        );
+        let want = naive(&q, &k, &v, &cu, 0.5);
+        for chunk in [3, 8, 64] {
+            let got = segment_attention(&q, &k, &v, &cu, 0.5, chunk).unwrap();
+            let diff = (got - &want).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+            assert!(diff < 1e-6, "chunk {chunk}: {diff}");
+        }
     }
 }
