@@ -171,7 +171,13 @@ fn demo_runs_offline_and_writes_a_report_whose_figures_exist() {
         assert!(dir.join("report").join(file).exists(), "the page links a missing figure {file}");
         figures += 1;
     }
-    assert!(figures >= 8, "stimuli, stress, projections and joystick per set; got {figures}");
+    assert!(figures >= 16, "stimuli, stress, projections, joystick, steering and swatches per set; got {figures}");
+    assert!(index.contains("In-model steering") && index.contains("steering Blue→Red"), "steering is reported");
+    let summary: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("steering/gap-teal-blue/summary.json")).unwrap()).unwrap();
+    let pairs: Vec<&str> =
+        summary["options"]["pairs"].as_array().unwrap().iter().map(|p| p["label"].as_str().unwrap()).collect();
+    assert_eq!(pairs.len(), 3, "blue (240°, held out) snaps to the nearest hue the gap set holds: {pairs:?}");
     assert!(index.contains("simple-60") && index.contains("gap-teal-blue") && index.contains("Arbitration"));
     let run: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("run.json")).unwrap()).unwrap();
     assert_eq!(run["model"], "colour-autoencoder");

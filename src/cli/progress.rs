@@ -6,11 +6,18 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 #[derive(Debug, Clone, Copy)]
 pub struct Progress {
     quiet: bool,
+    /// Whether `say` prints.
+    chatty: bool,
 }
 
 impl Progress {
     pub fn new(quiet: bool) -> Self {
-        Progress { quiet }
+        Progress { quiet, chatty: !quiet }
+    }
+
+    /// Progress bars but no summary lines: for steps inside a longer command that prints its own summary.
+    pub fn quieter(&self) -> Self {
+        Progress { quiet: self.quiet, chatty: false }
     }
 
     pub fn quiet(&self) -> bool {
@@ -31,7 +38,7 @@ impl Progress {
 
     /// Prints a line of user output on stderr unless quiet.
     pub fn say(&self, line: impl AsRef<str>) {
-        if !self.quiet {
+        if self.chatty {
             eprintln!("{}", line.as_ref());
         }
     }

@@ -77,6 +77,46 @@ pub(super) fn stimulus_preview(run: &Path, name: &str, fig_dir: &Path) -> crate:
     Ok(Some(file))
 }
 
+/// A strip of colour swatches: one row per direction kind of the first pair, one swatch per alpha, coloured by
+/// the hue after steering.
+pub(super) fn swatches(rows: &[&Value], fig_dir: &Path, stem: &str) -> crate::Result<Option<String>> {
+    let Some(pair) = rows.first().and_then(|r| r["pair"].as_str()) else { return Ok(None) };
+    let kinds = ["centroid", "manifold", "random"];
+    let lines: Vec<Vec<f64>> = kinds
+        .iter()
+        .map(|k| {
+            rows.iter()
+                .filter(|r| r["pair"].as_str() == Some(pair) && r["direction"].as_str() == Some(k))
+                .map(|r| r["final_hue_deg"].as_f64().unwrap_or(f64::NAN))
+                .collect()
+        })
+        .filter(|l: &Vec<f64>| !l.is_empty())
+        .collect();
+    let cols = lines.iter().map(Vec::len).max().unwrap_or(0) as u32;
+    if cols == 0 {
+        return Ok(None);
+    }
+    let cell = 48u32;
+    let mut img = image::RgbImage::from_pixel(cols * cell, lines.len() as u32 * cell, image::Rgb([255, 255, 255]));
+    for (r, line) in lines.iter().enumerate() {
+        for (c, h) in line.iter().enumerate() {
+            let colour =
+                if h.is_finite() { super::figures::hue_colour(*h) } else { plotters::style::RGBColor(128, 128, 128) };
+            for y in 2..cell - 2 {
+                for x in 2..cell - 2 {
+                    img.put_pixel(c as u32 * cell + x, r as u32 * cell + y, image::Rgb([colour.0, colour.1, colour.2]));
+                }
+            }
+        }
+    }
+    let file = format!("{stem}.png");
+    let mut bytes = Vec::new();
+    img.write_to(&mut std::io::Cursor::new(&mut bytes), image::ImageFormat::Png)
+        .map_err(|e| crate::Error::Msg(format!("cannot encode swatches: {e}")))?;
+    crate::fsx::write_atomic(&fig_dir.join(&file), &bytes)?;
+    Ok(Some(file))
+}
+
 const STYLE: &str = "body{font-family:system-ui,sans-serif;max-width:1180px;margin:2em auto;padding:0 1em;color:#222}\
 h1{font-size:1.6em}h2{border-bottom:1px solid #ccc;padding-bottom:.2em;margin-top:2em}\
 table{border-collapse:collapse;margin:.6em 0;font-size:.88em}td,th{border:1px solid #ddd;padding:.25em .5em;text-align:right}\
@@ -196,14 +236,47 @@ pub(super) fn page(run: &Path, sets: &[SetReport]) -> String {
         ));
         if let Some(st) = &r.steering {
             let _ = write!(s, "<h3>In-model steering</h3>");
-            if let Some(rows) = st["table"].as_array() {
-                let cols: Vec<(String, String)> = rows
-                    .first()
-                    .and_then(|r| r.as_object())
-                    .map(|o| o.keys().map(|k| (k.clone(), k.clone())).collect())
-                    .unwrap_or_default();
-                let cols: Vec<(&str, &str)> = cols.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
-                s.push_str(&table(rows, &cols, |_| false));
+            if let Some(sw) = &r.swatches {
+                let _ = write!(s, "<figure><img src=\"figures/{}\" alt=\"steering swatches\"><figcaption>Steering trajectory of the first pair: rows centroid / manifold / random direction, columns the alphas, each swatch the hue after steering.</figcaption></figure>", esc(sw));
+            }
+            let rows = st["summary"].as_array().cloned().unwrap_or_default();
+            s.push_str(&table(
+                &rows,
+                &[
+                    ("layer", "layer"),
+                    ("hook", "hook"),
+                    ("pair", "pair"),
+                    ("direction", "direction"),
+                    ("alpha_reached", "alpha reaching target"),
+                    ("error_at_alpha_1", "error at alpha 1 (deg)"),
+                    ("monotone", "monotone"),
+                    ("joystick_alpha_reached", "joystick alpha"),
+                    ("max_disagreement_deg", "max model-joystick gap"),
+                    ("target_word", "target word"),
+                    ("alpha_word_flip", "answer flips at"),
+                ],
+                |row| row["monotone"].as_bool() == Some(true) && row["alpha_reached"].is_number(),
+            ));
+            let answers: Vec<Value> = r
+                .steering_rows
+                .iter()
+                .filter(|row| row["top_word"].is_string() || row["texts"].is_array())
+                .cloned()
+                .collect();
+            if !answers.is_empty() {
+                let _ = write!(s, "<h4>Colour words and answers</h4>");
+                s.push_str(&table(
+                    &answers,
+                    &[
+                        ("layer", "layer"),
+                        ("pair", "pair"),
+                        ("direction", "direction"),
+                        ("alpha", "alpha"),
+                        ("top_word", "most likely colour word"),
+                        ("texts.0", "generated answer"),
+                    ],
+                    |_| false,
+                ));
             }
         }
     }

@@ -19,8 +19,11 @@ pub struct SetReport {
     /// (figure stem, caption) in page order.
     pub panels: Vec<(String, String)>,
     pub preview: Option<String>,
-    /// Rows of `steering/<set>/summary.json` if a steering sweep was run.
+    /// `steering/<set>/summary.json` if a steering sweep was run, and the sweep rows.
     pub steering: Option<Value>,
+    pub steering_rows: Vec<Value>,
+    /// Swatch strip of the first pair's steering trajectory.
+    pub swatches: Option<String>,
 }
 
 fn num(v: &Value) -> f64 {
@@ -37,6 +40,8 @@ pub(super) fn build_set(run: &Path, name: &str, fig_dir: &Path) -> crate::Result
         panels: Vec::new(),
         preview: None,
         steering: None,
+        steering_rows: Vec::new(),
+        swatches: None,
     };
     let stem = |what: &str| format!("{name}-{what}");
 
@@ -127,15 +132,66 @@ pub(super) fn build_set(run: &Path, name: &str, fig_dir: &Path) -> crate::Result
         add(&mut report, render(&fig, fig_dir, &stem("joystick"))?, &stem("joystick"), "The seed notebook's \"neural joystick\": a linear decoder to RGB fitted at the chosen layer, fed x_src + α (x_tgt − x_src). It never runs the model, so it shows what a linear read-out can do, not what the model does.".into());
     }
 
-    // In-model steering, when a sweep was run.
-    let steer_summary = run.join("steering").join(name).join("summary.json");
-    if steer_summary.exists() {
-        let v: Value = fsx::read_json(&steer_summary)?;
-        if let Some(rows) = v["curve"].as_array() {
-            let fig = alpha_curves(&format!("{name}: in-model steering"), rows, "pair", "output_hue");
-            add(&mut report, render(&fig, fig_dir, &stem("steering"))?, &stem("steering"), "Steering inside the model: the direction is added to the residual stream at the steering layer and every later layer runs; the curve is the hue the model itself then outputs or represents.".into());
+    // In-model steering, when a sweep was run: at the analysis layer (or the first steered one), one panel per
+    // source/target pair with every direction kind next to the decoder-only joystick on the same activations.
+    let steer_dir = run.join("steering").join(name);
+    if steer_dir.join("sweep.json").exists() {
+        let sweep: Value = fsx::read_json(&steer_dir.join("sweep.json"))?;
+        let rows = sweep["rows"].as_array().cloned().unwrap_or_default();
+        let steered: Vec<u64> =
+            sweep["options"]["layers"].as_array().into_iter().flatten().filter_map(Value::as_u64).collect();
+        let layer = chosen.map(|l| l as u64).filter(|l| steered.contains(l)).or(steered.first().copied());
+        if let Some(layer) = layer {
+            let at: Vec<&Value> = rows.iter().filter(|r| r["layer"].as_u64() == Some(layer)).collect();
+            let mut pairs: Vec<String> = Vec::new();
+            for r in &at {
+                let p = r["pair"].as_str().unwrap_or("?").to_string();
+                if !pairs.contains(&p) {
+                    pairs.push(p);
+                }
+            }
+            for (i, pair) in pairs.iter().enumerate() {
+                let of_pair: Vec<&Value> =
+                    at.iter().copied().filter(|r| r["pair"].as_str() == Some(pair.as_str())).collect();
+                let mut series = Vec::new();
+                for (k, kind) in ["centroid", "manifold", "random"].iter().enumerate() {
+                    let mut pts: Vec<(f64, f64)> = of_pair
+                        .iter()
+                        .filter(|r| r["direction"].as_str() == Some(kind))
+                        .map(|r| (num(&r["alpha"]), num(&r["final_hue_deg"])))
+                        .collect();
+                    if !pts.is_empty() {
+                        unwrap_hues(&mut pts);
+                        series.push((format!("in-model, {kind}"), SERIES[k], pts));
+                    }
+                }
+                let mut joy: Vec<(f64, f64)> = of_pair
+                    .iter()
+                    .filter(|r| r["direction"].as_str() == Some("centroid"))
+                    .map(|r| (num(&r["alpha"]), num(&r["joystick_hue_deg"])))
+                    .collect();
+                unwrap_hues(&mut joy);
+                series.push(("decoder-only joystick".into(), SERIES[4], joy));
+                let fig = AlphaCurves {
+                    title: format!("{name}: steering {pair} at layer {layer}"),
+                    y_label: "hue after steering (deg, unwrapped)".into(),
+                    series,
+                    y_range: None,
+                };
+                let stem = stem(&format!("steer{i}"));
+                add(&mut report, render(&fig, fig_dir, &stem)?, &stem, format!(
+                    "{pair}: the direction is added to the residual stream at layer {layer} and every later layer runs; \
+                     the curves are the hue the model then gives (its RGB output for the autoencoder, else a linear probe \
+                     on the last layer), against the notebook's decoder-only joystick on the same activations."
+                ));
+            }
+            if let Some(file) = super::html::swatches(&at, fig_dir, &stem("swatches"))? {
+                report.figures.push(file.clone());
+                report.swatches = Some(file);
+            }
         }
-        report.steering = Some(v);
+        report.steering = Some(fsx::read_json(&steer_dir.join("summary.json"))?);
+        report.steering_rows = rows;
     }
 
     report.preview = super::html::stimulus_preview(run, name, fig_dir)?;

@@ -41,6 +41,7 @@ pub fn run(args: &DemoArgs, progress: &Progress) -> anyhow::Result<ExitCode> {
         pool: "image-mean".into(),
         layers: "all".into(),
         permutations: args.permutations,
+        max_new_tokens: 4,
     };
     pipeline(&args.model, &args.sets, &args.out, &p, progress)?;
     Ok(ExitCode::SUCCESS)

@@ -1,4 +1,4 @@
-//! `huescan scan`: render -> extract -> analyse -> report for a checkpoint, in one resumable command.
+//! `huescan scan`: render -> extract -> analyse -> steer -> report for a checkpoint, in one resumable command.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -7,6 +7,7 @@ use clap::Args;
 
 use crate::cli::commands::analyze::{self, AnalyzeArgs};
 use crate::cli::commands::extract::{self, ExtractArgs, ModelArgs, RuntimeArgs};
+use crate::cli::commands::steer::{self, SteerArgs};
 use crate::cli::commands::stimuli::{self as stimuli_cmd, RenderArgs};
 use crate::cli::Progress;
 use crate::stimuli::StimulusSpec;
@@ -46,6 +47,33 @@ pub struct PipelineArgs {
     /// Label permutations per layer and shape for p-values (0 = off).
     #[arg(long, default_value_t = 100)]
     pub permutations: usize,
+    /// Answer tokens generated per steered image (models with text output), so the report shows answers.
+    #[arg(long, default_value_t = 4)]
+    pub max_new_tokens: usize,
+}
+
+/// The notebook's pairs (Blue→Red, Red→Green, Green→Blue) with each hue snapped to the nearest one the set
+/// holds, so sets with a held-out slice (gap-teal-blue has no 240°) still get all three sweeps.
+pub fn default_pairs(hues: &[f64]) -> String {
+    let snap = |h: f64| {
+        let d = |x: f64| ((x - h + 180.0).rem_euclid(360.0) - 180.0).abs();
+        hues.iter().copied().min_by(|a, b| d(*a).total_cmp(&d(*b))).unwrap_or(h)
+    };
+    [(240.0, 0.0), (0.0, 120.0), (120.0, 240.0)]
+        .iter()
+        .map(|&(a, b)| format!("{}:{}", snap(a), snap(b)))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// The chosen layer and the quartiles of the stored layers: where `scan` steers by default.
+pub fn steering_layers(chosen: Option<usize>, stored: &[usize]) -> Vec<usize> {
+    let max = stored.iter().copied().max().unwrap_or(0);
+    let mut layers: Vec<usize> =
+        [max / 4, max / 2, 3 * max / 4].into_iter().chain(chosen).filter(|l| stored.contains(l)).collect();
+    layers.sort_unstable();
+    layers.dedup();
+    layers
 }
 
 impl PipelineArgs {
@@ -122,6 +150,33 @@ pub fn pipeline(model: &str, sets: &[String], out: &Path, p: &PipelineArgs, prog
         w_test: 0.7,
     };
     analyze::run(&analyze_args, progress)?;
+    for (set, acts) in sets.iter().zip(&analyze_args.stores) {
+        let name = StimulusSpec::resolve(set)?.name;
+        let summary: serde_json::Value = crate::fsx::read_json(&out.join("analysis").join(&name).join("summary.json"))?;
+        let store = crate::store::ActivationStore::open(acts)?;
+        let layers = steering_layers(summary["choice"]["layer"].as_u64().map(|l| l as usize), &store.layer_indices());
+        let steer_args = SteerArgs {
+            model: p.model_args(model, out),
+            acts: acts.clone(),
+            stimuli: out.join("stimuli").join(&name),
+            layer: layers.iter().map(|l| l.to_string()).collect::<Vec<_>>().join(","),
+            from: None,
+            to: None,
+            pairs: Some(default_pairs(&store.hue_deg())),
+            alphas: "-0.25:1.25:0.25".into(),
+            positions: "image".into(),
+            direction: "all".into(),
+            normalise: "none".into(),
+            seed: 0,
+            smds_alpha: 1e-4,
+            tolerance: 30.0,
+            max_new_tokens: p.max_new_tokens,
+            batch_size: p.batch_size,
+            gguf: false,
+            out: out.join("steering").join(&name),
+        };
+        steer::run(&steer_args, &progress.quieter())?;
+    }
     let report = crate::report::build(out, &out.join("report"))?;
     progress.say(format!("done: tables in {}, report {}", out.join("analysis").display(), report.index.display()));
     Ok(())
