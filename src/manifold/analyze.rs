@@ -135,6 +135,8 @@ pub struct LayerScanRow {
     /// Mean cross-validated score with shuffled labels (the permutation null), and the p-value of `cv_score`.
     pub shuffled_baseline: f64,
     pub p_value: f64,
+    /// Cross-validated primary score (mean, std over the same folds) of every candidate shape at this layer.
+    pub cv_by_shape: Vec<(Shape, f64, f64)>,
     pub note: String,
 }
 
@@ -287,6 +289,10 @@ where
     let k = opts.n_components;
     let all: Vec<usize> = (0..n).collect();
     let scan_folds = opts.folds(n, 0x5ca7)?;
+    let min_train = scan_folds.iter().map(|f| f.train.len()).min().unwrap_or(n);
+    if k > min_train {
+        return Err(Error::TooManyComponents { k, n: min_train }.into());
+    }
     let scan_perms = permutations(&labels, opts.n_permutations, opts.seed.wrapping_add(1));
     let circ_all = ideal_embedding(Shape::Circular, &labels, opts.mode, k)?;
     let circ_d = Shape::Circular.distances(&labels, opts.mode)?;
@@ -319,6 +325,7 @@ where
             n_folds: scan_folds.len(),
             shuffled_baseline: f64::NAN,
             p_value: f64::NAN,
+            cv_by_shape: Vec::new(),
             note: String::new(),
         };
         if gram.trace() == 0.0 {
@@ -334,6 +341,14 @@ where
         let fold_scores: Vec<f64> =
             ops.scores(Shape::Circular, &labels, opts.mode, k)?.iter().map(Scores::primary).collect();
         (row.cv_score, row.cv_std) = mean_std(&fold_scores);
+        for &shape in &opts.shapes {
+            let (mean, std) = if shape == Shape::Circular {
+                (row.cv_score, row.cv_std)
+            } else {
+                mean_std(&ops.scores(shape, &labels, opts.mode, k)?.iter().map(Scores::primary).collect::<Vec<_>>())
+            };
+            row.cv_by_shape.push((shape, mean, std));
+        }
         let null = null_scores(&ops, Shape::Circular, &scan_perms, opts)?;
         if !null.is_empty() {
             row.shuffled_baseline = null.iter().sum::<f64>() / null.len() as f64;
