@@ -78,7 +78,9 @@ impl Default for AnalyzeOptions {
 }
 
 impl AnalyzeOptions {
-    /// The notebook exactly: compat labels and folds, no extras that need randomness.
+    /// The notebook's procedure number for number (compat labels, unshuffled folds, alphas 1e-4 / 1.0). The
+    /// extras the notebook lacks (permutations, bootstrap, per-shape CV in the scan) still run, seeded; they add
+    /// columns and change none of the notebook's numbers.
     pub fn notebook(dataset: &str) -> Self {
         AnalyzeOptions { dataset: dataset.into(), mode: LabelMode::Compat, ..Default::default() }
     }
@@ -186,7 +188,9 @@ pub struct ArbitrationRow {
     pub composite_score: f64,
 }
 
-/// The 3-D projection with the `(cos, sin, 0)` template of the winning shape, fitted on all samples.
+/// The 3-D projection with the `(cos, sin, 0)` template of this set's winning shape, fitted on all samples at the
+/// chosen layer (alpha_fit). The notebook uses the global winner across sets instead; where the two differ, refit
+/// with `SmdsParams::template(circle_template_3d(hue_deg, shape))`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Projection {
     pub layer: usize,
@@ -360,7 +364,7 @@ where
             (None, LabelMode::Periodic) => row.cv_score,
         };
         // Strictly greater keeps the first layer on ties, like pandas idxmin.
-        if key.is_finite() && best.as_ref().is_none_or(|(b, _, _)| key > *b) {
+        if key.is_finite() && best.as_ref().map_or(true, |(b, _, _)| key > *b) {
             best = Some((key, layer, gram));
         }
         scan.push(row);
@@ -546,5 +550,5 @@ pub fn global_winner(analyses: &[Analysis]) -> Vec<GlobalShapeRow> {
     rows
 }
 
-/// Keeps the compiler honest about the metric order used for CSV headers.
+/// Metric column order of the CSV writers (the package's `StressMetrics` order).
 pub(crate) const METRICS: [Metric; 5] = Metric::ALL;
