@@ -205,3 +205,47 @@ fn writers_produce_every_table_with_mode_columns() {
     assert_eq!(global.lines().count(), 4);
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn periodic_discovery_and_heldout_match_the_explicit_estimator_fold_by_fold() {
+    // analyze() scores folds through Gram matrices; the public estimator centres and solves explicitly. In periodic
+    // mode there is no package to compare with, so the two paths check each other (1e-9: both are exact solves).
+    use huescan::manifold::{Metric, SmdsParams};
+    use ndarray::Axis;
+    let hue = hues(90);
+    let x = layer(Plant::Circle, &hue, 120, 14);
+    let o = AnalyzeOptions { n_permutations: 0, n_bootstrap: 0, joystick: None, ..opts() };
+    let a = run(vec![x.clone()], &hue, &o).unwrap();
+    let t = manifold::hue_turns(&hue);
+    let xs = x.mapv(f64::from);
+    for d in &a.discovery {
+        let params = SmdsParams::new(d.shape).alpha(o.alpha_cv).mode(LabelMode::Periodic).check().unwrap();
+        for (f, got) in a.discovery_folds.iter().zip(&d.folds) {
+            let tr: Vec<usize> = f.train.iter().map(|&p| a.train_idx[p]).collect();
+            let te: Vec<usize> = f.test.iter().map(|&p| a.train_idx[p]).collect();
+            let ytr: Vec<f64> = tr.iter().map(|&i| t[i]).collect();
+            let yte: Vec<f64> = te.iter().map(|&i| t[i]).collect();
+            let fit = params.fit(xs.select(Axis(0), &tr).view(), &ytr).unwrap();
+            let want = fit.scores(xs.select(Axis(0), &te).view(), &yte).unwrap();
+            for m in Metric::ALL {
+                if m == Metric::ShepardGoodnessScore || m == Metric::NonMetricStress {
+                    continue; // rank-based: near-ties may order differently between the two exact paths
+                }
+                assert!((got.get(m) - want.get(m)).abs() < 1e-9, "{} {m}: {} vs {}", d.shape, got.get(m), want.get(m));
+            }
+        }
+        let h = a.heldout.iter().find(|h| h.shape == d.shape).unwrap();
+        let ytr: Vec<f64> = a.train_idx.iter().map(|&i| t[i]).collect();
+        let yte: Vec<f64> = a.test_idx.iter().map(|&i| t[i]).collect();
+        let fit = SmdsParams::new(d.shape).alpha(o.alpha_fit).mode(LabelMode::Periodic).check().unwrap();
+        let fit = fit.fit(xs.select(Axis(0), &a.train_idx).view(), &ytr).unwrap();
+        let want = fit.score(xs.select(Axis(0), &a.test_idx).view(), &yte, Metric::ScaleNormalizedStress).unwrap();
+        assert!((h.test.primary() - want).abs() < 1e-9, "{} held-out {} vs {want}", d.shape, h.test.primary());
+    }
+    // Shuffled folds are not one arc each (contiguous folds here would span about 70 degrees).
+    for f in &a.discovery_folds {
+        let hs: Vec<f64> = f.test.iter().map(|&p| hue[a.train_idx[p]]).collect();
+        let span = hs.iter().cloned().fold(f64::MIN, f64::max) - hs.iter().cloned().fold(f64::MAX, f64::min);
+        assert!(span > 180.0, "test fold spans only {span} degrees");
+    }
+}

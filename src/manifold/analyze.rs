@@ -213,6 +213,8 @@ pub struct Analysis {
     pub choice: LayerChoice,
     pub train_idx: Vec<usize>,
     pub test_idx: Vec<usize>,
+    /// Discovery folds, as positions into `train_idx`.
+    pub discovery_folds: Vec<Fold>,
     pub discovery: Vec<DiscoveryRow>,
     pub heldout: Vec<HeldoutRow>,
     /// Sorted by composite, best first.
@@ -494,6 +496,7 @@ where
         choice: LayerChoice { layer, criterion: criterion.into() },
         train_idx: train,
         test_idx: test,
+        discovery_folds: ops.folds.clone(),
         discovery,
         heldout,
         arbitration,
