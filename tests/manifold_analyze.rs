@@ -249,3 +249,17 @@ fn periodic_discovery_and_heldout_match_the_explicit_estimator_fold_by_fold() {
         assert!(span > 180.0, "test fold spans only {span} degrees");
     }
 }
+
+#[test]
+fn compat_contiguous_folds_understate_a_planted_circle_that_periodic_mode_scores_well() {
+    // The package's trap (issue 6, item 2): rows sorted by hue + unshuffled folds = each test fold is one arc,
+    // which min-max stretches to a full circle before scoring.
+    let hue = hues(150);
+    let x = vec![layer(Plant::Circle, &hue, 200, 15)];
+    let base = AnalyzeOptions { n_permutations: 0, n_bootstrap: 0, joystick: None, ..opts() };
+    let periodic = run(x.clone(), &hue, &base).unwrap();
+    let compat = run(x, &hue, &AnalyzeOptions { mode: LabelMode::Compat, ..base }).unwrap();
+    let cv = |a: &manifold::Analysis| a.discovery.iter().find(|d| d.shape == Shape::Circular).unwrap().mean.primary();
+    assert!(cv(&periodic) > 0.8, "periodic CV {}", cv(&periodic));
+    assert!(cv(&periodic) > cv(&compat) + 0.2, "periodic {} vs compat {}", cv(&periodic), cv(&compat));
+}
