@@ -78,7 +78,9 @@ impl Default for AnalyzeOptions {
 }
 
 impl AnalyzeOptions {
-    /// The notebook exactly: compat labels and folds, no extras that need randomness.
+    /// The notebook's procedure number for number (compat labels, unshuffled folds, alphas 1e-4 / 1.0). The
+    /// extras the notebook lacks (permutations, bootstrap, per-shape CV in the scan) still run, seeded; they add
+    /// columns and change none of the notebook's numbers.
     pub fn notebook(dataset: &str) -> Self {
         AnalyzeOptions { dataset: dataset.into(), mode: LabelMode::Compat, ..Default::default() }
     }
@@ -135,6 +137,8 @@ pub struct LayerScanRow {
     /// Mean cross-validated score with shuffled labels (the permutation null), and the p-value of `cv_score`.
     pub shuffled_baseline: f64,
     pub p_value: f64,
+    /// Cross-validated primary score (mean, std over the same folds) of every candidate shape at this layer.
+    pub cv_by_shape: Vec<(Shape, f64, f64)>,
     pub note: String,
 }
 
@@ -184,7 +188,9 @@ pub struct ArbitrationRow {
     pub composite_score: f64,
 }
 
-/// The 3-D projection with the `(cos, sin, 0)` template of the winning shape, fitted on all samples.
+/// The 3-D projection with the `(cos, sin, 0)` template of this set's winning shape, fitted on all samples at the
+/// chosen layer (alpha_fit). The notebook uses the global winner across sets instead; where the two differ, refit
+/// with `SmdsParams::template(circle_template_3d(hue_deg, shape))`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Projection {
     pub layer: usize,
@@ -208,6 +214,8 @@ pub struct Analysis {
     pub choice: LayerChoice,
     pub train_idx: Vec<usize>,
     pub test_idx: Vec<usize>,
+    /// Discovery folds, as positions into `train_idx`.
+    pub discovery_folds: Vec<Fold>,
     pub discovery: Vec<DiscoveryRow>,
     pub heldout: Vec<HeldoutRow>,
     /// Sorted by composite, best first.
@@ -288,6 +296,10 @@ where
     let k = opts.n_components;
     let all: Vec<usize> = (0..n).collect();
     let scan_folds = opts.folds(n, 0x5ca7)?;
+    let min_train = scan_folds.iter().map(|f| f.train.len()).min().unwrap_or(n);
+    if k > min_train {
+        return Err(Error::TooManyComponents { k, n: min_train }.into());
+    }
     let scan_perms = permutations(&labels, opts.n_permutations, opts.seed.wrapping_add(1));
     let circ_all = ideal_embedding(Shape::Circular, &labels, opts.mode, k)?;
     let circ_d = Shape::Circular.distances(&labels, opts.mode)?;
@@ -315,6 +327,7 @@ where
             n_folds: scan_folds.len(),
             shuffled_baseline: f64::NAN,
             p_value: f64::NAN,
+            cv_by_shape: Vec::new(),
             note: String::new(),
         };
         if gram.trace() == 0.0 {
@@ -330,6 +343,14 @@ where
         let fold_scores: Vec<f64> =
             ops.scores(Shape::Circular, &labels, opts.mode, k)?.iter().map(Scores::primary).collect();
         (row.cv_score, row.cv_std) = mean_std(&fold_scores);
+        for &shape in &opts.shapes {
+            let (mean, std) = if shape == Shape::Circular {
+                (row.cv_score, row.cv_std)
+            } else {
+                mean_std(&ops.scores(shape, &labels, opts.mode, k)?.iter().map(Scores::primary).collect::<Vec<_>>())
+            };
+            row.cv_by_shape.push((shape, mean, std));
+        }
         let null = null_scores(&ops, Shape::Circular, &scan_perms, opts)?;
         if !null.is_empty() {
             row.shuffled_baseline = null.iter().sum::<f64>() / null.len() as f64;
@@ -341,7 +362,7 @@ where
             (None, LabelMode::Periodic) => row.cv_score,
         };
         // Strictly greater keeps the first layer on ties, like pandas idxmin.
-        if key.is_finite() && best.as_ref().is_none_or(|(b, _, _)| key > *b) {
+        if key.is_finite() && best.as_ref().map_or(true, |(b, _, _)| key > *b) {
             best = Some((key, layer, gram));
         }
         scan.push(row);
@@ -471,6 +492,7 @@ where
         choice: LayerChoice { layer, criterion: criterion.into() },
         train_idx: train,
         test_idx: test,
+        discovery_folds: ops.folds.clone(),
         discovery,
         heldout,
         arbitration,
@@ -527,5 +549,5 @@ pub fn global_winner(analyses: &[Analysis]) -> Vec<GlobalShapeRow> {
     rows
 }
 
-/// Keeps the compiler honest about the metric order used for CSV headers.
+/// Metric column order of the CSV writers (the package's `StressMetrics` order).
 pub(crate) const METRICS: [Metric; 5] = Metric::ALL;

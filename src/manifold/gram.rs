@@ -79,7 +79,9 @@ pub(crate) fn pca_embedding(p: ArrayView2<f64>, k: usize) -> Array2<f64> {
 /// factor (falling back to an eigendecomposition if rounding makes $K + \alpha I$ indefinite); `alpha == 0` uses
 /// the pseudo-inverse $K^+$, dropping eigenvalues at or below $\max(m, 2) \epsilon \lambda_{\max}$ (the package's
 /// `pinv(X_c^\top)` computes the same minimum-norm map from singular values; this threshold is on their squares,
-/// so nearly singular layers can differ from it).
+/// so nearly singular layers can differ from it). The dual form is always used: it is exact and cheap for
+/// `n < d` (huescan's case). With `n > d` and `0 < alpha` below the rounding noise of `K` (about
+/// $\epsilon \lambda_{\max}$) the primal $d \times d$ solve would be better conditioned; it is not implemented.
 pub(crate) fn ridge_solve(k: &Mat<f64>, rhs: &Mat<f64>, alpha: f64) -> Result<Mat<f64>> {
     let m = k.nrows();
     if alpha > 0.0 {

@@ -39,7 +39,7 @@ pub use joystick::{
 };
 pub use metrics::{score_distances, Metric, Scores};
 pub use output::{write_analysis, write_global};
-pub use shapes::{circle_template_3d, LabelMode, Shape};
+pub use shapes::{circle_template_3d, hue_turns, LabelMode, Shape};
 pub use smds::{Smds, SmdsParams, SmdsValidParams, Stage1};
 pub use stats::{bootstrap_interval, coverage_ratio, periodicity_score, seam_closure_ratio};
 

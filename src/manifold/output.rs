@@ -43,27 +43,35 @@ fn strings(v: &[&str]) -> Vec<String> {
 pub fn write_analysis(dir: &Path, a: &Analysis) -> Result<()> {
     let (ds, mode) = (quote(&a.dataset), a.mode.to_string());
     let chosen = a.choice.layer;
+    let mut header = strings(&[
+        "dataset",
+        "mode",
+        "layer",
+        "n_samples",
+        "in_sample_score",
+        "stress",
+        "cv_score",
+        "cv_std",
+        "n_folds",
+        "shuffled_baseline",
+        "p_value",
+        "n_permutations",
+        "chosen",
+    ]);
+    header.extend(a.options.shapes.iter().map(|s| format!("cv_{s}")));
+    header.push("note".into());
     write_atomic(
         &dir.join("layer_scan.csv"),
         csv(
-            &strings(&[
-                "dataset",
-                "mode",
-                "layer",
-                "n_samples",
-                "in_sample_score",
-                "stress",
-                "cv_score",
-                "cv_std",
-                "n_folds",
-                "shuffled_baseline",
-                "p_value",
-                "n_permutations",
-                "chosen",
-                "note",
-            ]),
+            &header,
             a.layer_scan.iter().map(|r| {
-                vec![
+                let by_shape: Vec<String> = a
+                    .options
+                    .shapes
+                    .iter()
+                    .map(|s| f(r.cv_by_shape.iter().find(|c| c.0 == *s).map_or(f64::NAN, |c| c.1)))
+                    .collect();
+                let mut row = vec![
                     ds.clone(),
                     mode.clone(),
                     r.layer.to_string(),
@@ -77,8 +85,10 @@ pub fn write_analysis(dir: &Path, a: &Analysis) -> Result<()> {
                     f(r.p_value),
                     a.options.n_permutations.to_string(),
                     (r.layer == chosen).to_string(),
-                    quote(&r.note),
-                ]
+                ];
+                row.extend(by_shape);
+                row.push(quote(&r.note));
+                row
             }),
         )
         .as_bytes(),

@@ -287,6 +287,21 @@ mod tests {
     }
 
     #[test]
+    fn alpha_zero_is_the_least_squares_limit_of_ridge() {
+        let (x, t) = planted_circle(40, 6);
+        // n > d and full column rank: the minimum-norm solution is the primal least squares
+        // W = Yc^T Xc (Xc^T Xc)^-1, computed here independently of the dual path.
+        let smds = SmdsParams::new(Shape::Circular).alpha(0.0).check().unwrap().fit(x.view(), &t).unwrap();
+        let xc = &x - &x.mean_axis(Axis(0)).unwrap();
+        let yc = centre_columns(smds.ideal_embedding());
+        let xtx = to_faer(xc.t().dot(&xc).view());
+        let inv = ridge_solve(&xtx, &Mat::identity(6, 6), 0.0).unwrap();
+        let primal = yc.t().dot(&xc).dot(&to_ndarray(&inv));
+        let err = (smds.w() - &primal).mapv(f64::abs).fold(0.0f64, |a, b| a.max(*b));
+        assert!(err < 1e-8, "{err}");
+    }
+
+    #[test]
     fn constant_activations_score_minus_infinity_like_the_package() {
         let x = Array2::<f64>::ones((10, 4));
         let t: Vec<f64> = (0..10).map(|i| i as f64 / 10.0).collect();
