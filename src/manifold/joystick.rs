@@ -3,6 +3,7 @@
 //! decoded (not run through the model) and its hue compared with the target. It shows what a linear readout
 //! does with interpolated vectors; it is not evidence that the model uses the direction.
 
+use crate::stimuli::colour;
 use ndarray::{Array2, ArrayView2};
 use serde::{Deserialize, Serialize};
 
@@ -62,42 +63,15 @@ pub struct Joystick {
     pub rows: Vec<JoystickRow>,
 }
 
-/// Python `colorsys.hsv_to_rgb`.
+/// Python `colorsys.hsv_to_rgb` with the hue in turns (`[0, 1)`), as the notebook calls it.
 pub fn hsv_to_rgb(h: f64, s: f64, v: f64) -> [f64; 3] {
-    if s == 0.0 {
-        return [v, v, v];
-    }
-    let i = (h * 6.0).trunc();
-    let f = h * 6.0 - i;
-    let (p, q, t) = (v * (1.0 - s), v * (1.0 - s * f), v * (1.0 - s * (1.0 - f)));
-    match (i as i64).rem_euclid(6) {
-        0 => [v, t, p],
-        1 => [q, v, p],
-        2 => [p, v, t],
-        3 => [p, q, v],
-        4 => [t, p, v],
-        _ => [v, p, q],
-    }
+    colour::hsv_to_rgb(colour::Hsv { hue_deg: h * 360.0, s, v })
 }
 
-/// The notebook's `rgb_to_hue_deg`: clip to `[0, 1]`, Python `colorsys.rgb_to_hsv` hue, in degrees `[0, 360)`.
+/// The notebook's `rgb_to_hue_deg`: clip to `[0, 1]`, Python `colorsys.rgb_to_hsv` hue, in degrees `[0, 360)`
+/// (0 for greys, as colorsys).
 pub fn rgb_to_hue_deg(rgb: [f64; 3]) -> f64 {
-    let [r, g, b] = rgb.map(|c| c.clamp(0.0, 1.0));
-    let maxc = r.max(g).max(b);
-    let minc = r.min(g).min(b);
-    if maxc == minc {
-        return 0.0;
-    }
-    let range = maxc - minc;
-    let (rc, gc, bc) = ((maxc - r) / range, (maxc - g) / range, (maxc - b) / range);
-    let h = if r == maxc {
-        bc - gc
-    } else if g == maxc {
-        2.0 + rc - bc
-    } else {
-        4.0 + gc - rc
-    };
-    ((h / 6.0).rem_euclid(1.0) * 360.0).rem_euclid(360.0)
+    colour::rgb_to_hsv(rgb.map(|c| c.clamp(0.0, 1.0))).hue_deg
 }
 
 /// The notebook's `circular_hue_error`: signed difference in `[-180, 180)`.

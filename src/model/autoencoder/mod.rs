@@ -55,6 +55,7 @@ use image::RgbImage;
 use serde::{Deserialize, Serialize};
 
 use super::{Captures, Error, HookPoint, HookSet, Model, Pooling, Positions};
+use crate::stimuli::colour;
 pub use train::{HueRange, TrainConfig, TrainReport, TrainingSet, BLUE_HUE_DEG, TEAL_HUE_DEG};
 
 /// The linear layers, in forward order, named as the seed's `state_dict`.
@@ -411,36 +412,14 @@ pub fn image_input_rgb(image: &RgbImage, index: usize) -> Result<[f32; 3], Error
     Ok(sum.map(|s| (s / n as f64) as f32))
 }
 
-/// HSV → RGB as `skimage.color.hsv2rgb` (hue in degrees, wrapped; s, v in [0, 1]).
+/// HSV → RGB (hue in degrees, wrapped; s, v in [0, 1]); the one implementation is `stimuli::colour`'s
+/// (Python `colorsys`, which equals `skimage.color.hsv2rgb` here).
 pub fn hsv_to_rgb(hue_deg: f64, s: f64, v: f64) -> [f64; 3] {
-    let h6 = hue_deg.rem_euclid(360.0) / 60.0;
-    let sector = h6.floor();
-    let f = h6 - sector;
-    let (p, q, t) = (v * (1.0 - s), v * (1.0 - f * s), v * (1.0 - (1.0 - f) * s));
-    match sector as u8 % 6 {
-        0 => [v, t, p],
-        1 => [q, v, p],
-        2 => [p, v, t],
-        3 => [p, q, v],
-        4 => [t, p, v],
-        _ => [v, p, q],
-    }
+    colour::hsv_to_rgb(colour::Hsv { hue_deg, s, v })
 }
 
 /// The HSV hue of an RGB colour in degrees `[0, 360)`, `None` when it is grey (max == min).
 pub fn rgb_to_hue_deg(rgb: [f32; 3]) -> Option<f64> {
-    let [r, g, b] = rgb.map(f64::from);
-    let (max, min) = (r.max(g).max(b), r.min(g).min(b));
-    let chroma = max - min;
-    if chroma <= 0.0 {
-        return None;
-    }
-    let h = if max == r {
-        (g - b) / chroma
-    } else if max == g {
-        (b - r) / chroma + 2.0
-    } else {
-        (r - g) / chroma + 4.0
-    };
-    Some((h * 60.0).rem_euclid(360.0))
+    let hsv = colour::rgb_to_hsv(rgb.map(f64::from));
+    (hsv.s > 0.0).then_some(hsv.hue_deg)
 }
