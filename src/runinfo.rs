@@ -16,6 +16,8 @@ pub fn write(dir: &Path, model: &str, sets: &[String]) -> crate::Result<()> {
         "model": model,
         "stimulus_sets": sets,
         "started_unix_s": unix,
+        "seeds": {"stimuli": "each spec's `seed` (stimuli/<set>/stimuli.json records every image's own seed)",
+                  "analysis": 0, "steering": 0, "autoencoder": 0},
         "note": "stores record model revision, config and stimulus hashes in activations/<set>/manifest.json",
     });
     crate::fsx::write_json(&dir.join("run.json"), &info)

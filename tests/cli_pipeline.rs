@@ -278,3 +278,22 @@ fn a_killed_extract_resumes_and_ends_byte_identical() {
     }
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+#[test]
+fn offline_analysis_and_report_of_a_store_converted_from_the_notebook_pickles() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dir = tmp("offline");
+    let said = ok(huescan()
+        .args(["analyze", "--permutations", "10", "--bootstrap", "20", "--out"])
+        .arg(dir.join("analysis"))
+        .arg(root.join("tests/fixtures/joblib-converted")));
+    assert!(said.contains("tiny_scan"), "{said}");
+    let said = ok(huescan().arg("report").arg(&dir));
+    assert!(said.contains("1 set(s) (tiny_scan)"), "{said}");
+    assert!(std::fs::read_to_string(dir.join("report/index.html")).unwrap().contains("tiny_scan"));
+    // The analysis folder itself works too; a folder with no analysis is explained.
+    ok(huescan().arg("report").arg(dir.join("analysis")));
+    let out = huescan().arg("report").arg(dir.join("report")).output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stderr).contains("run `huescan analyze` first"));
+    std::fs::remove_dir_all(dir).unwrap();
+}

@@ -20,15 +20,28 @@ pub struct Report {
 }
 
 /// Builds `<out>/index.html` and `<out>/figures/` from the run folder `run`.
+/// `run` may also be the analysis folder itself (`huescan analyze --out DIR`); then its parent is the run.
 pub fn build(run: &Path, out: &Path) -> crate::Result<Report> {
-    let analysis = run.join("analysis");
-    let mut names: Vec<String> = std::fs::read_dir(&analysis)
-        .map_err(|e| crate::Error::io("cannot list analyses in", &analysis, e))?
-        .filter_map(|e| e.ok())
-        .filter(|e| e.path().join("summary.json").exists())
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .collect();
-    names.sort();
+    let sets_in = |dir: &Path| -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .into_iter()
+            .flatten()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.path().join("summary.json").exists())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    };
+    let mut names = sets_in(&run.join("analysis"));
+    let owned_run;
+    let run = if names.is_empty() && !sets_in(run).is_empty() && run.file_name().is_some_and(|n| n == "analysis") {
+        names = sets_in(run);
+        owned_run = run.parent().unwrap_or(run).to_path_buf();
+        owned_run.as_path()
+    } else {
+        run
+    };
     if names.is_empty() {
         return Err(crate::Error::Msg(format!(
             "`{}` holds no analysis (expected analysis/<set>/summary.json); run `huescan analyze` first",
