@@ -45,6 +45,14 @@ pub struct Preset {
     pub prompt_prefix_ids: Option<Vec<u32>>,
     #[serde(default)]
     pub prompt_suffix_ids: Option<Vec<u32>>,
+    /// What the published checkpoint holds, for `scan --dry-run` before anything is downloaded: decoder
+    /// blocks, residual width and weights size in GB at the preset's dtype.
+    #[serde(default)]
+    pub expect_blocks: Option<u64>,
+    #[serde(default)]
+    pub expect_d_model: Option<u64>,
+    #[serde(default)]
+    pub expect_weights_gb: Option<f64>,
 }
 
 const BUNDLED: &[(&str, &str)] = &[

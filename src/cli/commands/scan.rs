@@ -191,27 +191,70 @@ fn dry_run(args: &ScanArgs, out: &Path) -> anyhow::Result<ExitCode> {
         total_samples += n;
         println!("  set {:<16} {n:>5} images  ({})", spec.name, spec.description);
     }
-    let model = args.run.model_args(&args.model, out);
-    match crate::model::preset::find(&args.model) {
-        Some(p) => println!("  model preset {} ({})", p.name, p.description),
-        None => println!("  model {}", model.model),
+    let preset = crate::model::preset::find(&args.model);
+    match &preset {
+        Some(p) => println!("  model        preset {} ({})", p.name, p.description),
+        None => println!("  model        {}", args.model),
     }
-    let cfg = crate::model::preset::find(&args.model).and_then(|p| p.local_dir()).map(|d| d.join("config.json"));
-    if let Some(cfg) = cfg.filter(|c| c.exists()) {
-        let v: serde_json::Value = crate::fsx::read_json(&cfg)?;
+    // The checkpoint if it is on disk already (a preset's path, a directory, or the hub cache, offline).
+    let hub = crate::model::hub::HubSettings {
+        offline: true,
+        ..crate::model::hub::HubSettings::from_env(&crate::env::ProcessEnv)
+    };
+    let dir = match &preset {
+        Some(p) if p.path.is_some() => p.local_dir(),
+        Some(p) => p
+            .repo
+            .as_ref()
+            .and_then(|r| crate::model::hub::resolve_repo(r, p.revision.as_deref().unwrap_or("main"), &hub).ok())
+            .map(|c| c.dir),
+        None if Path::new(&args.model).is_dir() => Some(PathBuf::from(&args.model)),
+        None => {
+            crate::model::hub::resolve_repo(&args.model, args.run.runtime.revision.as_deref().unwrap_or("main"), &hub)
+                .ok()
+                .map(|c| c.dir)
+        }
+    };
+    let (mut blocks, mut d_model, mut weights_gb) = (
+        preset.as_ref().and_then(|p| p.expect_blocks),
+        preset.as_ref().and_then(|p| p.expect_d_model),
+        preset.as_ref().and_then(|p| p.expect_weights_gb),
+    );
+    if let Some(dir) = dir.as_ref().filter(|d| d.join("config.json").exists()) {
+        let v: serde_json::Value = crate::fsx::read_json(&dir.join("config.json"))?;
         let text = if v.get("text_config").is_some() { &v["text_config"] } else { &v };
-        if let (Some(l), Some(d)) = (text["num_hidden_layers"].as_u64(), text["hidden_size"].as_u64()) {
+        blocks = text["num_hidden_layers"].as_u64().or(blocks);
+        d_model = text["hidden_size"].as_u64().or(d_model);
+        let files = crate::model::hub::weight_files(dir).unwrap_or_default();
+        let bytes: u64 = files.iter().filter_map(|f| std::fs::metadata(dir.join(f)).ok()).map(|m| m.len()).sum();
+        if bytes > 0 {
+            weights_gb = Some(bytes as f64 / 1e9);
+        }
+        println!("  checkpoint   {} (on disk)", dir.display());
+    } else {
+        println!("  checkpoint   not on disk yet: it is downloaded into {} on first use", hub.cache_dir.display());
+    }
+    match (blocks, d_model) {
+        (Some(l), Some(d)) => {
             let bytes = total_samples as u64 * (l + 1) * d * 4;
             println!(
-                "  activations  {} layers x d_model {d}: {:.1} MB on disk (f32, pooled)",
-                l + 1,
-                bytes as f64 / 1e6
+                "  disk         {:.1} MB of activations ({} layers x d_model {d}, f32, pooled) + stimuli",
+                bytes as f64 / 1e6,
+                l + 1
             );
         }
-    } else {
-        println!("  activations  (L+1) x d_model x 4 bytes per image: 0.30 MB for 3B, 0.41 MB for 7B (pooled, f32)");
+        _ => println!("  disk         (layers + 1) x d_model x 4 bytes per image of activations, plus stimuli"),
     }
-    println!("  steps        render -> extract (resumable) -> analyze -> report; re-run the same command to resume");
-    println!("  time         shown by the progress bar (images/s, ETA) after the first batch");
+    match weights_gb {
+        Some(w) if w < 1.0 => {
+            println!("  memory       about {:.1} MB of weights (as stored) plus one batch of activations", w * 1e3)
+        }
+        Some(w) => println!("  memory       about {w:.1} GB of weights (as stored) plus one batch of activations"),
+        None => println!("  memory       the checkpoint's weights plus one batch of activations"),
+    }
+    println!(
+        "  steps        render -> extract (resumable) -> analyze -> steer -> report; re-run the same command to resume"
+    );
+    println!("  time         not estimated: the progress bar shows images/s and the ETA after the first batch");
     Ok(ExitCode::SUCCESS)
 }
