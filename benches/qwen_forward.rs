@@ -1,11 +1,12 @@
 //! Forward-pass timing of the Qwen2.5-VL runner, the Rust half of `scripts/bench/qwen_forward.py` (which runs
 //! transformers on the same checkpoint and inputs and prints both side by side).
 //!
-//!     cargo bench --bench qwen_forward -- [CHECKPOINT_DIR INPUTS.safetensors [REPS [f32|bf16]]]
+//!     cargo bench --bench qwen_forward -- [CHECKPOINT_DIR INPUTS.safetensors [REPS [f32|bf16 [BATCH]]]]
 //!
 //! With no arguments it times the committed test fixture on its sample `b`. One timed forward = vision tower +
 //! decoder with every hidden state captured (last-token pooling) + last-token logits, the extraction workload.
-//! Prints one JSON line.
+//! With BATCH > 1 the sample is repeated BATCH times in one forward (images/s = BATCH / median_s). Prints one
+//! JSON line.
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -41,7 +42,7 @@ fn main() -> anyhow::Result<()> {
     let (dir, inputs, prefix) = match args.as_slice() {
         [] => (fixture.join("model"), fixture.join("reference.safetensors"), "b."),
         [d, i, ..] => (PathBuf::from(d), PathBuf::from(i), ""),
-        _ => anyhow::bail!("usage: qwen_forward [CHECKPOINT_DIR INPUTS.safetensors [REPS [f32|bf16]]]"),
+        _ => anyhow::bail!("usage: qwen_forward [CHECKPOINT_DIR INPUTS.safetensors [REPS [f32|bf16 [BATCH]]]]"),
     };
     let reps: usize = args.get(2).map(|s| s.parse()).transpose()?.unwrap_or(5);
     let dtype = match args.get(3).map(String::as_str) {
@@ -49,6 +50,7 @@ fn main() -> anyhow::Result<()> {
         Some("bf16") => DType::BF16,
         Some(d) => anyhow::bail!("unknown dtype {d}"),
     };
+    let batch_size: usize = args.get(4).map(|s| s.parse()).transpose()?.unwrap_or(1).max(1);
     let device = Device::Cpu;
     let t0 = Instant::now();
     let model = Qwen25VlModel::load(&dir, dtype, &device)?;
@@ -65,7 +67,7 @@ fn main() -> anyhow::Result<()> {
     let pixel_values: Tensor = get("pixel_values")?.clone();
     let sample = Sample { pixel_values, grids, input_ids };
     let hooks = HookSet::capture(model.hook_points());
-    let batch = [sample];
+    let batch = vec![sample; batch_size];
     model.forward_samples(&batch, &hooks, Pooling::Last)?; // warm-up
     let mut times = Vec::with_capacity(reps);
     let mut cpu = Vec::with_capacity(reps);
@@ -95,6 +97,7 @@ fn main() -> anyhow::Result<()> {
             "checkpoint": dir.display().to_string(),
             "dtype": format!("{dtype:?}").to_lowercase(),
             "seq_len": batch[0].input_ids.len(),
+            "batch": batch_size,
             "patches": batch[0].pixel_values.dim(0)?,
             "load_s": load_s,
             "times_s": times,

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Forward time of huescan's Qwen2.5-VL runner vs transformers on CPU, same checkpoint, same inputs, one run.
 
-    python3 scripts/bench/qwen_forward.py [--reps 5] [--skip-realwidth]
+    python3 scripts/bench/qwen_forward.py [--reps 5] [--skip-realwidth] [--batch 4]
 
 Uses (and if needed creates) the virtualenv of scripts/make_qwen_fixture.py (scripts/.venv-qwen, pinned torch +
 transformers). Two checkpoints:
@@ -14,7 +14,9 @@ One timed forward, on both sides: vision tower + decoder with every hidden state
 (transformers: output_hidden_states=True, logits_to_keep=1, sdpa attention, float32, inference_mode). Each side
 runs in its own process (load, one warm-up, REPS timed runs; medians of wall and process CPU time; peak RSS
 of that process).
-Results go to stdout as a markdown table and to target/qwen-bench/results.json.
+A second table is throughput: a 224x224 flat-hue image (the simple-60 stimuli's size: 256 patches, 64 image
+tokens) repeated --batch times in one forward, on the fixture and on realwidth, images/s on both sides.
+Results go to stdout as markdown tables and to target/qwen-bench/results.json.
 """
 
 import argparse
@@ -96,7 +98,39 @@ def realwidth_inputs(ckpt):
     return path
 
 
-def hf_worker(ckpt, inputs, prefix, reps):
+def flat_inputs(kind):
+    """A 224x224 flat orange image (hue 30) through the HF processor, with the chat ids of the checkpoint."""
+    from safetensors.torch import save_file
+    from PIL import Image
+    from make_qwen_fixture import image_processor
+
+    path = WORK / f"{kind}_flat224_inputs.safetensors"
+    if path.exists():
+        return path
+    img = Image.new("RGB", (224, 224), (255, 128, 0))
+    feats = image_processor()(images=[img], return_tensors="pt")
+    n = int(feats["image_grid_thw"].prod()) // 4
+    if kind == "fixture":
+        ref = json.loads((FIXTURE / "reference.json").read_text())["a"]["prompt_ids"]
+        pad = json.loads((FIXTURE / "model" / "config.json").read_text())["image_token_id"]
+    else:
+        ref = json.loads((FIXTURE / "tokenizer_reference.json").read_text())["chat_ids_unexpanded"]
+        pad = json.loads((FIXTURE / "tokenizer_reference.json").read_text())["image_pad_id"]
+    first = ref.index(pad)
+    last = len(ref) - ref[::-1].index(pad)
+    ids = ref[:first] + [pad] * n + ref[last:]
+    save_file(
+        {
+            "pixel_values": feats["pixel_values"].float().contiguous(),
+            "image_grid_thw": feats["image_grid_thw"].long().contiguous(),
+            "input_ids": torch.tensor([ids], dtype=torch.long),
+        },
+        str(path),
+    )
+    return path
+
+
+def hf_worker(ckpt, inputs, prefix, reps, batch=1):
     """Runs in its own process so load time and peak RSS are its own."""
     from safetensors.torch import load_file
     from transformers import Qwen2_5_VLForConditionalGeneration
@@ -106,11 +140,11 @@ def hf_worker(ckpt, inputs, prefix, reps):
     model.eval()
     load_s = time.perf_counter() - t0
     t = load_file(inputs)
-    ids = t[prefix + "input_ids"]
+    ids = t[prefix + "input_ids"].repeat(batch, 1)
     kw = dict(
         input_ids=ids,
-        pixel_values=t[prefix + "pixel_values"],
-        image_grid_thw=t[prefix + "image_grid_thw"],
+        pixel_values=t[prefix + "pixel_values"].repeat(batch, 1),
+        image_grid_thw=t[prefix + "image_grid_thw"].repeat(batch, 1),
         mm_token_type_ids=(ids == model.config.image_token_id).long(),
         output_hidden_states=True,
         logits_to_keep=1,
@@ -131,7 +165,7 @@ def hf_worker(ckpt, inputs, prefix, reps):
             vision_cpu.append(time.process_time() - c)
     print(json.dumps({
         "runner": f"transformers {__import__('transformers').__version__} sdpa",
-        "checkpoint": str(ckpt), "dtype": "f32", "seq_len": ids.shape[1],
+        "checkpoint": str(ckpt), "dtype": "f32", "seq_len": ids.shape[1], "batch": batch,
         "patches": t[prefix + "pixel_values"].shape[0], "load_s": load_s, "times_s": times,
         "median_s": sorted(times)[len(times) // 2], "cpu_s": cpu, "median_cpu_s": sorted(cpu)[len(cpu) // 2],
         "vision_median_s": sorted(vision)[len(vision) // 2],
@@ -145,13 +179,13 @@ def last_json(text):
     return json.loads([line for line in text.splitlines() if line.startswith("{")][-1])
 
 
-def run_pair(name, ckpt, inputs, prefix, reps):
+def run_pair(name, ckpt, inputs, prefix, reps, batch=1):
     hf = subprocess.run(
-        [sys.executable, __file__, "--hf-worker", str(ckpt), str(inputs), prefix, str(reps)],
+        [sys.executable, __file__, "--hf-worker", str(ckpt), str(inputs), prefix, str(reps), str(batch)],
         check=True, capture_output=True, text=True,
     )
     env = dict(os.environ, CARGO_TARGET_DIR=os.environ.get("CARGO_TARGET_DIR", str(ROOT / "target")))
-    args = [] if name == "fixture" else [str(ckpt), str(inputs), str(reps)]
+    args = [] if name == "fixture" else [str(ckpt), str(inputs), str(reps), "f32", str(batch)]
     rs = subprocess.run(
         ["cargo", "bench", "--quiet", "--bench", "qwen_forward", "--", *args],
         check=True, capture_output=True, text=True, cwd=ROOT, env=env,
@@ -163,17 +197,20 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--skip-realwidth", action="store_true")
-    ap.add_argument("--hf-worker", nargs=4, metavar=("CKPT", "INPUTS", "PREFIX", "REPS"))
+    ap.add_argument("--batch", type=int, default=4, help="images per forward in the throughput table")
+    ap.add_argument("--hf-worker", nargs=5, metavar=("CKPT", "INPUTS", "PREFIX", "REPS", "BATCH"))
     a = ap.parse_args()
     if a.hf_worker:
-        ckpt, inputs, prefix, reps = a.hf_worker
-        return hf_worker(ckpt, inputs, "" if prefix == "-" else prefix, int(reps))
+        ckpt, inputs, prefix, reps, batch = a.hf_worker
+        return hf_worker(ckpt, inputs, "" if prefix == "-" else prefix, int(reps), int(batch))
     WORK.mkdir(parents=True, exist_ok=True)
     results = [run_pair("fixture", FIXTURE / "model", FIXTURE / "reference.safetensors", "b.", a.reps)]
+    throughput = [run_pair("fixture-flat224", FIXTURE / "model", flat_inputs("fixture"), "-", a.reps, a.batch)]
     if not a.skip_realwidth:
         ckpt = realwidth_checkpoint()
         results.append(run_pair("realwidth", ckpt, realwidth_inputs(ckpt), "-", a.reps))
-    (WORK / "results.json").write_text(json.dumps(results, indent=1))
+        throughput.append(run_pair("realwidth-flat224", ckpt, flat_inputs("realwidth"), "-", a.reps, a.batch))
+    (WORK / "results.json").write_text(json.dumps(results + throughput, indent=1))
     cpu = subprocess.run(["sh", "-c", "grep -m1 'model name' /proc/cpuinfo; nproc"], capture_output=True, text=True)
     print(f"CPU: {' / '.join(cpu.stdout.split(chr(10))[:2])}")
     print(f"load average before: {os.getloadavg()[0]:.1f} (wall times on a shared machine swing with it)")
@@ -191,6 +228,20 @@ def main():
             f"{o['vision_median_s']:.3f} ({o['vision_median_cpu_s']:.2f}) | {h['peak_rss_mib']:.0f} / {o['peak_rss_mib']:.0f} |"
         )
 
+    print()
+    print(f"| checkpoint, 224x224 flat image | batch | seq | images/s: transformers / huescan | speed-up | "
+          "CPU s per image: transformers / huescan | peak RSS MiB: transformers / huescan |")
+    print("|---|---|---|---|---|---|---|")
+    for r in throughput:
+        h, o = r["transformers"], r["huescan"]
+        b = o["batch"]
+        print(
+            f"| {r['name']} | {b} | {o['seq_len']} | {b / h['median_s']:.2f} / {b / o['median_s']:.2f} | "
+            f"{h['median_s'] / o['median_s']:.2f}x | {h['median_cpu_s'] / b:.3f} / {o['median_cpu_s'] / b:.3f} | "
+            f"{h['peak_rss_mib']:.0f} / {o['peak_rss_mib']:.0f} |"
+        )
+
 
 if __name__ == "__main__":
     main()
+
