@@ -5,6 +5,7 @@
 use std::path::Path;
 use std::sync::Once;
 
+use plotters::coord::types::RangedCoordf64;
 use plotters::coord::Shift;
 use plotters::prelude::*;
 
@@ -118,17 +119,15 @@ impl Figure for LayerLines {
             .label_style((FONT, 12))
             .draw()
             .map_err(e)?;
-        for (name, colour, values) in &self.series {
-            let pts: Vec<(f64, f64)> =
-                self.layers.iter().zip(values).filter(|(_, v)| v.is_finite()).map(|(&l, &v)| (l as f64, v)).collect();
-            let c = *colour;
-            chart
-                .draw_series(LineSeries::new(pts.clone(), c.stroke_width(2)))
-                .map_err(e)?
-                .label(name)
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], c.stroke_width(2)));
-            chart.draw_series(pts.iter().map(|&p| Circle::new(p, 3, c.filled()))).map_err(e)?;
-        }
+        let series: Vec<(String, RGBColor, Vec<(f64, f64)>)> = self
+            .series
+            .iter()
+            .map(|(name, colour, values)| {
+                let pts = self.layers.iter().zip(values).map(|(&l, &v)| (l as f64, v)).collect();
+                (name.clone(), *colour, pts)
+            })
+            .collect();
+        draw_lines(&mut chart, &series)?;
         if let Some(l) = self.chosen {
             chart
                 .draw_series(std::iter::once(PathElement::new(
@@ -139,15 +138,7 @@ impl Figure for LayerLines {
                 .label(format!("chosen layer {l}"))
                 .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], RED.mix(0.6).stroke_width(2)));
         }
-        chart
-            .configure_series_labels()
-            .label_font((FONT, 12))
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK.mix(0.3))
-            .position(SeriesLabelPosition::UpperRight)
-            .draw()
-            .map_err(e)?;
-        Ok(())
+        draw_legend(&mut chart, SeriesLabelPosition::UpperRight)
     }
 }
 
@@ -254,26 +245,43 @@ impl Figure for AlphaCurves {
             .label_style((FONT, 12))
             .draw()
             .map_err(e)?;
-        for (name, colour, pts) in &self.series {
-            let c = *colour;
-            let pts: Vec<(f64, f64)> = pts.iter().copied().filter(|p| p.1.is_finite()).collect();
-            chart
-                .draw_series(LineSeries::new(pts.clone(), c.stroke_width(2)))
-                .map_err(e)?
-                .label(name)
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], c.stroke_width(2)));
-            chart.draw_series(pts.iter().map(|&p| Circle::new(p, 3, c.filled()))).map_err(e)?;
-        }
-        chart
-            .configure_series_labels()
-            .label_font((FONT, 12))
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK.mix(0.3))
-            .position(SeriesLabelPosition::UpperLeft)
-            .draw()
-            .map_err(e)?;
-        Ok(())
+        draw_lines(&mut chart, &self.series)?;
+        draw_legend(&mut chart, SeriesLabelPosition::UpperLeft)
     }
+}
+
+type Chart2d<'a, DB> = ChartContext<'a, DB, Cartesian2d<RangedCoordf64, RangedCoordf64>>;
+
+/// One line with dots per `(name, colour, points)`; non-finite values are left out.
+fn draw_lines<'a, DB: DrawingBackend + 'a>(
+    chart: &mut Chart2d<'a, DB>,
+    series: &[(String, RGBColor, Vec<(f64, f64)>)],
+) -> Result<(), String> {
+    for (name, colour, pts) in series {
+        let c = *colour;
+        let pts: Vec<(f64, f64)> = pts.iter().copied().filter(|p| p.1.is_finite()).collect();
+        chart
+            .draw_series(LineSeries::new(pts.clone(), c.stroke_width(2)))
+            .map_err(e)?
+            .label(name)
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], c.stroke_width(2)));
+        chart.draw_series(pts.iter().map(|&p| Circle::new(p, 3, c.filled()))).map_err(e)?;
+    }
+    Ok(())
+}
+
+fn draw_legend<'a, DB: DrawingBackend + 'a>(
+    chart: &mut Chart2d<'a, DB>,
+    at: SeriesLabelPosition,
+) -> Result<(), String> {
+    chart
+        .configure_series_labels()
+        .label_font((FONT, 12))
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK.mix(0.3))
+        .position(at)
+        .draw()
+        .map_err(e)
 }
 
 /// Distinct line colours for series (not hue-coded, so they do not read as stimulus colours).
