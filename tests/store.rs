@@ -133,7 +133,7 @@ fn sharded_then_merged_is_byte_identical_to_one_run() {
     let err = merge(&dup, &tmp("merge-dup")).unwrap_err().to_string();
     assert!(err.contains("twice"), "{err}");
     // An unsharded store is not a shard.
-    let err = merge(&[single.clone()], &tmp("merge-notshard")).unwrap_err().to_string();
+    let err = merge(std::slice::from_ref(&single), &tmp("merge-notshard")).unwrap_err().to_string();
     assert!(err.contains("not a shard"), "{err}");
     std::fs::remove_dir_all(single).unwrap();
     std::fs::remove_dir_all(root).unwrap();

@@ -3,7 +3,7 @@
 pub mod commands;
 mod progress;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
@@ -109,9 +109,9 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 }
 
 /// Resolves a path argument that must exist, with a sentence naming it if not.
-pub(crate) fn existing(path: &PathBuf, what: &str) -> anyhow::Result<PathBuf> {
+pub(crate) fn existing(path: &Path, what: &str) -> anyhow::Result<PathBuf> {
     if path.exists() {
-        Ok(path.clone())
+        Ok(path.to_path_buf())
     } else {
         anyhow::bail!("{what} `{}` does not exist", path.display())
     }

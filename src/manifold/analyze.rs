@@ -362,7 +362,7 @@ where
             (None, LabelMode::Periodic) => row.cv_score,
         };
         // Strictly greater keeps the first layer on ties, like pandas idxmin.
-        if key.is_finite() && best.as_ref().map_or(true, |(b, _, _)| key > *b) {
+        if key.is_finite() && best.as_ref().is_none_or(|(b, _, _)| key > *b) {
             best = Some((key, layer, gram));
         }
         scan.push(row);

@@ -244,7 +244,7 @@ fn pava(y: &[f64], w: &[f64]) -> Vec<f64> {
             *blocks.last_mut().expect("two blocks") = ((m0 * w0 + m1 * w1) / wsum, wsum, c0 + c1);
         }
     }
-    blocks.into_iter().flat_map(|(m, _, c)| std::iter::repeat(m).take(c)).collect()
+    blocks.into_iter().flat_map(|(m, _, c)| std::iter::repeat_n(m, c)).collect()
 }
 
 /// Average ranks (1-based), scipy `rankdata(method="average")`.

@@ -83,6 +83,9 @@ fn finite_range(values: impl Iterator<Item = f64>, pad: f64) -> (f64, f64) {
     (lo - pad * span, hi + pad * span)
 }
 
+/// A named, coloured line: `(name, colour, points)`.
+pub type Line = (String, RGBColor, Vec<(f64, f64)>);
+
 /// Lines over layers, one per series, with the chosen layer marked.
 pub struct LayerLines {
     pub title: String,
@@ -119,7 +122,7 @@ impl Figure for LayerLines {
             .label_style((FONT, 12))
             .draw()
             .map_err(e)?;
-        let series: Vec<(String, RGBColor, Vec<(f64, f64)>)> = self
+        let series: Vec<Line> = self
             .series
             .iter()
             .map(|(name, colour, values)| {
@@ -221,7 +224,7 @@ pub struct AlphaCurves {
     pub title: String,
     pub y_label: String,
     /// (name, colour, points (alpha, value)).
-    pub series: Vec<(String, RGBColor, Vec<(f64, f64)>)>,
+    pub series: Vec<Line>,
     pub y_range: Option<(f64, f64)>,
 }
 
@@ -253,10 +256,7 @@ impl Figure for AlphaCurves {
 type Chart2d<'a, DB> = ChartContext<'a, DB, Cartesian2d<RangedCoordf64, RangedCoordf64>>;
 
 /// One line with dots per `(name, colour, points)`; non-finite values are left out.
-fn draw_lines<'a, DB: DrawingBackend + 'a>(
-    chart: &mut Chart2d<'a, DB>,
-    series: &[(String, RGBColor, Vec<(f64, f64)>)],
-) -> Result<(), String> {
+fn draw_lines<'a, DB: DrawingBackend + 'a>(chart: &mut Chart2d<'a, DB>, series: &[Line]) -> Result<(), String> {
     for (name, colour, pts) in series {
         let c = *colour;
         let pts: Vec<(f64, f64)> = pts.iter().copied().filter(|p| p.1.is_finite()).collect();

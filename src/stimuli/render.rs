@@ -123,7 +123,7 @@ pub fn flat_colour(kind: &Kind, hue_deg: f64) -> Option<[u8; 3]> {
                 let lch = oklab_to_oklch(lab);
                 let dist = (0..3).map(|k| (lab[k] - target_lab[k]).powi(2)).sum::<f64>();
                 let key = (hue_diff_deg(lch.hue_deg, hue_deg).abs(), dist);
-                if best.map_or(true, |(b, _)| key < b) {
+                if best.is_none_or(|(b, _)| key < b) {
                     best = Some((key, px));
                 }
             }

@@ -118,7 +118,7 @@ pub struct ExtractArgs {
 
 /// Reads a rendered set: `stimuli.json` (validated, checksums of the PNGs included) and the image paths.
 pub fn read_stimuli(path: &Path) -> anyhow::Result<(StimulusManifest, PathBuf, Vec<SampleInput>)> {
-    let path = existing(&path.to_path_buf(), "stimulus set")?;
+    let path = existing(path, "stimulus set")?;
     let dir = if path.is_dir() { path } else { path.parent().map(Path::to_path_buf).unwrap_or_default() };
     if !dir.join(MANIFEST_FILE).exists() {
         anyhow::bail!("`{}` has no {MANIFEST_FILE}; render a set first with `huescan stimuli render`", dir.display());

@@ -308,10 +308,10 @@ impl Qwen25VlModel {
             let pos = self.positions(s)?;
             let mut axes = pos.axes.clone();
             for a in &mut axes {
-                a.splice(0..0, std::iter::repeat(PAD_POSITION).take(p));
+                a.splice(0..0, std::iter::repeat_n(PAD_POSITION, p));
             }
             axes_all.push(axes);
-            ids.extend(std::iter::repeat(self.cfg.eos_token_ids[0]).take(p));
+            ids.extend(std::iter::repeat_n(self.cfg.eos_token_ids[0], p));
             ids.extend(&s.input_ids);
             image_pos.push(
                 s.input_ids.iter().enumerate().filter(|(_, &i)| i == image_id).map(|(j, _)| j + p).collect::<Vec<_>>(),

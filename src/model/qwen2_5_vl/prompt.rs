@@ -31,7 +31,7 @@ impl Prompt {
             Prompt::Chat(c) => c.ids(n_image_tokens),
             Prompt::Ids { prefix, suffix } => {
                 let mut ids = prefix.clone();
-                ids.extend(std::iter::repeat(image_pad_id).take(n_image_tokens));
+                ids.extend(std::iter::repeat_n(image_pad_id, n_image_tokens));
                 ids.extend(suffix);
                 Ok(ids)
             }
@@ -91,7 +91,7 @@ impl ChatPrompt {
         let mut out = Vec::with_capacity(enc.len() + n_image_tokens);
         for &id in enc.get_ids() {
             if id == self.image_pad_id {
-                out.extend(std::iter::repeat(id).take(n_image_tokens));
+                out.extend(std::iter::repeat_n(id, n_image_tokens));
             } else {
                 out.push(id);
             }

@@ -181,7 +181,7 @@ pub fn mrope_cos_sin(
 ) -> candle_core::Result<(Tensor, Tensor)> {
     let half = head_dim / 2;
     let inv_freq: Vec<f32> = (0..half).map(|j| 1.0 / (theta as f32).powf((2 * j) as f32 / head_dim as f32)).collect();
-    let axis_of: Vec<usize> = sections.iter().enumerate().flat_map(|(k, &n)| std::iter::repeat(k).take(n)).collect();
+    let axis_of: Vec<usize> = sections.iter().enumerate().flat_map(|(k, &n)| std::iter::repeat_n(k, n)).collect();
     let seq = batch.first().map(|a| a[0].len()).unwrap_or(0);
     let (mut cos, mut sin) = (Vec::new(), Vec::new());
     for axes in batch {
