@@ -34,7 +34,10 @@ pub struct ExtractPlan {
     /// Layer indices (positions in `Model::hook_points`) to store.
     pub layers: Vec<usize>,
     pub pooling: Pooling,
+    /// Images per forward pass; with `adaptive`, the starting size, halved whenever the device runs out of
+    /// memory (down to 1) and kept at the size that worked.
     pub batch_size: usize,
+    pub adaptive: bool,
     /// `(index, count)`.
     pub shard: Option<(usize, usize)>,
     pub provenance: Provenance,
@@ -96,13 +99,25 @@ pub fn extract(model: &dyn Model, plan: &ExtractPlan, progress: &dyn Fn(usize, u
     let resumed = inputs.len() - todo;
     let hooks = HookSet::capture(layers.iter().map(|(_, p)| p.clone()));
     let mut done = 0;
+    let mut batch_size = plan.batch_size;
     progress(0, todo);
     for chunk in pending {
         let mut per_layer: BTreeMap<usize, Vec<f32>> = BTreeMap::new();
         let mut sample_shape: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
-        for batch in inputs[chunk.range.clone()].chunks(plan.batch_size) {
+        let mut next = chunk.range.start;
+        while next < chunk.range.end {
+            let batch = &inputs[next..(next + batch_size).min(chunk.range.end)];
             let images = batch.iter().map(load_image).collect::<Result<Vec<_>>>()?;
-            let captures = model.forward(&images, &hooks, plan.pooling)?;
+            let captures = match model.forward(&images, &hooks, plan.pooling) {
+                Ok(c) => c,
+                Err(e) if plan.adaptive && batch_size > 1 && is_out_of_memory(&e) => {
+                    batch_size /= 2;
+                    tracing::warn!(batch_size, "the device ran out of memory; retrying with a smaller batch");
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            next += batch.len();
             for (index, point) in &layers {
                 let t = captured(&captures.layers, point, images.len())?;
                 sample_shape.insert(*index, t.dims()[1..].to_vec());
@@ -137,10 +152,47 @@ fn captured<'a>(layers: &'a BTreeMap<HookPoint, Tensor>, point: &HookPoint, batc
     Ok(t)
 }
 
+/// Whether an error is the device running out of memory (CUDA, Metal and the CPU allocator say it so).
+pub fn is_out_of_memory(e: &Error) -> bool {
+    let msg = format!("{e:?} {e}").to_ascii_lowercase();
+    msg.contains("out of memory") || msg.contains("out_of_memory") || msg.contains("memory allocation")
+}
+
+/// A starting batch size for `device_is_cpu`: on the CPU one image per 2 GiB of available memory (MemAvailable,
+/// Linux), at most 8 (larger batches do not run faster on a CPU); on GPUs 32, halved on out-of-memory.
+pub fn default_batch_size(device_is_cpu: bool) -> usize {
+    if !device_is_cpu {
+        return 32;
+    }
+    let available_gib = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find(|l| l.starts_with("MemAvailable:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        })
+        .map(|kib| kib / (1024 * 1024));
+    available_gib.map_or(4, |g| (g / 2).clamp(1, 8) as usize)
+}
+
 /// Opens an image as 8-bit RGB, naming the file in any error.
 pub fn load_image(sample: &SampleInput) -> Result<image::RgbImage> {
     let img = image::open(&sample.image).map_err(|e| {
         Error::Msg(format!("cannot read image `{}` of stimulus `{}`: {e}", sample.image.display(), sample.id))
     })?;
     Ok(img.to_rgb8())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_batch_sizes_are_sane_and_oom_is_recognised() {
+        let cpu = default_batch_size(true);
+        assert!((1..=8).contains(&cpu), "{cpu}");
+        assert_eq!(default_batch_size(false), 32);
+        assert!(is_out_of_memory(&Error::Msg("DriverError(CUDA_ERROR_OUT_OF_MEMORY, \"out of memory\")".into())));
+        assert!(!is_out_of_memory(&Error::Msg("shape mismatch".into())));
+    }
 }

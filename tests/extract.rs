@@ -13,6 +13,8 @@ use huescan::store::{self, Provenance};
 struct FakeModel {
     calls: Cell<usize>,
     fail_after: Option<usize>,
+    /// Batches larger than this fail like a GPU out of memory.
+    max_batch: Option<usize>,
 }
 
 impl Model for FakeModel {
@@ -30,6 +32,9 @@ impl Model for FakeModel {
         self.calls.set(n);
         if self.fail_after.is_some_and(|k| n > k) {
             return Err(huescan::Error::Msg("simulated crash".into()));
+        }
+        if self.max_batch.is_some_and(|m| images.len() > m) {
+            return Err(huescan::Error::Msg("DriverError(CUDA_ERROR_OUT_OF_MEMORY, \"out of memory\")".into()));
         }
         let mut layers = BTreeMap::new();
         for (li, point) in self.hook_points().iter().enumerate() {
@@ -50,7 +55,7 @@ impl Model for FakeModel {
 }
 
 fn fake() -> FakeModel {
-    FakeModel { calls: Cell::new(0), fail_after: None }
+    FakeModel { calls: Cell::new(0), fail_after: None, max_batch: None }
 }
 
 fn tmp(name: &str) -> PathBuf {
@@ -77,6 +82,7 @@ fn plan(samples: Vec<SampleInput>, out: &Path, batch: usize, shard: Option<(usiz
         layers: vec![0, 2],
         pooling: Pooling::ImageMean,
         batch_size: batch,
+        adaptive: false,
         shard,
         provenance: Provenance {
             model_id: "fake".into(),
@@ -123,7 +129,7 @@ fn a_crashed_run_resumes_where_it_stopped() {
     let samples = images(&dir, 100);
     let out = dir.join("store");
     // Batches of 8 in chunks of 32: the crash in the 10th batch (chunk 2) loses only that chunk.
-    let crashing = FakeModel { calls: Cell::new(0), fail_after: Some(9) };
+    let crashing = FakeModel { calls: Cell::new(0), fail_after: Some(9), max_batch: None };
     let err = extract(&crashing, &plan(samples.clone(), &out, 8, None), &|_, _| {}).unwrap_err();
     assert!(err.to_string().contains("simulated crash"));
     let model = fake();
@@ -154,5 +160,22 @@ fn bad_layers_and_unreadable_images_are_explained() {
     samples.clear();
     let err = extract(&fake(), &plan(samples, &dir.join("c"), 2, None), &|_, _| {}).unwrap_err().to_string();
     assert!(err.contains("empty"), "{err}");
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn out_of_memory_halves_an_automatic_batch_and_not_a_chosen_one() {
+    let dir = tmp("oom");
+    let samples = images(&dir, 40);
+    let small = FakeModel { calls: Cell::new(0), fail_after: None, max_batch: Some(3) };
+    let mut p = plan(samples.clone(), &dir.join("auto"), 16, None);
+    p.adaptive = true;
+    let out = extract(&small, &p, &|_, _| {}).unwrap();
+    assert_eq!(out.computed, 40);
+    let reference = dir.join("reference");
+    extract(&fake(), &plan(samples.clone(), &reference, 3, None), &|_, _| {}).unwrap();
+    assert_eq!(store_files(&dir.join("auto")), store_files(&reference), "the batch size never changes the numbers");
+    let err = extract(&small, &plan(samples, &dir.join("fixed"), 16, None), &|_, _| {}).unwrap_err();
+    assert!(huescan::extract::is_out_of_memory(&err), "{err}");
     std::fs::remove_dir_all(dir).unwrap();
 }

@@ -49,6 +49,7 @@ fn fixture() -> &'static Fixture {
             layers: (0..ae::POINTS.len()).collect(),
             pooling: Pooling::Last,
             batch_size: 16,
+            adaptive: false,
             shard: None,
             provenance: Provenance {
                 model_id: model.id().to_string(),

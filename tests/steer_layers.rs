@@ -149,6 +149,7 @@ fn setup(name: &str) -> (PathBuf, Vec<SampleInput>, ActivationStore) {
         layers: (0..=N_BLOCKS).collect(),
         pooling: Pooling::ImageMean,
         batch_size: 5,
+        adaptive: false,
         shard: None,
         provenance: Provenance {
             model_id: "fake-resid".into(),

@@ -107,7 +107,8 @@ pub struct ExtractArgs {
     /// Per-sample pooling: image-mean (mean over image tokens), last (last prompt token) or tokens (all).
     #[arg(long, default_value = "image-mean")]
     pub pool: String,
-    /// Images per forward pass [default: 4 on CPU, 16 on GPUs].
+    /// Images per forward pass [default: from available memory on CPU (at most 8), 32 on GPUs; halved
+    /// automatically whenever the device runs out of memory].
     #[arg(long)]
     pub batch_size: Option<usize>,
     /// Process only shard i of n (a contiguous block) into OUT/shards/; then `huescan merge OUT`.
@@ -178,12 +179,13 @@ pub fn run(args: &ExtractArgs, progress: &Progress) -> anyhow::Result<ExitCode> 
     crate::fsx::create_dir_all(&args.out)?;
     let loaded = args.model.load(&args.out)?;
     let layers = parse_layers(&args.layers, loaded.model.hook_points().len())?;
-    let batch_size = args.batch_size.unwrap_or(if args.model.runtime.device == "cpu" { 4 } else { 16 });
+    let batch_size = args.batch_size.unwrap_or_else(|| extract::default_batch_size(args.model.runtime.device == "cpu"));
     let plan = ExtractPlan {
         samples,
         layers,
         pooling,
         batch_size,
+        adaptive: args.batch_size.is_none(),
         shard,
         provenance: Provenance {
             model_id: loaded.id.clone(),
@@ -206,12 +208,16 @@ pub fn run(args: &ExtractArgs, progress: &Progress) -> anyhow::Result<ExitCode> 
         bar.set_position(done as u64);
     };
     let outcome = extract::extract(loaded.model.as_ref(), &plan, &tick).map_err(|e| {
-        let msg = e.to_string();
+        let oom = extract::is_out_of_memory(&e);
         let err = anyhow::Error::new(e);
-        if msg.contains("out of memory") || msg.contains("OUT_OF_MEMORY") {
-            err.context(format!("the device ran out of memory at --batch-size {batch_size}; lower --batch-size"))
-        } else {
-            err
+        match (oom, plan.adaptive) {
+            (true, false) => {
+                err.context(format!("the device ran out of memory at --batch-size {batch_size}; lower --batch-size"))
+            }
+            (true, true) => err.context(
+                "the device ran out of memory even one image at a time; lower --max-pixels or use --dtype bf16",
+            ),
+            _ => err,
         }
     })?;
     bar.finish_and_clear();

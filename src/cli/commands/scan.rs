@@ -35,7 +35,7 @@ pub struct ScanArgs {
 pub struct PipelineArgs {
     #[command(flatten)]
     pub runtime: RuntimeArgs,
-    /// Images per forward pass [default: 4 on CPU, 16 on GPUs].
+    /// Images per forward pass [default: chosen from the device memory, halved on out-of-memory].
     #[arg(long)]
     pub batch_size: Option<usize>,
     /// Per-sample pooling: image-mean, last or tokens.
