@@ -100,13 +100,7 @@ impl Figure for LayerLines {
     fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> Result<(), String> {
         let x_max = self.layers.iter().copied().max().unwrap_or(1).max(1) as f64;
         let (y0, y1) = finite_range(self.series.iter().flat_map(|s| s.2.iter().copied()), 0.08);
-        let mut chart = ChartBuilder::on(root)
-            .caption(&self.title, (FONT, 18))
-            .margin(12)
-            .x_label_area_size(36)
-            .y_label_area_size(56)
-            .build_cartesian_2d(-0.5f64..x_max + 0.5, y0..y1)
-            .map_err(e)?;
+        let mut chart = chart_2d(root, &self.title, 18, -0.5..x_max + 0.5, y0..y1)?;
         chart
             .configure_mesh()
             .x_desc("layer (HF hidden_states index)")
@@ -171,13 +165,7 @@ impl Figure for HueScatter {
             let (cx, cy, r) = ((x0 + x1) / 2.0, (y0 + y1) / 2.0, ((x1 - x0).max(y1 - y0)) / 2.0);
             (x0, x1, y0, y1) = (cx - r, cx + r, cy - r, cy + r);
         }
-        let mut chart = ChartBuilder::on(root)
-            .caption(&self.title, (FONT, 16))
-            .margin(12)
-            .x_label_area_size(36)
-            .y_label_area_size(56)
-            .build_cartesian_2d(x0..x1, y0..y1)
-            .map_err(e)?;
+        let mut chart = chart_2d(root, &self.title, 16, x0..x1, y0..y1)?;
         chart.configure_mesh().x_desc(&self.x_label).y_desc(&self.y_label).label_style((FONT, 12)).draw().map_err(e)?;
         chart
             .draw_series(self.points.iter().map(|&(x, y, h)| Circle::new((x, y), 4, hue_colour(h).filled())))
@@ -234,13 +222,7 @@ impl Figure for AlphaCurves {
         let (y0, y1) = self
             .y_range
             .unwrap_or_else(|| finite_range(self.series.iter().flat_map(|s| s.2.iter().map(|p| p.1)), 0.08));
-        let mut chart = ChartBuilder::on(root)
-            .caption(&self.title, (FONT, 16))
-            .margin(12)
-            .x_label_area_size(36)
-            .y_label_area_size(56)
-            .build_cartesian_2d(x0..x1, y0..y1)
-            .map_err(e)?;
+        let mut chart = chart_2d(root, &self.title, 16, x0..x1, y0..y1)?;
         chart
             .configure_mesh()
             .x_desc("steering alpha")
@@ -254,6 +236,23 @@ impl Figure for AlphaCurves {
 }
 
 type Chart2d<'a, DB> = ChartContext<'a, DB, Cartesian2d<RangedCoordf64, RangedCoordf64>>;
+
+/// The 2-D chart every figure but the 3-D one uses: caption, margins, label areas.
+fn chart_2d<'a, DB: DrawingBackend>(
+    root: &'a DrawingArea<DB, Shift>,
+    title: &str,
+    caption_px: u32,
+    x: std::ops::Range<f64>,
+    y: std::ops::Range<f64>,
+) -> Result<Chart2d<'a, DB>, String> {
+    ChartBuilder::on(root)
+        .caption(title, (FONT, caption_px))
+        .margin(12)
+        .x_label_area_size(36)
+        .y_label_area_size(56)
+        .build_cartesian_2d(x, y)
+        .map_err(e)
+}
 
 /// One line with dots per `(name, colour, points)`; non-finite values are left out.
 fn draw_lines<'a, DB: DrawingBackend + 'a>(chart: &mut Chart2d<'a, DB>, series: &[Line]) -> Result<(), String> {
