@@ -5,7 +5,7 @@ Regenerate the fixture with:
 
     python3 scripts/control_vector_reference.py   # makes scripts/.venv-gguf (gguf, numpy) on first run
 
-It writes tests/fixtures/control_vector_reference.gguf, read by `tests/steer_layers.rs`: two F32 directions,
+It writes tests/fixtures/control_vector_reference.gguf, read by `tests/it/steer_layers.rs`: two F32 directions,
 `direction.1` and `direction.2` (block outputs 1 and 2, i.e. huescan layer indices 2 and 3), with
 `controlvector.model_hint = "fake-resid"` and `controlvector.layer_count = 2`. huescan must parse it exactly and
 write byte-identical bytes for the same vectors (without its own provenance keys).

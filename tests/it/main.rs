@@ -1,0 +1,17 @@
+//! huescan's integration tests, in one test binary: every binary links candle, tokenizers and the rest, so
+//! thirteen of them cost thirteen links and several GB of disk for no gain. Each module is one area; the CLI
+//! tests run the real `huescan` binary (`CARGO_BIN_EXE_huescan`) on the fixtures in `tests/fixtures/`.
+
+mod cli_pipeline;
+mod cli_store;
+mod extract;
+mod manifold_analyze;
+mod manifold_parity;
+mod qwen_errors;
+mod qwen_parity;
+mod qwen_tokenizer;
+mod steer;
+mod steer_cli;
+mod steer_layers;
+mod stimuli;
+mod store;
