@@ -15,6 +15,9 @@ use candle_core::{DType, Device, Tensor};
 use huescan::model::qwen2_5_vl::{Qwen25VlModel, Sample};
 use huescan::model::{HookSet, Model, Pooling};
 
+/// M x K x N of the reference GEMM (1024 patches through the vision MLP's 1280 -> 3420 projection).
+const GEMM_SHAPE: (usize, usize, usize) = (1024, 1280, 3420);
+
 fn peak_rss_mib() -> Option<f64> {
     let s = std::fs::read_to_string("/proc/self/status").ok()?;
     let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
@@ -90,6 +93,19 @@ fn main() -> anyhow::Result<()> {
         s.sort_by(f64::total_cmp);
         s[s.len() / 2]
     };
+    // The ceiling: one f32 GEMM of the vision MLP's shape through the same matmul the model uses. The Python
+    // side times the same shape in torch, so each runner's forward can be read as a fraction of its own GEMM rate.
+    let (m, k, n) = GEMM_SHAPE;
+    let a = Tensor::randn(0f32, 1.0, (m, k), &device)?;
+    let b = Tensor::randn(0f32, 1.0, (k, n), &device)?;
+    std::hint::black_box(a.matmul(&b)?);
+    let mut gemm = Vec::with_capacity(reps);
+    for _ in 0..reps.max(3) {
+        let t = Instant::now();
+        std::hint::black_box(a.matmul(&b)?);
+        gemm.push(t.elapsed().as_secs_f64());
+    }
+    let gemm_gflops = 2.0 * (m * k * n) as f64 / median(&gemm) / 1e9;
     println!(
         "{}",
         serde_json::json!({
@@ -108,6 +124,8 @@ fn main() -> anyhow::Result<()> {
             "vision_median_cpu_s": median(&vision_cpu),
             "peak_rss_mib": peak_rss_mib(),
             "threads": candle_core::utils::get_num_threads(),
+            "gemm_shape": [m, k, n],
+            "gemm_gflops": gemm_gflops,
         })
     );
     Ok(())

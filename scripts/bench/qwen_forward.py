@@ -16,6 +16,8 @@ runs in its own process (load, one warm-up, REPS timed runs; medians of wall and
 of that process).
 A second table is throughput: a 224x224 flat-hue image (the simple-60 stimuli's size: 256 patches, 64 image
 tokens) repeated --batch times in one forward, on the fixture and on realwidth, images/s on both sides.
+A third table divides each forward's FLOPs (counted from the config) by its time and compares that with the
+runner's own rate on one large f32 GEMM, timed in the same process.
 Results go to stdout as markdown tables and to target/qwen-bench/results.json.
 """
 
@@ -172,7 +174,45 @@ def hf_worker(ckpt, inputs, prefix, reps, batch=1):
         "vision_median_cpu_s": sorted(vision_cpu)[len(vision_cpu) // 2],
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "threads": torch.get_num_threads(),
+        "gemm_shape": list(GEMM_SHAPE), "gemm_gflops": gemm_gflops(reps),
     }))
+
+
+GEMM_SHAPE = (1024, 1280, 3420)  # the vision MLP's projection over 1024 patches; the Rust bench times the same
+
+
+def gemm_gflops(reps):
+    a, b = torch.randn(GEMM_SHAPE[0], GEMM_SHAPE[1]), torch.randn(GEMM_SHAPE[1], GEMM_SHAPE[2])
+    a @ b
+    times = []
+    for _ in range(max(reps, 3)):
+        s = time.perf_counter()
+        a @ b
+        times.append(time.perf_counter() - s)
+    m, k, n = GEMM_SHAPE
+    return 2 * m * k * n / sorted(times)[len(times) // 2] / 1e9
+
+
+def forward_gflop(ckpt, seq, patches, batch):
+    """Multiply-add FLOPs of one forward (matmuls and attention products; elementwise work is left out), from
+    the checkpoint's config: the yardstick that turns seconds into GFLOP/s for both runners alike."""
+    cfg = json.loads((Path(ckpt) / "config.json").read_text())
+    t, v = cfg.get("text_config", cfg), cfg["vision_config"]
+    h, inter, nl, hd = t["hidden_size"], t["intermediate_size"], t["num_hidden_layers"], t["hidden_size"] // t["num_attention_heads"]
+    kv = t["num_key_value_heads"] * hd
+    vh, vi, merge = v["hidden_size"], v["intermediate_size"], v["spatial_merge_size"] ** 2
+    patch_in = v.get("in_channels", 3) * v["temporal_patch_size"] * v["patch_size"] ** 2
+    window = min(patches, (v["window_size"] // v["patch_size"]) ** 2)
+    full = set(v["fullatt_block_indexes"])
+    p, f = patches, 0.0
+    f += p * patch_in * vh
+    for blk in range(v["depth"]):
+        f += p * vh * 4 * vh + 3 * p * vh * vi
+        f += 2 * p * (p if blk in full else window) * vh
+    f += (p // merge) * (merge * vh) ** 2 + (p // merge) * merge * vh * v["out_hidden_size"]
+    f += nl * (seq * h * (2 * h + 2 * kv) + 3 * seq * h * inter + 2 * seq * seq * h)
+    f += h * t["vocab_size"]  # last-token logits
+    return 2 * f * batch / 1e9
 
 
 def last_json(text):
@@ -190,7 +230,9 @@ def run_pair(name, ckpt, inputs, prefix, reps, batch=1):
         ["cargo", "bench", "--quiet", "--bench", "qwen_forward", "--", *args],
         check=True, capture_output=True, text=True, cwd=ROOT, env=env,
     )
-    return {"name": name, "transformers": last_json(hf.stdout), "huescan": last_json(rs.stdout)}
+    h, o = last_json(hf.stdout), last_json(rs.stdout)
+    return {"name": name, "gflop": forward_gflop(ckpt, o["seq_len"], o["patches"], batch), "transformers": h,
+            "huescan": o}
 
 
 def main():
@@ -239,6 +281,20 @@ def main():
             f"| {r['name']} | {b} | {o['seq_len']} | {b / h['median_s']:.2f} / {b / o['median_s']:.2f} | "
             f"{h['median_s'] / o['median_s']:.2f}x | {h['median_cpu_s'] / b:.3f} / {o['median_cpu_s'] / b:.3f} | "
             f"{h['peak_rss_mib']:.0f} / {o['peak_rss_mib']:.0f} |"
+        )
+
+    # Where the time goes: each runner's forward rate against its own single-GEMM rate. A runner at a high
+    # fraction of its GEMM ceiling can only get faster through a faster GEMM or fewer FLOPs.
+    print()
+    print(f"| forward | GFLOP | GFLOP/s: transformers / huescan | GEMM {'x'.join(map(str, GEMM_SHAPE))} GFLOP/s: "
+          "transformers / huescan | forward as % of own GEMM rate: transformers / huescan |")
+    print("|---|---|---|---|---|")
+    for r in results + throughput:
+        h, o, g = r["transformers"], r["huescan"], r["gflop"]
+        hr, orate = g / h["median_s"], g / o["median_s"]
+        print(
+            f"| {r['name']} | {g:.1f} | {hr:.1f} / {orate:.1f} | {h['gemm_gflops']:.1f} / {o['gemm_gflops']:.1f} | "
+            f"{100 * hr / h['gemm_gflops']:.0f} % / {100 * orate / o['gemm_gflops']:.0f} % |"
         )
 
 
