@@ -97,7 +97,8 @@ pub fn extract(model: &dyn Model, plan: &ExtractPlan, progress: &dyn Fn(usize, u
     let pending = writer.pending_chunks();
     let todo: usize = pending.iter().map(|c| c.range.len()).sum();
     let resumed = inputs.len() - todo;
-    let hooks = HookSet::capture(layers.iter().map(|(_, p)| p.clone()));
+    // The store holds hidden states only: blocks past the last requested layer and the LM head are skipped.
+    let hooks = HookSet { stop_early: true, ..HookSet::capture(layers.iter().map(|(_, p)| p.clone())) };
     let mut done = 0;
     let mut batch_size = plan.batch_size;
     progress(0, todo);

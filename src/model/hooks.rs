@@ -208,11 +208,35 @@ pub struct HookSet {
     /// Points to capture. Captures see the activations *after* any intervention at the same point.
     pub capture: Vec<HookPoint>,
     pub interventions: Vec<Intervention>,
+    /// Stop the forward pass once every captured and intervened point is computed: later decoder blocks, the
+    /// final norm and the LM head are skipped and `Captures.logits` is `None`. Extraction sets it, so
+    /// `--layers 0:12` of a 36-block model costs a third of the decoder. Models that cannot stop early ignore it.
+    pub stop_early: bool,
 }
 
 impl HookSet {
     pub fn capture(points: impl IntoIterator<Item = HookPoint>) -> Self {
-        HookSet { capture: points.into_iter().collect(), interventions: Vec::new() }
+        HookSet { capture: points.into_iter().collect(), ..HookSet::default() }
+    }
+
+    /// With [`HookSet::stop_early`]: the number of decoder blocks (of `n_blocks`) that must run before every
+    /// captured or intervened point exists. `None` means the whole model (not stopping early, a hook on the
+    /// final norm, or a point that is not a residual-stream point).
+    pub fn blocks_needed(&self, n_blocks: usize) -> Option<usize> {
+        if !self.stop_early {
+            return None;
+        }
+        let points = self.capture.iter().chain(self.interventions.iter().map(|iv| &iv.point));
+        let mut needed = 0;
+        for point in points {
+            let blocks = match *point {
+                HookPoint::ResidPre(l) => l,
+                HookPoint::ResidPost(l) => l + 1,
+                HookPoint::LnFinalOut | HookPoint::Named(_) => return None,
+            };
+            needed = needed.max(blocks);
+        }
+        (needed < n_blocks).then_some(needed)
     }
 
     pub fn wants(&self, point: &HookPoint) -> bool {
@@ -301,6 +325,26 @@ mod tests {
     use super::*;
 
     #[test]
+    fn blocks_needed_counts_to_the_deepest_point_and_only_when_asked() {
+        let mut hooks = HookSet::capture([HookPoint::ResidPre(0), HookPoint::ResidPost(4)]);
+        assert_eq!(hooks.blocks_needed(36), None, "stop_early is off by default");
+        hooks.stop_early = true;
+        assert_eq!(hooks.blocks_needed(36), Some(5));
+        assert_eq!(hooks.blocks_needed(5), None, "all five blocks is the whole model");
+        hooks.interventions.push(Intervention {
+            point: HookPoint::ResidPost(9),
+            positions: Positions::All,
+            sample: None,
+            op: InterventionOp::Add { vector: vec![0.0], alpha: 1.0 },
+        });
+        assert_eq!(hooks.blocks_needed(36), Some(10));
+        hooks.capture.push(HookPoint::LnFinalOut);
+        assert_eq!(hooks.blocks_needed(36), None);
+        let hooks = HookSet { stop_early: true, ..HookSet::capture([HookPoint::ResidPre(0)]) };
+        assert_eq!(hooks.blocks_needed(36), Some(0), "the embeddings alone need no block");
+    }
+
+    #[test]
     fn hidden_state_indices_round_trip_through_hook_names() {
         let n_blocks = 36;
         for i in 0..=n_blocks {
@@ -346,6 +390,7 @@ mod tests {
                 sample: Some(0),
                 op: InterventionOp::Patch { basis: vec![vec![1.0, 0.0]], target: vec![-1.0] },
             }],
+            stop_early: false,
         };
         let out = hooks.apply(&point, &xs, &|_, _| vec![0]).unwrap().to_vec3::<f32>().unwrap();
         assert_eq!(out, vec![vec![vec![-1.0, 4.0]]]);

@@ -493,6 +493,7 @@ fn generate_rows(
                 .filter(|iv| iv.sample.is_none_or(|s| s == b))
                 .map(|iv| Intervention { sample: None, ..iv.clone() })
                 .collect(),
+            stop_early: false,
         };
         match model.generate(std::slice::from_ref(image), &own, max_new_tokens)? {
             Some(mut texts) if texts.len() == 1 => out.push(texts.remove(0)),

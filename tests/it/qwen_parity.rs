@@ -150,6 +150,7 @@ fn steering_hooks(r: &Reference) -> HookSet {
             sample: None,
             op: InterventionOp::Add { vector: v, alpha },
         }],
+        stop_early: false,
     }
 }
 
@@ -261,6 +262,31 @@ fn model_trait_runs_processor_prompt_and_pooling_end_to_end() {
     assert_close("image-mean blocks.1.hook_resid_post", &caps.layers[&HookPoint::ResidPost(1)], &w, F32_TOL);
     let err = model.forward(&[], &HookSet::capture([HookPoint::ResidPost(2)]), Pooling::Last).unwrap_err();
     assert!(err.to_string().contains("blocks.2.hook_resid_post"), "{err}");
+}
+
+#[test]
+fn stopping_after_the_last_captured_block_changes_no_capture_and_drops_only_the_logits() {
+    let r = Reference::load();
+    let model = load(&fixture().join("model"), DType::F32);
+    let s = r.sample("b");
+    let early_points = [HookPoint::ResidPre(0), HookPoint::ResidPost(0)];
+    let full = model.forward_samples(std::slice::from_ref(&s), &HookSet::capture(model.hook_points()), Pooling::Tokens);
+    let full = full.unwrap();
+    let hooks = HookSet { stop_early: true, ..HookSet::capture(early_points.clone()) };
+    assert_eq!(hooks.blocks_needed(model.n_layers()), Some(1));
+    let early = model.forward_samples(std::slice::from_ref(&s), &hooks, Pooling::Tokens).unwrap();
+    for p in &early_points {
+        // The same blocks ran on the same inputs: bit-identical, not merely close.
+        assert_eq!(rel_err(&early.layers[p], &full.layers[p]), 0.0, "{p}");
+    }
+    assert!(early.logits.is_none(), "an early stop computes no logits");
+    assert!(full.logits.is_some());
+    // Asking for the final norm runs everything, logits included.
+    let hooks = HookSet { stop_early: true, ..HookSet::capture([HookPoint::LnFinalOut]) };
+    assert_eq!(hooks.blocks_needed(model.n_layers()), None);
+    let last = model.forward_samples(std::slice::from_ref(&s), &hooks, Pooling::Tokens).unwrap();
+    assert!(last.logits.is_some());
+    assert_eq!(rel_err(&last.layers[&HookPoint::LnFinalOut], &full.layers[&HookPoint::LnFinalOut]), 0.0);
 }
 
 /// Largest per-element difference between our pixel values and transformers', in 1/255 levels of the input

@@ -101,7 +101,8 @@ pub struct ExtractArgs {
     /// The activation store to write (resumed if it holds unfinished work of the same inputs).
     #[arg(long)]
     pub out: PathBuf,
-    /// Layers to store: `all`, or indices and ranges like `0,4,8-12` (HF hidden_states indices).
+    /// Layers to store: `all`, or indices and ranges like `0,4,8-12` (HF hidden_states indices). The model
+    /// runs only up to the deepest one.
     #[arg(long, default_value = "all")]
     pub layers: String,
     /// Per-sample pooling: image-mean (mean over image tokens), last (last prompt token) or tokens (all).

@@ -35,6 +35,7 @@
 //!         sample: None,
 //!         op: InterventionOp::Add { vector: vec![0.0, 0.5], alpha: 1.0 },
 //!     }],
+//!     stop_early: false,
 //! };
 //! let hues = model.decode_hues(&[[1.0, 0.0, 0.0]], &steer)?;
 //! assert_eq!(hues.len(), 1);
@@ -336,7 +337,8 @@ impl Autoencoder {
     /// reconstructed colour, `None` where the output is grey.
     pub fn decode_hues(&self, rgb: &[[f32; 3]], hooks: &HookSet) -> crate::Result<Vec<Option<f64>>> {
         let xs = rgb_tensor(rgb)?;
-        let hooks = HookSet { capture: vec![point(OUTPUT)], interventions: hooks.interventions.clone() };
+        let hooks =
+            HookSet { capture: vec![point(OUTPUT)], interventions: hooks.interventions.clone(), stop_early: false };
         let captures = self.forward_rgb(&xs, &hooks, Pooling::Last)?;
         output_hues_deg(&captures)
     }

@@ -29,7 +29,8 @@ fn weights(m: &Autoencoder) -> Vec<(String, Vec<f32>)> {
 
 /// Bottleneck rows of `rgb`, `[n][d_bottleneck]`.
 fn bottleneck(m: &Autoencoder, rgb: &[[f32; 3]], hooks: &HookSet) -> Vec<Vec<f32>> {
-    let hooks = HookSet { capture: vec![point(BOTTLENECK)], interventions: hooks.interventions.clone() };
+    let hooks =
+        HookSet { capture: vec![point(BOTTLENECK)], interventions: hooks.interventions.clone(), stop_early: false };
     let c = m.forward_rgb(&rgb_tensor(rgb).unwrap(), &hooks, Pooling::Last).unwrap();
     c.layers[&point(BOTTLENECK)].to_vec2::<f32>().unwrap()
 }
@@ -107,6 +108,7 @@ fn steer_hues(m: &Autoencoder, rgb: [f32; 3], alphas: &[f32], vector: Vec<f32>) 
                 op: InterventionOp::Add { vector: vector.clone(), alpha },
             })
             .collect(),
+        stop_early: false,
     };
     m.decode_hues(&vec![rgb; alphas.len()], &hooks).unwrap().into_iter().map(|h| h.expect("chromatic output")).collect()
 }
@@ -204,6 +206,7 @@ fn rotation_along_the_circle_tracks_the_angle() {
                     target: vec![(c * x - s * y) as f32, (s * x + c * y) as f32],
                 },
             }],
+            stop_early: false,
         };
         out.push(hue_diff(0.0, m.decode_hues(&[rgb[i]], &hooks).unwrap()[0].unwrap()));
     }

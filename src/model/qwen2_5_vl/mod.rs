@@ -218,12 +218,13 @@ impl Qwen25VlModel {
         let positions = self.positions(&sample)?;
         let mut hidden = Vec::with_capacity(self.n_layers() + 1);
         let n_blocks = self.n_layers();
-        let (last, _) = self.prefill(std::slice::from_ref(&sample), hooks, None, &mut |point, xs, _| {
+        let (last, _) = self.prefill(std::slice::from_ref(&sample), hooks, None, None, &mut |point, xs, _| {
             if point.hidden_state_index(n_blocks).is_some() {
                 hidden.push(xs.i(0)?.to_dtype(DType::F32)?);
             }
             Ok(())
         })?;
+        let last = last.expect("prefill without a block limit runs every block");
         let logits = self.text.logits(&last)?.i(0)?.to_dtype(DType::F32)?;
         Ok(HiddenStates { hidden_states: hidden, logits, positions })
     }
@@ -233,7 +234,9 @@ impl Qwen25VlModel {
     pub fn generate(&self, sample: &Sample, max_new_tokens: usize, hooks: &HookSet) -> Result<Vec<u32>, Error> {
         let positions = self.positions(sample)?;
         let mut cache = KvCache::new(self.n_layers());
-        let (last, _) = self.prefill(std::slice::from_ref(sample), hooks, Some(&mut cache), &mut |_, _, _| Ok(()))?;
+        let (last, _) =
+            self.prefill(std::slice::from_ref(sample), hooks, Some(&mut cache), None, &mut |_, _, _| Ok(()))?;
+        let last = last.expect("prefill without a block limit runs every block");
         let seq = sample.input_ids.len();
         let mut next_logits = self.text.logits(&last.i((.., seq - 1..seq, ..))?)?;
         let mut out = Vec::new();
@@ -258,10 +261,10 @@ impl Qwen25VlModel {
                 Positions::All => layout.select(b, p),
                 _ => vec![],
             };
-            let normed = self.text.forward_embeds(xs, &cos, &sin, None, Some(&mut cache), &mut |l, xs| {
+            let normed = self.text.forward_embeds(xs, &cos, &sin, None, Some(&mut cache), None, &mut |l, xs| {
                 hooks.apply(&HookPoint::ResidPost(l), &xs, &decode_sel)
             })?;
-            next_logits = self.text.logits(&normed)?;
+            next_logits = self.text.logits(&normed.expect("decoding runs every block"))?;
         }
         Ok(out)
     }
@@ -270,15 +273,17 @@ impl Qwen25VlModel {
         rope::rope_index(&s.input_ids, &s.grids, self.cfg.image_token_id, self.cfg.vision.spatial_merge_size)
     }
 
-    /// Embeds a left-padded batch, merges image features, runs every block with hooks. `on_point` sees each
-    /// hook point's `(batch, seq, hidden)` tensor after interventions. Returns the final-norm output.
+    /// Embeds a left-padded batch, merges image features, runs the first `blocks` blocks (all when `None`) with
+    /// hooks. `on_point` sees each hook point's `(batch, seq, hidden)` tensor after interventions. Returns the
+    /// final-norm output, or `None` when it stopped before the last block.
     fn prefill(
         &self,
         batch: &[Sample],
         hooks: &HookSet,
         cache: Option<&mut KvCache>,
+        blocks: Option<usize>,
         on_point: &mut dyn FnMut(&HookPoint, &Tensor, &Layout) -> candle_core::Result<()>,
-    ) -> Result<(Tensor, Layout), Error> {
+    ) -> Result<(Option<Tensor>, Layout), Error> {
         let image_id = self.cfg.image_token_id;
         let seq = batch.iter().map(|s| s.input_ids.len()).max().unwrap_or(0);
         if seq == 0 {
@@ -349,31 +354,36 @@ impl Qwen25VlModel {
         let point = HookPoint::ResidPre(0);
         let xs = hooks.apply(&point, &xs, &sel)?;
         on_point(&point, &xs, &layout)?;
-        let normed = self.text.forward_embeds(xs, &cos, &sin, mask.as_ref(), cache, &mut |l, xs| {
+        let normed = self.text.forward_embeds(xs, &cos, &sin, mask.as_ref(), cache, blocks, &mut |l, xs| {
             let point = HookPoint::ResidPost(l);
             let xs = hooks.apply(&point, &xs, &sel)?;
             on_point(&point, &xs, &layout)?;
             Ok(xs)
         })?;
+        let Some(normed) = normed else { return Ok((None, layout)) };
         let point = HookPoint::LnFinalOut;
         let normed = hooks.apply(&point, &normed, &sel)?;
         on_point(&point, &normed, &layout)?;
-        Ok((normed, layout))
+        Ok((Some(normed), layout))
     }
 
     /// Runs a batch of prepared samples and pools the requested captures (f32, CPU). Samples are left-padded to
-    /// one length and masked, so each equals its batch-of-one result up to float summation order.
+    /// one length and masked, so each equals its batch-of-one result up to float summation order. With
+    /// [`HookSet::stop_early`] it runs only the blocks the hooks need and returns no logits.
     pub fn forward_samples(&self, batch: &[Sample], hooks: &HookSet, pooling: Pooling) -> Result<Captures, Error> {
         let mut caps = Captures::default();
-        let (normed, layout) = self.prefill(batch, hooks, None, &mut |point, xs, layout| {
+        let blocks = hooks.blocks_needed(self.n_layers());
+        let (normed, layout) = self.prefill(batch, hooks, None, blocks, &mut |point, xs, layout| {
             if hooks.wants(point) {
                 let pooled = pool(xs, layout, pooling)?;
                 caps.layers.insert(point.clone(), pooled);
             }
             Ok(())
         })?;
-        let last = normed.i((.., layout.seq - 1, ..))?.contiguous()?;
-        caps.logits = Some(self.text.logits(&last)?.to_dtype(DType::F32)?.to_device(&Device::Cpu)?);
+        if let Some(normed) = normed {
+            let last = normed.i((.., layout.seq - 1, ..))?.contiguous()?;
+            caps.logits = Some(self.text.logits(&last)?.to_dtype(DType::F32)?.to_device(&Device::Cpu)?);
+        }
         Ok(caps)
     }
 }

@@ -243,6 +243,9 @@ impl TextModel {
 
     /// Runs every block on `xs` (`(batch, seq, hidden)`) and returns the final-norm output. After block `l`,
     /// `on_block(l, out)` may replace the block output (interventions) and record it (captures).
+    /// Runs the first `blocks` decoder blocks (all when `None`), calling `on_block` after each. Returns the final
+    /// norm's output when every block ran, `None` when it stopped early.
+    #[allow(clippy::too_many_arguments)]
     pub fn forward_embeds(
         &self,
         xs: Tensor,
@@ -250,17 +253,22 @@ impl TextModel {
         sin: &Tensor,
         mask: Option<&Tensor>,
         mut cache: Option<&mut KvCache>,
+        blocks: Option<usize>,
         on_block: &mut dyn FnMut(usize, Tensor) -> candle_core::Result<Tensor>,
-    ) -> candle_core::Result<Tensor> {
+    ) -> candle_core::Result<Option<Tensor>> {
         let dtype = xs.dtype();
         let (cos, sin) = (cos.to_dtype(dtype)?, sin.to_dtype(dtype)?);
+        let run = blocks.unwrap_or(self.layers.len()).min(self.layers.len());
         let mut xs = xs;
-        for (l, layer) in self.layers.iter().enumerate() {
+        for (l, layer) in self.layers.iter().take(run).enumerate() {
             let slot = cache.as_deref_mut().map(|c| &mut c.layers[l]);
             xs = layer.forward(&xs, &cos, &sin, mask, slot)?;
             xs = on_block(l, xs)?;
         }
-        self.norm.forward(&xs)
+        if run < self.layers.len() {
+            return Ok(None);
+        }
+        self.norm.forward(&xs).map(Some)
     }
 
     pub fn logits(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
