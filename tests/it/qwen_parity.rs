@@ -262,6 +262,8 @@ fn model_trait_runs_processor_prompt_and_pooling_end_to_end() {
     assert_close("image-mean blocks.1.hook_resid_post", &caps.layers[&HookPoint::ResidPost(1)], &w, F32_TOL);
     let err = model.forward(&[], &HookSet::capture([HookPoint::ResidPost(2)]), Pooling::Last).unwrap_err();
     assert!(err.to_string().contains("blocks.2.hook_resid_post"), "{err}");
+    let err = model.forward(&[], &HookSet::capture([HookPoint::ResidPre(1)]), Pooling::Last).unwrap_err();
+    assert!(err.to_string().contains("blocks.1.hook_resid_pre"), "{err}");
 }
 
 #[test]

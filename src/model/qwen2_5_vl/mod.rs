@@ -462,8 +462,10 @@ impl crate::model::Model for Qwen25VlModel {
     }
 
     fn forward(&self, images: &[RgbImage], hooks: &HookSet, pooling: Pooling) -> crate::Result<Captures> {
-        let n = self.n_layers();
-        if let Some(p) = hooks.capture.iter().find(|p| p.hidden_state_index(n).is_none()) {
+        // Only the canonical names are emitted (`blocks.{l}.hook_resid_pre` for l > 0 is the same tensor as
+        // `blocks.{l-1}.hook_resid_post` and is never produced), so anything else is refused, not left empty.
+        let points = self.hook_points();
+        if let Some(p) = hooks.capture.iter().find(|p| !points.contains(p)) {
             return Err(Error::NoSuchHook {
                 point: p.to_string(),
                 available: crate::model::summarize_points(&self.hook_points()),
