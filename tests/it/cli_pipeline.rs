@@ -4,14 +4,10 @@
 use std::path::PathBuf;
 use std::process::Command;
 
-fn huescan() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_huescan"))
-}
+use crate::common::huescan;
 
 fn tmp(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("huescan-pipeline-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    dir
+    crate::common::fresh_dir("pipeline", name)
 }
 
 fn ok(cmd: &mut Command) -> String {

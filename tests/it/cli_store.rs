@@ -2,19 +2,14 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use huescan::store::{shard_dir, shard_range, Provenance, SampleEntry, ShardInfo, StoreSpec, StoreWriter};
 use ndarray::{ArrayD, IxDyn};
 
-fn huescan() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_huescan"))
-}
+use crate::common::huescan;
 
 fn tmp(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("huescan-cli-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    dir
+    crate::common::fresh_dir("cli", name)
 }
 
 fn write(dir: &Path, samples: Vec<SampleEntry>, shard: Option<ShardInfo>, offset: usize) {

@@ -59,8 +59,7 @@ fn fake() -> FakeModel {
 }
 
 fn tmp(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("huescan-extract-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
+    let dir = crate::common::fresh_dir("extract", name);
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }

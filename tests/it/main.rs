@@ -2,6 +2,8 @@
 //! thirteen of them cost thirteen links and several GB of disk for no gain. Each module is one area; the CLI
 //! tests run the real `huescan` binary (`CARGO_BIN_EXE_huescan`) on the fixtures in `tests/fixtures/`.
 
+mod common;
+
 mod cli_pipeline;
 mod cli_store;
 mod extract;

@@ -1,14 +1,12 @@
 //! Bad Qwen2.5-VL inputs give clear errors that name what is wrong.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use candle_core::{DType, Device, Tensor};
 use huescan::model::qwen2_5_vl::{Prompt, Qwen25VlModel, Sample};
 use huescan::model::{HookSet, Model, Pooling};
 
-fn fixture() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/qwen-tiny")
-}
+use crate::common::qwen_fixture as fixture;
 
 /// A writable copy of a fixture checkpoint folder.
 fn copy_of(name: &str) -> tempfile::TempDir {

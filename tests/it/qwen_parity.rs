@@ -10,7 +10,7 @@
 //! state) from its f32 run; ours lands 4.0e-2 to 6.9e-2. f16 (11 mantissa bits): 2e-2; ours lands 3.8e-3 to 8.6e-3.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use candle_core::{DType, Device, IndexOp, Tensor};
 use huescan::model::qwen2_5_vl::{resize_bicubic_pil, ImageProcessor, Prompt, Qwen25VlModel, ResizeFilter, Sample};
@@ -20,9 +20,7 @@ const F32_TOL: f32 = 1e-4;
 const BF16_TOL: f32 = 1e-1;
 const F16_TOL: f32 = 2e-2;
 
-fn fixture() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/qwen-tiny")
-}
+use crate::common::qwen_fixture as fixture;
 
 struct Reference {
     t: HashMap<String, Tensor>,

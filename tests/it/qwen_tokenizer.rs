@@ -5,12 +5,11 @@
 //! generation prompt); its jinja source is not in the package, so the reference renders it as a string too.
 
 use std::io::Read;
-use std::path::Path;
 
 use huescan::model::qwen2_5_vl::{ChatPrompt, Prompt};
 
 fn fixture(name: &str) -> std::path::PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/qwen-tiny").join(name)
+    crate::common::qwen_fixture().join(name)
 }
 
 fn reference() -> serde_json::Value {

@@ -14,8 +14,7 @@ fn ok(out: Output) -> Output {
 
 #[test]
 fn steer_writes_tables_and_vectors_and_rejects_bad_input() {
-    let dir = std::env::temp_dir().join(format!("huescan-steer-cli-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
+    let dir = crate::common::fresh_dir("steer-cli", "");
     std::fs::create_dir_all(&dir).unwrap();
     ok(huescan(&dir, &["stimuli", "render", "simple-60", "--out", "stim"]));
     ok(huescan(

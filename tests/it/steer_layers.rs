@@ -132,8 +132,7 @@ impl Model for ResidModel {
 const WORDS: [(&str, f64); 4] = [("red", 0.0), ("green", 120.0), ("cyan", 180.0), ("blue", 240.0)];
 
 fn setup(name: &str) -> (PathBuf, Vec<SampleInput>, ActivationStore) {
-    let dir = std::env::temp_dir().join(format!("huescan-steer-layers-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
+    let dir = crate::common::fresh_dir("steer-layers", name);
     std::fs::create_dir_all(&dir).unwrap();
     let samples: Vec<SampleInput> = (0..12)
         .map(|i| {
@@ -297,7 +296,7 @@ fn control_vector_matches_the_gguf_reference_writer() {
         BTreeMap::from([(1, vec![0.5, -1.25, 2.0, 0.0, 3.75]), (2, vec![-0.125, 1.0, -2.5, 4.0, 0.25])]);
     assert_eq!(cv.directions, want);
     assert_eq!(cv.metadata["controlvector.model_hint"], gguf::Value::String("fake-resid".into()));
-    let (_, _, store) = setup("reference");
+    let (dir, _, store) = setup("reference");
     let ctx = DirectionContext::from_store(&store, 2, Positions::All, Normalisation::None).unwrap();
     let template = steer::centroid(store.layer_2d(2).unwrap().view(), &store.hue_deg(), 180.0, 0.0, &ctx).unwrap();
     let vectors: Vec<steer::SteeringVector> = want
@@ -313,6 +312,7 @@ fn control_vector_matches_the_gguf_reference_writer() {
         .collect();
     let refs: Vec<&steer::SteeringVector> = vectors.iter().collect();
     assert_eq!(gguf::to_bytes_with(&refs, "fake-resid", false).unwrap(), reference);
+    std::fs::remove_dir_all(dir).unwrap();
 }
 
 #[test]

@@ -14,8 +14,7 @@ struct TempDir(PathBuf);
 
 impl TempDir {
     fn new(name: &str) -> TempDir {
-        let dir = std::env::temp_dir().join(format!("huescan-stimuli-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
+        let dir = crate::common::fresh_dir("stimuli", name);
         std::fs::create_dir_all(&dir).unwrap();
         TempDir(dir)
     }

@@ -14,9 +14,7 @@ const D: usize = 5;
 const LAYERS: [usize; 3] = [0, 2, 4];
 
 fn tmp(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("huescan-store-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    dir
+    crate::common::fresh_dir("store", name)
 }
 
 fn provenance() -> Provenance {
