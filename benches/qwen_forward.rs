@@ -1,17 +1,18 @@
 //! Forward-pass timing of the Qwen2.5-VL runner, the Rust half of `scripts/bench/qwen_forward.py` (which runs
 //! transformers on the same checkpoint and inputs and prints both side by side).
 //!
-//!     cargo bench --bench qwen_forward -- [CHECKPOINT_DIR INPUTS.safetensors [REPS [f32|bf16 [BATCH]]]]
+//!     cargo bench --bench qwen_forward -- [CHECKPOINT_DIR INPUTS.safetensors [REPS [f32|bf16|f16 [BATCH [DEVICE]]]]]
 //!
 //! With no arguments it times the committed test fixture on its sample `b`. One timed forward = vision tower +
 //! decoder with every hidden state captured (last-token pooling) + last-token logits, the extraction workload.
 //! With BATCH > 1 the sample is repeated BATCH times in one forward (images/s = BATCH / median_s). Prints one
-//! JSON line.
+//! JSON line. DEVICE is `cpu` (default) or `cuda[:N]` (build with `--features cuda`); GPU timings include the
+//! copy of the captures back to the host, which synchronises the device.
 
 use std::path::PathBuf;
 use std::time::Instant;
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{DType, Tensor};
 use huescan::model::qwen2_5_vl::{Qwen25VlModel, Sample};
 use huescan::model::{HookSet, Model, Pooling};
 
@@ -45,16 +46,19 @@ fn main() -> anyhow::Result<()> {
     let (dir, inputs, prefix) = match args.as_slice() {
         [] => (fixture.join("model"), fixture.join("reference.safetensors"), "b."),
         [d, i, ..] => (PathBuf::from(d), PathBuf::from(i), ""),
-        _ => anyhow::bail!("usage: qwen_forward [CHECKPOINT_DIR INPUTS.safetensors [REPS [f32|bf16 [BATCH]]]]"),
+        _ => anyhow::bail!(
+            "usage: qwen_forward [CHECKPOINT_DIR INPUTS.safetensors [REPS [f32|bf16|f16 [BATCH [DEVICE]]]]]"
+        ),
     };
     let reps: usize = args.get(2).map(|s| s.parse()).transpose()?.unwrap_or(5);
     let dtype = match args.get(3).map(String::as_str) {
         None | Some("f32") => DType::F32,
         Some("bf16") => DType::BF16,
+        Some("f16") => DType::F16,
         Some(d) => anyhow::bail!("unknown dtype {d}"),
     };
     let batch_size: usize = args.get(4).map(|s| s.parse()).transpose()?.unwrap_or(1).max(1);
-    let device = Device::Cpu;
+    let device = huescan::model::device::parse_device(args.get(5).map(String::as_str).unwrap_or("cpu"))?;
     let t0 = Instant::now();
     let model = Qwen25VlModel::load(&dir, dtype, &device)?;
     let load_s = t0.elapsed().as_secs_f64();
@@ -85,6 +89,7 @@ fn main() -> anyhow::Result<()> {
     for _ in 0..reps {
         let (t, c) = (Instant::now(), cpu_seconds());
         std::hint::black_box(model.image_features(&batch[0].pixel_values, &batch[0].grids)?);
+        device.synchronize()?;
         vision.push(t.elapsed().as_secs_f64());
         vision_cpu.push(cpu_seconds() - c);
     }
@@ -93,16 +98,20 @@ fn main() -> anyhow::Result<()> {
         s.sort_by(f64::total_cmp);
         s[s.len() / 2]
     };
-    // The ceiling: one f32 GEMM of the vision MLP's shape through the same matmul the model uses. The Python
+    // The ceiling: one GEMM (in the model dtype) of the vision MLP's shape through the same matmul the model uses. The Python
     // side times the same shape in torch, so each runner's forward can be read as a fraction of its own GEMM rate.
     let (m, k, n) = GEMM_SHAPE;
     let a = Tensor::randn(0f32, 1.0, (m, k), &device)?;
     let b = Tensor::randn(0f32, 1.0, (k, n), &device)?;
+    let a = a.to_dtype(dtype)?;
+    let b = b.to_dtype(dtype)?;
     std::hint::black_box(a.matmul(&b)?);
+    device.synchronize()?;
     let mut gemm = Vec::with_capacity(reps);
     for _ in 0..reps.max(3) {
         let t = Instant::now();
         std::hint::black_box(a.matmul(&b)?);
+        device.synchronize()?; // GPU kernels run asynchronously; a no-op on the CPU
         gemm.push(t.elapsed().as_secs_f64());
     }
     let gemm_gflops = 2.0 * (m * k * n) as f64 / median(&gemm) / 1e9;
@@ -124,6 +133,7 @@ fn main() -> anyhow::Result<()> {
             "vision_median_cpu_s": median(&vision_cpu),
             "peak_rss_mib": peak_rss_mib(),
             "threads": candle_core::utils::get_num_threads(),
+            "device": format!("{:?}", device.location()),
             "gemm_shape": [m, k, n],
             "gemm_gflops": gemm_gflops,
         })

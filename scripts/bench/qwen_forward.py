@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Forward time of huescan's Qwen2.5-VL runner vs transformers on CPU, same checkpoint, same inputs, one run.
 
-    python3 scripts/bench/qwen_forward.py [--reps 5] [--skip-realwidth] [--batch 4]
+    python3 scripts/bench/qwen_forward.py [--reps 5] [--skip-realwidth] [--batch 4] [--device cuda --dtype bf16]
 
 Uses (and if needed creates) the virtualenv of scripts/make_qwen_fixture.py (scripts/.venv-qwen, pinned torch +
 transformers). Two checkpoints:
@@ -18,6 +18,9 @@ A second table is throughput: a 224x224 flat-hue image (the simple-60 stimuli's 
 tokens) repeated --batch times in one forward, on the fixture and on realwidth, images/s on both sides.
 A third table divides each forward's FLOPs (counted from the config) by its time and compares that with the
 runner's own rate on one large f32 GEMM, timed in the same process.
+With --device cuda (both sides on the GPU; huescan built with `--features cuda`) or a --dtype other than f32,
+only the realwidth rows run (the tiny fixture would measure launch overhead); peak RSS is then host memory; GPU times synchronise the device before each clock read.
+This GPU mode was written without a GPU to try it on: check it the first time one is lent.
 Results go to stdout as markdown tables and to target/qwen-bench/results.json.
 """
 
@@ -132,21 +135,24 @@ def flat_inputs(kind):
     return path
 
 
-def hf_worker(ckpt, inputs, prefix, reps, batch=1):
+def hf_worker(ckpt, inputs, prefix, reps, batch=1, device="cpu", dtype="f32"):
     """Runs in its own process so load time and peak RSS are its own."""
     from safetensors.torch import load_file
     from transformers import Qwen2_5_VLForConditionalGeneration
 
     t0 = time.perf_counter()
-    model = Qwen2_5_VLForConditionalGeneration.from_pretrained(ckpt, dtype=torch.float32, attn_implementation="sdpa")
+    model = Qwen2_5_VLForConditionalGeneration.from_pretrained(
+        ckpt, dtype=TORCH_DTYPES[dtype], attn_implementation="sdpa"
+    ).to(device)
     model.eval()
+    sync(device)
     load_s = time.perf_counter() - t0
     t = load_file(inputs)
-    ids = t[prefix + "input_ids"].repeat(batch, 1)
+    ids = t[prefix + "input_ids"].repeat(batch, 1).to(device)
     kw = dict(
         input_ids=ids,
-        pixel_values=t[prefix + "pixel_values"].repeat(batch, 1),
-        image_grid_thw=t[prefix + "image_grid_thw"].repeat(batch, 1),
+        pixel_values=t[prefix + "pixel_values"].repeat(batch, 1).to(device, TORCH_DTYPES[dtype]),
+        image_grid_thw=t[prefix + "image_grid_thw"].repeat(batch, 1).to(device),
         mm_token_type_ids=(ids == model.config.image_token_id).long(),
         output_hidden_states=True,
         logits_to_keep=1,
@@ -154,40 +160,54 @@ def hf_worker(ckpt, inputs, prefix, reps, batch=1):
     times, cpu = [], []
     with torch.inference_mode():
         model(**kw)
+        sync(device)
         for _ in range(reps):
             s, c = time.perf_counter(), time.process_time()
             model(**kw)
+            sync(device)
             times.append(time.perf_counter() - s)
             cpu.append(time.process_time() - c)
         vision, vision_cpu = [], []
         for _ in range(reps):
             s, c = time.perf_counter(), time.process_time()
             model.model.get_image_features(kw["pixel_values"], kw["image_grid_thw"])
+            sync(device)
             vision.append(time.perf_counter() - s)
             vision_cpu.append(time.process_time() - c)
     print(json.dumps({
         "runner": f"transformers {__import__('transformers').__version__} sdpa",
-        "checkpoint": str(ckpt), "dtype": "f32", "seq_len": ids.shape[1], "batch": batch,
+        "checkpoint": str(ckpt), "dtype": dtype, "device": device, "seq_len": ids.shape[1], "batch": batch,
         "patches": t[prefix + "pixel_values"].shape[0], "load_s": load_s, "times_s": times,
         "median_s": sorted(times)[len(times) // 2], "cpu_s": cpu, "median_cpu_s": sorted(cpu)[len(cpu) // 2],
         "vision_median_s": sorted(vision)[len(vision) // 2],
         "vision_median_cpu_s": sorted(vision_cpu)[len(vision_cpu) // 2],
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "threads": torch.get_num_threads(),
-        "gemm_shape": list(GEMM_SHAPE), "gemm_gflops": gemm_gflops(reps),
+        "gemm_shape": list(GEMM_SHAPE), "gemm_gflops": gemm_gflops(reps, device, dtype),
     }))
 
 
 GEMM_SHAPE = (1024, 1280, 3420)  # the vision MLP's projection over 1024 patches; the Rust bench times the same
 
 
-def gemm_gflops(reps):
-    a, b = torch.randn(GEMM_SHAPE[0], GEMM_SHAPE[1]), torch.randn(GEMM_SHAPE[1], GEMM_SHAPE[2])
+TORCH_DTYPES = {"f32": torch.float32, "bf16": torch.bfloat16, "f16": torch.float16}
+
+
+def sync(device):
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def gemm_gflops(reps, device="cpu", dtype="f32"):
+    kw = dict(device=device, dtype=TORCH_DTYPES[dtype])
+    a, b = torch.randn(GEMM_SHAPE[0], GEMM_SHAPE[1], **kw), torch.randn(GEMM_SHAPE[1], GEMM_SHAPE[2], **kw)
     a @ b
+    sync(device)
     times = []
     for _ in range(max(reps, 3)):
         s = time.perf_counter()
         a @ b
+        sync(device)
         times.append(time.perf_counter() - s)
     m, k, n = GEMM_SHAPE
     return 2 * m * k * n / sorted(times)[len(times) // 2] / 1e9
@@ -219,15 +239,16 @@ def last_json(text):
     return json.loads([line for line in text.splitlines() if line.startswith("{")][-1])
 
 
-def run_pair(name, ckpt, inputs, prefix, reps, batch=1):
+def run_pair(name, ckpt, inputs, prefix, reps, batch=1, device="cpu", dtype="f32"):
     hf = subprocess.run(
-        [sys.executable, __file__, "--hf-worker", str(ckpt), str(inputs), prefix, str(reps), str(batch)],
+        [sys.executable, __file__, "--hf-worker", str(ckpt), str(inputs), prefix, str(reps), str(batch), device, dtype],
         check=True, capture_output=True, text=True,
     )
     env = dict(os.environ, CARGO_TARGET_DIR=os.environ.get("CARGO_TARGET_DIR", str(ROOT / "target")))
-    args = [] if name == "fixture" else [str(ckpt), str(inputs), str(reps), "f32", str(batch)]
+    args = [] if name == "fixture" else [str(ckpt), str(inputs), str(reps), dtype, str(batch), device]
+    features = ["--features", "cuda"] if device.startswith("cuda") else []
     rs = subprocess.run(
-        ["cargo", "bench", "--quiet", "--bench", "qwen_forward", "--", *args],
+        ["cargo", "bench", "--quiet", *features, "--bench", "qwen_forward", "--", *args],
         check=True, capture_output=True, text=True, cwd=ROOT, env=env,
     )
     h, o = last_json(hf.stdout), last_json(rs.stdout)
@@ -240,18 +261,25 @@ def main():
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--skip-realwidth", action="store_true")
     ap.add_argument("--batch", type=int, default=4, help="images per forward in the throughput table")
-    ap.add_argument("--hf-worker", nargs=5, metavar=("CKPT", "INPUTS", "PREFIX", "REPS", "BATCH"))
+    ap.add_argument("--device", default="cpu", help="cpu or cuda[:N] (both runners)")
+    ap.add_argument("--dtype", default="f32", choices=sorted(TORCH_DTYPES))
+    ap.add_argument("--hf-worker", nargs=7, metavar=("CKPT", "INPUTS", "PREFIX", "REPS", "BATCH", "DEVICE", "DTYPE"))
     a = ap.parse_args()
     if a.hf_worker:
-        ckpt, inputs, prefix, reps, batch = a.hf_worker
-        return hf_worker(ckpt, inputs, "" if prefix == "-" else prefix, int(reps), int(batch))
+        ckpt, inputs, prefix, reps, batch, device, dtype = a.hf_worker
+        return hf_worker(ckpt, inputs, "" if prefix == "-" else prefix, int(reps), int(batch), device, dtype)
     WORK.mkdir(parents=True, exist_ok=True)
-    results = [run_pair("fixture", FIXTURE / "model", FIXTURE / "reference.safetensors", "b.", a.reps)]
-    throughput = [run_pair("fixture-flat224", FIXTURE / "model", flat_inputs("fixture"), "-", a.reps, a.batch)]
+    on = dict(device=a.device, dtype=a.dtype)
+    results, throughput = [], []
+    if a.device == "cpu" and a.dtype == "f32":  # the Rust side runs the fixture's own inputs in f32 on the CPU
+        results.append(run_pair("fixture", FIXTURE / "model", FIXTURE / "reference.safetensors", "b.", a.reps, **on))
+        throughput.append(
+            run_pair("fixture-flat224", FIXTURE / "model", flat_inputs("fixture"), "-", a.reps, a.batch, **on)
+        )
     if not a.skip_realwidth:
         ckpt = realwidth_checkpoint()
-        results.append(run_pair("realwidth", ckpt, realwidth_inputs(ckpt), "-", a.reps))
-        throughput.append(run_pair("realwidth-flat224", ckpt, flat_inputs("realwidth"), "-", a.reps, a.batch))
+        results.append(run_pair("realwidth", ckpt, realwidth_inputs(ckpt), "-", a.reps, **on))
+        throughput.append(run_pair("realwidth-flat224", ckpt, flat_inputs("realwidth"), "-", a.reps, a.batch, **on))
     (WORK / "results.json").write_text(json.dumps(results + throughput, indent=1))
     cpu = subprocess.run(["sh", "-c", "grep -m1 'model name' /proc/cpuinfo; nproc"], capture_output=True, text=True)
     print(f"CPU: {' / '.join(cpu.stdout.split(chr(10))[:2])}")
