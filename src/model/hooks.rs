@@ -210,7 +210,7 @@ pub struct HookSet {
     pub interventions: Vec<Intervention>,
     /// Stop the forward pass once every captured and intervened point is computed: later decoder blocks, the
     /// final norm and the LM head are skipped and `Captures.logits` is `None`. Extraction sets it, so
-    /// `--layers 0:12` of a 36-block model costs a third of the decoder. Models that cannot stop early ignore it.
+    /// `--layers 0-12` of a 36-block model runs 12 of its blocks. Models that cannot stop early ignore it.
     pub stop_early: bool,
 }
 

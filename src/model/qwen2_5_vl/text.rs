@@ -241,10 +241,9 @@ impl TextModel {
         self.embed_tokens.forward(ids)
     }
 
-    /// Runs every block on `xs` (`(batch, seq, hidden)`) and returns the final-norm output. After block `l`,
-    /// `on_block(l, out)` may replace the block output (interventions) and record it (captures).
-    /// Runs the first `blocks` decoder blocks (all when `None`), calling `on_block` after each. Returns the final
-    /// norm's output when every block ran, `None` when it stopped early.
+    /// Runs the first `blocks` decoder blocks (all when `None`) on `xs` (`(batch, seq, hidden)`). After block
+    /// `l`, `on_block(l, out)` may replace the block output (interventions) and record it (captures). Returns the
+    /// final-norm output when every block ran, `None` when it stopped early.
     #[allow(clippy::too_many_arguments)]
     pub fn forward_embeds(
         &self,
