@@ -6,6 +6,7 @@
 
 pub mod autoencoder;
 pub mod device;
+pub mod estimate;
 pub mod hooks;
 pub mod hub;
 pub mod load;

@@ -224,6 +224,10 @@ fn the_qwen_fixture_runs_through_the_cli_and_answers_like_transformers() {
 fn scan_plans_and_runs_the_fixture_end_to_end() {
     let plan = ok(huescan().args(["scan", "qwen2.5-vl-7b", "--dry-run"]));
     assert!(plan.contains("wild-360") && plan.contains("360 images") && plan.contains("Qwen2.5-VL-7B"), "{plan}");
+    // The 7B is not on disk here, so no time estimate; the fixture's config is, so it gets one.
+    assert!(plan.contains("not estimated (the checkpoint's config.json is not on disk yet)"), "{plan}");
+    let plan = ok(huescan().args(["scan", "qwen-tiny-random", "--sets", "simple-60", "--dry-run"]));
+    assert!(plan.contains("to extract (0.00 TFLOP at") && plan.contains("GFLOP/s"), "{plan}");
     let dir = tmp("scan");
     ok(huescan()
         .args(["scan", "qwen-tiny-random", "--sets", "gap-teal-blue", "--permutations", "10", "--out"])

@@ -185,10 +185,12 @@ pub fn pipeline(model: &str, sets: &[String], out: &Path, p: &PipelineArgs, prog
 fn dry_run(args: &ScanArgs, out: &Path) -> anyhow::Result<ExitCode> {
     println!("plan for `{}` into {}", args.model, out.display());
     let mut total_samples = 0usize;
+    let mut sizes = Vec::new();
     for set in &args.sets {
         let spec = StimulusSpec::resolve(set)?;
         let n = crate::stimuli::render::stimuli(&spec, spec.variants).len();
         total_samples += n;
+        sizes.extend(std::iter::repeat_n((spec.height as usize, spec.width as usize), n));
         println!("  set {:<16} {n:>5} images  ({})", spec.name, spec.description);
     }
     let preset = crate::model::preset::find(&args.model);
@@ -255,6 +257,66 @@ fn dry_run(args: &ScanArgs, out: &Path) -> anyhow::Result<ExitCode> {
     println!(
         "  steps        render -> extract (resumable) -> analyze -> steer -> report; re-run the same command to resume"
     );
-    println!("  time         not estimated: the progress bar shows images/s and the ETA after the first batch");
+    match estimate_extract_seconds(args, preset.as_ref(), dir.as_deref(), &sizes) {
+        Ok(e) => println!(
+            "  time         about {} to extract ({:.2} TFLOP at {:.0} GFLOP/s: {:.0} % of the {} matmul rate measured \
+             just now on {}); analysis and steering come on top",
+            human_duration(e.seconds),
+            e.flops / 1e12,
+            e.rate / 1e9,
+            100.0 * crate::model::estimate::FORWARD_GEMM_EFFICIENCY,
+            e.dtype,
+            args.run.runtime.device,
+        ),
+        Err(why) => println!(
+            "  time         not estimated ({why:#}); the progress bar shows images/s and the ETA after the first batch"
+        ),
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+struct Estimate {
+    seconds: f64,
+    flops: f64,
+    rate: f64,
+    dtype: &'static str,
+}
+
+/// Extraction FLOPs from the checkpoint's config and the stimulus sizes, over this device's measured matmul
+/// rate scaled to what a whole forward reaches (BENCHMARKS.md).
+fn estimate_extract_seconds(
+    args: &ScanArgs,
+    preset: Option<&crate::model::preset::Preset>,
+    dir: Option<&Path>,
+    sizes: &[(usize, usize)],
+) -> anyhow::Result<Estimate> {
+    use crate::model::{device, estimate};
+    if preset.is_some_and(|p| p.kind == crate::model::preset::ModelKind::Autoencoder) {
+        anyhow::bail!("the colour autoencoder runs in seconds");
+    }
+    let Some(dir) = dir.filter(|d| d.join("config.json").exists()) else {
+        anyhow::bail!("the checkpoint's config.json is not on disk yet");
+    };
+    let text_tokens = match preset.and_then(|p| p.prompt_prefix_ids.as_ref().zip(p.prompt_suffix_ids.as_ref())) {
+        Some((prefix, suffix)) => prefix.len() + suffix.len(),
+        None => estimate::chat_text_tokens(dir)?,
+    };
+    let flops = estimate::qwen_forward_flops(dir, sizes, None, text_tokens)?;
+    let dev = device::parse_device(&args.run.runtime.device)?;
+    let dtype = match &args.run.runtime.dtype {
+        Some(d) => device::parse_dtype(d)?,
+        None => device::default_dtype(&dev, preset.and_then(|p| p.dtype.as_deref())),
+    };
+    let rate = estimate::gemm_flops_per_second(&dev, dtype)? * estimate::FORWARD_GEMM_EFFICIENCY;
+    Ok(Estimate { seconds: flops / rate, flops, rate, dtype: device::dtype_name(dtype) })
+}
+
+/// `under a second`, `42 s`, `12 min`, `3.5 h`.
+fn human_duration(seconds: f64) -> String {
+    match seconds {
+        s if s < 1.0 => "under a second".to_string(),
+        s if s < 90.0 => format!("{s:.0} s"),
+        s if s < 5400.0 => format!("{:.0} min", s / 60.0),
+        s => format!("{:.1} h", s / 3600.0),
+    }
 }

@@ -126,6 +126,31 @@ fn default_window() -> usize {
 }
 
 impl Config {
+    /// FLOPs of one forward over one image of `patches` patches in a prompt of `seq` tokens, with last-token
+    /// logits: matmuls and attention products (2 per multiply-add), no elementwise work, attention counted over
+    /// the full square like sdpa. The count of `scripts/bench/qwen_forward.py`, used to estimate run times.
+    pub fn forward_flops(&self, patches: usize, seq: usize) -> f64 {
+        let (t, v) = (&self.text, &self.vision);
+        let (p, seq) = (patches as f64, seq as f64);
+        let (h, inter) = (t.hidden_size as f64, t.intermediate_size as f64);
+        let q = (t.num_attention_heads * t.head_dim) as f64;
+        let kv = (t.num_key_value_heads * t.head_dim) as f64;
+        let (vh, vi) = (v.hidden_size as f64, v.intermediate_size as f64);
+        let merge = (v.spatial_merge_size * v.spatial_merge_size) as f64;
+        let patch_in = (v.in_channels * v.temporal_patch_size * v.patch_size * v.patch_size) as f64;
+        let window = p.min(((v.window_size / v.patch_size) * (v.window_size / v.patch_size)) as f64);
+        let mut macs = p * patch_in * vh;
+        for block in 0..v.depth {
+            let span = if v.fullatt_block_indexes.contains(&block) { p } else { window };
+            macs += p * vh * 4.0 * vh + 3.0 * p * vh * vi + 2.0 * p * span * vh;
+        }
+        let merged = (p / merge).floor();
+        macs += merged * (merge * vh) * (merge * vh) + merged * merge * vh * v.out_hidden_size as f64;
+        let block = seq * h * (2.0 * q + 2.0 * kv) + 3.0 * seq * h * inter + 2.0 * seq * seq * q;
+        macs += t.num_hidden_layers as f64 * block + h * t.vocab_size as f64;
+        2.0 * macs
+    }
+
     /// Reads `dir/config.json` and, when present, the EOS ids of `dir/generation_config.json`.
     pub fn from_dir(dir: &Path) -> Result<Self, Error> {
         let path = dir.join("config.json");
@@ -411,6 +436,15 @@ mod tests {
                 "spatial_patch_size": 14, "window_size": 112, "fullatt_block_indexes": [7, 15, 23, 31],
                 "tokens_per_second": 2, "temporal_patch_size": 2}
         })
+    }
+
+    #[test]
+    fn forward_flops_equal_the_benchmark_scripts_count() {
+        // Reference numbers printed by scripts/bench/qwen_forward.py's forward_gflop for the same config.
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/qwen-tiny/model");
+        let cfg = Config::from_dir(&dir).unwrap();
+        assert_eq!(cfg.forward_flops(96, 36), 27381760.0);
+        assert_eq!(cfg.forward_flops(256, 76), 81121280.0);
     }
 
     #[test]
