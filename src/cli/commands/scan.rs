@@ -25,7 +25,7 @@ pub struct ScanArgs {
     pub out: Option<PathBuf>,
     #[command(flatten)]
     pub run: PipelineArgs,
-    /// Print the plan (sets, samples, layers, disk) and stop.
+    /// Print the plan (sets, samples, layers, disk, memory, estimated extraction time) and stop.
     #[arg(long)]
     pub dry_run: bool,
 }
