@@ -10,7 +10,8 @@ use super::qwen2_5_vl::{ChatPrompt, Config, ImageProcessor, ProcessorConfig, DEF
 use super::Error;
 
 /// Share of its GEMM rate that a whole Qwen2.5-VL forward reaches: 77-92 % for huescan and transformers on CPU
-/// at real width (BENCHMARKS.md). The lower end, so estimates err long.
+/// at real width (BENCHMARKS.md). The lower end, so estimates err long. Calibrated on CPUs only: on a GPU,
+/// small batches reach less of the matmul rate, so there the estimate is a lower bound until GPU runs say more.
 pub const FORWARD_GEMM_EFFICIENCY: f64 = 0.75;
 
 /// The reference GEMM: 1024 patches through the 3B vision MLP's 1280 -> 3420 projection.

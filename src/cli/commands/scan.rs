@@ -299,6 +299,9 @@ fn estimate_extract_seconds(
     };
     let text_tokens = match preset.and_then(|p| p.prompt_prefix_ids.as_ref().zip(p.prompt_suffix_ids.as_ref())) {
         Some((prefix, suffix)) => prefix.len() + suffix.len(),
+        None if !dir.join("tokenizer.json").exists() => {
+            anyhow::bail!("{} has no tokenizer.json to count the prompt's tokens", dir.display())
+        }
         None => estimate::chat_text_tokens(dir)?,
     };
     let flops = estimate::qwen_forward_flops(dir, sizes, None, text_tokens)?;
