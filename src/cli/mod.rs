@@ -1,5 +1,9 @@
 //! Command-line interface: what was typed (clap structs) and the wiring to the library. No maths here.
 
+// Doc comments here are clap's `--help` text first, where `<out>/x` placeholders read right; rustdoc would take
+// them for HTML tags.
+#![allow(rustdoc::invalid_html_tags)]
+
 pub mod commands;
 mod progress;
 

@@ -17,7 +17,7 @@ pub enum Metric {
     /// The primary metric: the notebook's score and the discovery ranking.
     ScaleNormalizedStress,
     /// $1 - \sum(\hat d - p)^2 / \sum p^2$ with $\hat d$ the increasing isotonic fit of p on t (sklearn rules,
-    /// NaN for near-tied maximal t, see [`isotonic_fit`]).
+    /// NaN for near-tied maximal t, see `isotonic_fit`).
     NonMetricStress,
     /// Spearman rank correlation of t and p with average ranks; NaN when either is constant.
     ShepardGoodnessScore,
