@@ -279,6 +279,55 @@ fn a_killed_extract_resumes_and_ends_byte_identical() {
     std::fs::remove_dir_all(dir).unwrap();
 }
 
+/// Out of space mid-write: a per-process file-size limit (`ulimit -f`, which needs no root, unlike a small
+/// filesystem) makes every file above 20 KiB fail with EFBIG, as a full disk fails with ENOSPC. The extraction
+/// must say so, keep its finished chunks, and a re-run without the limit must end byte-identical.
+#[test]
+fn out_of_space_is_explained_and_a_rerun_finishes_byte_identical() {
+    let dir = tmp("nospace");
+    let stim = dir.join("stimuli");
+    ok(huescan().args(["stimuli", "render", "wild-360", "--out"]).arg(&stim));
+    let args = |out: &PathBuf| {
+        vec![
+            "extract".into(),
+            "--model".into(),
+            "colour-autoencoder".into(),
+            "--quiet".into(),
+            "--stimuli".into(),
+            stim.display().to_string(),
+            "--out".into(),
+            out.display().to_string(),
+        ]
+    };
+    let limited = dir.join("limited");
+    // `trap "" XFSZ` ignores the signal the kernel sends with EFBIG; ignored signals survive exec.
+    let out = std::process::Command::new("bash")
+        .arg("-c")
+        .arg(r#"ulimit -f 20; trap "" XFSZ; exec "$@""#)
+        .arg("bash")
+        .arg(env!("CARGO_BIN_EXE_huescan"))
+        .args(args(&limited))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("out of space") && err.contains("re-run the same command"), "{err}");
+    assert_eq!(err.matches("os error").count(), 1, "the OS reason once: {err}");
+    assert!(limited.join(".partial/chunk_00000.sha256").exists(), "finished chunks are kept");
+    assert!(!limited.join("manifest.json").exists(), "no manifest: the store does not read as finished");
+    ok(huescan().args(args(&limited)));
+    let fresh = dir.join("fresh");
+    ok(huescan().args(args(&fresh)));
+    let mut files: Vec<_> = std::fs::read_dir(&fresh).unwrap().map(|e| e.unwrap().file_name()).collect();
+    files.sort();
+    assert!(files.len() >= 3, "{files:?}");
+    for f in files {
+        let (a, b) = (std::fs::read(limited.join(&f)).unwrap(), std::fs::read(fresh.join(&f)).unwrap());
+        assert!(a == b, "{f:?} differs");
+    }
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
 #[test]
 fn offline_analysis_and_report_of_a_store_converted_from_the_notebook_pickles() {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));

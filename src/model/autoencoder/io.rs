@@ -2,7 +2,7 @@
 //! (`encoder.0.weight`, ...); the header metadata carries the full [`TrainConfig`] (architecture, data,
 //! seed, epochs) and the final loss, so a file says how it was made.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use candle_core::{Device, Tensor, Var};
@@ -12,6 +12,7 @@ use safetensors::{Dtype, SafeTensors};
 use super::{Autoencoder, TrainConfig, LAYERS};
 use crate::fsx;
 use crate::model::Error;
+use crate::store::{serialize_f32, F32Tensor};
 
 /// Value of the `format` metadata key; bump when the layout changes.
 pub(crate) const FORMAT: &str = "huescan-colour-autoencoder-v1";
@@ -19,33 +20,27 @@ pub(crate) const FORMAT: &str = "huescan-colour-autoencoder-v1";
 impl Autoencoder {
     /// Writes the weights and their provenance to `path` (atomically).
     pub fn save(&self, path: &Path) -> crate::Result<()> {
-        let mut tensors: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
+        let mut tensors: Vec<(String, Vec<usize>, Vec<f32>)> = Vec::new();
         {
             let data = self.varmap.data().lock().expect("VarMap lock");
             for name in tensor_names() {
                 let t = data[&name].as_tensor();
-                let bytes: Vec<u8> = t.flatten_all()?.to_vec1::<f32>()?.iter().flat_map(|x| x.to_le_bytes()).collect();
-                tensors.push((name, t.dims().to_vec(), bytes));
+                tensors.push((name, t.dims().to_vec(), t.flatten_all()?.to_vec1::<f32>()?));
             }
         }
-        let views = tensors
-            .iter()
-            .map(|(n, shape, bytes)| {
-                Ok((n.as_str(), safetensors::tensor::TensorView::new(Dtype::F32, shape.clone(), bytes)?))
-            })
-            .collect::<Result<Vec<_>, safetensors::SafeTensorError>>()
-            .map_err(|e| checkpoint(path, format!("cannot serialise: {e}")))?;
         let cfg = serde_json::to_string(&self.train_cfg).map_err(|e| Error::Msg(e.to_string()))?;
-        let metadata = HashMap::from([
+        let metadata = BTreeMap::from([
             ("format".to_string(), FORMAT.to_string()),
             ("train_config".to_string(), cfg),
             ("seed".to_string(), self.train_cfg.seed.to_string()),
             ("epochs".to_string(), self.train_cfg.epochs.to_string()),
             ("final_loss".to_string(), self.final_loss.to_string()),
         ]);
-        let bytes = safetensors::serialize(views, Some(metadata))
-            .map_err(|e| checkpoint(path, format!("cannot serialise: {e}")))?;
-        fsx::write_atomic(path, &bytes)
+        // The store's serialiser, not `safetensors::serialize`: that one writes its metadata map in hash order,
+        // so the same weights gave different bytes from run to run.
+        let views: Vec<F32Tensor<'_>> =
+            tensors.iter().map(|(name, shape, data)| F32Tensor { name, shape, data }).collect();
+        fsx::write_atomic(path, &serialize_f32(&views, &metadata))
     }
 
     /// Reads a file written by [`Autoencoder::save`]. A missing, truncated, foreign or mis-shaped file is a
