@@ -14,10 +14,7 @@ use std::time::Instant;
 
 use candle_core::{DType, Tensor};
 use huescan::model::qwen2_5_vl::{Qwen25VlModel, Sample};
-use huescan::model::{HookSet, Model, Pooling};
-
-/// M x K x N of the reference GEMM (1024 patches through the vision MLP's 1280 -> 3420 projection).
-const GEMM_SHAPE: (usize, usize, usize) = (1024, 1280, 3420);
+use huescan::model::{estimate, HookSet, Model, Pooling};
 
 fn peak_rss_mib() -> Option<f64> {
     let s = std::fs::read_to_string("/proc/self/status").ok()?;
@@ -98,23 +95,11 @@ fn main() -> anyhow::Result<()> {
         s.sort_by(f64::total_cmp);
         s[s.len() / 2]
     };
-    // The ceiling: one GEMM (in the model dtype) of the vision MLP's shape through the same matmul the model uses. The Python
-    // side times the same shape in torch, so each runner's forward can be read as a fraction of its own GEMM rate.
-    let (m, k, n) = GEMM_SHAPE;
-    let a = Tensor::randn(0f32, 1.0, (m, k), &device)?;
-    let b = Tensor::randn(0f32, 1.0, (k, n), &device)?;
-    let a = a.to_dtype(dtype)?;
-    let b = b.to_dtype(dtype)?;
-    std::hint::black_box(a.matmul(&b)?);
-    device.synchronize()?;
-    let mut gemm = Vec::with_capacity(reps);
-    for _ in 0..reps.max(3) {
-        let t = Instant::now();
-        std::hint::black_box(a.matmul(&b)?);
-        device.synchronize()?; // GPU kernels run asynchronously; a no-op on the CPU
-        gemm.push(t.elapsed().as_secs_f64());
-    }
-    let gemm_gflops = 2.0 * (m * k * n) as f64 / median(&gemm) / 1e9;
+    // The ceiling: one GEMM (in the model dtype) of the vision MLP's shape through the same matmul the model
+    // uses, timed as `scan --dry-run` times it. The Python side times the same shape in torch, so each runner's
+    // forward can be read as a fraction of its own GEMM rate.
+    let (m, k, n) = estimate::GEMM_SHAPE;
+    let gemm_gflops = estimate::gemm_flops_per_second(&device, dtype)? / 1e9;
     println!(
         "{}",
         serde_json::json!({

@@ -14,8 +14,9 @@ use super::Error;
 /// small batches reach less of the matmul rate, so there the estimate is a lower bound until GPU runs say more.
 pub const FORWARD_GEMM_EFFICIENCY: f64 = 0.75;
 
-/// The reference GEMM: 1024 patches through the 3B vision MLP's 1280 -> 3420 projection.
-const GEMM_SHAPE: (usize, usize, usize) = (1024, 1280, 3420);
+/// The reference GEMM (M, K, N): 1024 patches through the 3B vision MLP's 1280 -> 3420 projection; the benchmark
+/// scripts time the same shape.
+pub const GEMM_SHAPE: (usize, usize, usize) = (1024, 1280, 3420);
 
 /// FLOPs of one forward per image of the given `(height, width)` sizes, each in a prompt of `text_tokens`
 /// tokens besides its image pads, for the Qwen2.5-VL checkpoint in `dir` (`config.json`, and
