@@ -31,7 +31,7 @@ pub struct SampleInput {
 pub struct ExtractPlan {
     /// The whole set, in order (a shard takes its slice itself).
     pub samples: Vec<SampleInput>,
-    /// Layer indices (positions in `Model::hook_points`) to store.
+    /// Layer indices (positions in `Model::all_hook_points`) to store.
     pub layers: Vec<usize>,
     pub pooling: Pooling,
     /// Images per forward pass; with `adaptive`, the starting size, halved whenever the device runs out of
@@ -64,7 +64,7 @@ pub fn extract(model: &dyn Model, plan: &ExtractPlan, progress: &dyn Fn(usize, u
     if plan.batch_size == 0 {
         return Err(Error::Msg("--batch-size must be at least 1".into()));
     }
-    let points = model.hook_points();
+    let points = model.all_hook_points();
     let mut layers = Vec::with_capacity(plan.layers.len());
     for &index in &plan.layers {
         let point = points.get(index).ok_or_else(|| {
@@ -93,7 +93,8 @@ pub fn extract(model: &dyn Model, plan: &ExtractPlan, progress: &dyn Fn(usize, u
         samples: inputs.iter().map(|s| SampleEntry { id: s.id.clone(), hue_deg: s.hue_deg }).collect(),
         shard,
     };
-    let mut writer = StoreWriter::create(&dir, spec, CHUNK_SAMPLES)?;
+    let modules = layers.iter().filter_map(|(i, p)| Some((*i, model.module_path(p)?))).collect();
+    let mut writer = StoreWriter::create(&dir, spec, CHUNK_SAMPLES)?.with_modules(modules);
     let pending = writer.pending_chunks();
     let todo: usize = pending.iter().map(|c| c.range.len()).sum();
     let resumed = inputs.len() - todo;

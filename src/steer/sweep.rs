@@ -240,7 +240,7 @@ pub fn run_sweep(
     let store = input.store;
     let model = input.model;
     let hues = store.hue_deg();
-    let points = model.hook_points();
+    let points = model.all_hook_points();
     let pooling: Pooling = store.manifest().provenance.pooling.parse()?;
     if pooling == Pooling::Tokens {
         return Err(Error::Msg(

@@ -9,8 +9,11 @@ use super::Error;
 
 /// The `format` field of every manifest.
 pub const FORMAT: &str = "huescan-activations";
-/// Bumped on any incompatible change of the layout below.
-pub const FORMAT_VERSION: u32 = 1;
+/// Bumped on any incompatible change of the layout below. Version 2 added each layer's `component` and
+/// `module`; version 1 stores (without them) still read.
+pub const FORMAT_VERSION: u32 = 2;
+/// The oldest format version this huescan reads.
+pub const OLDEST_READABLE_VERSION: u32 = 1;
 
 /// Where the activations came from. Two stores (or shards) can be merged only when these are equal.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -46,6 +49,14 @@ pub struct LayerEntry {
     pub shape: Vec<usize>,
     /// SHA-256 of the whole file.
     pub sha256: String,
+    /// Which part of the model the point is in: `vision` (positions are image patches in raster order, or
+    /// merged tokens at `visual.merger.hook_out`), `language` (prompt tokens) or `other`. Absent in version 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub component: Option<String>,
+    /// The same tensor in transformers: module path and which of its inputs/outputs (for
+    /// `register_forward_hook` / nnsight users). Absent in version 1 and for models without one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub module: Option<String>,
 }
 
 /// One sample (one stimulus image).
@@ -96,9 +107,10 @@ impl Manifest {
         if self.format != FORMAT {
             return bad(format!("format is `{}`, expected `{FORMAT}`", self.format));
         }
-        if self.format_version != FORMAT_VERSION {
+        if !(OLDEST_READABLE_VERSION..=FORMAT_VERSION).contains(&self.format_version) {
             return bad(format!(
-                "format_version {} is not supported by this huescan (expects {FORMAT_VERSION}); re-extract or upgrade",
+                "format_version {} is not supported by this huescan (reads {OLDEST_READABLE_VERSION} to \
+                 {FORMAT_VERSION}); re-extract or upgrade",
                 self.format_version
             ));
         }
@@ -149,7 +161,7 @@ impl Manifest {
             "provenance": self.provenance,
             "dtype": self.dtype,
             "d_model": self.d_model,
-            "layers": self.layers.iter().map(|l| (l.index, &l.hook, &l.shape[1..])).collect::<Vec<_>>(),
+            "layers": self.layers.iter().map(|l| (l.index, &l.hook, &l.shape[1..], &l.module)).collect::<Vec<_>>(),
         })
     }
 }

@@ -109,7 +109,9 @@ pub fn merge(shards: &[PathBuf], out: &Path) -> crate::Result<ActivationStore> {
         }
         let mut shape = entry.shape.clone();
         shape[0] = samples.len();
-        layers.push(write_layer(out, entry.index, &entry.hook, &shape, &data)?);
+        let mut merged = write_layer(out, entry.index, &entry.hook, &shape, &data)?;
+        merged.module = entry.module.clone();
+        layers.push(merged);
     }
     write_manifest(out, &first.provenance, &first.layer_convention, layers, samples, None)?;
     ActivationStore::open(out)

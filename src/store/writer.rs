@@ -62,6 +62,8 @@ pub struct StoreWriter {
     done: Vec<bool>,
     /// Per-layer sample shape (without the sample axis), fixed by the first chunk.
     sample_shapes: BTreeMap<usize, Vec<usize>>,
+    /// Per layer index, the transformers module of the point ([`StoreWriter::with_modules`]).
+    modules: BTreeMap<usize, String>,
 }
 
 impl StoreWriter {
@@ -82,10 +84,17 @@ impl StoreWriter {
             inputs_sha256,
             done: vec![false; n_chunks],
             sample_shapes: BTreeMap::new(),
+            modules: BTreeMap::new(),
         };
         writer.check_existing_store()?;
         writer.scan_partial()?;
         Ok(writer)
+    }
+
+    /// Records, per layer index, the transformers module path of the stored point in the manifest.
+    pub fn with_modules(mut self, modules: BTreeMap<usize, String>) -> Self {
+        self.modules = modules;
+        self
     }
 
     /// True when `dir` already holds a finished store made from exactly these inputs.
@@ -280,7 +289,8 @@ impl StoreWriter {
             let sample_shape = sample_shape.unwrap_or_default();
             let mut shape = vec![n];
             shape.extend_from_slice(&sample_shape);
-            let entry = write_layer(&self.dir, *index, hook, &shape, &data)?;
+            let mut entry = write_layer(&self.dir, *index, hook, &shape, &data)?;
+            entry.module = self.modules.get(index).cloned();
             layers.push(entry);
         }
         drop(files);
@@ -313,7 +323,16 @@ pub(crate) fn write_layer(
     let bytes = format::serialize_f32(&[F32Tensor { name: ACTS, shape, data }], &meta);
     let file = manifest::layer_file_name(index);
     fsx::write_atomic(&dir.join(&file), &bytes)?;
-    Ok(LayerEntry { index, hook: hook.to_string(), file, shape: shape.to_vec(), sha256: fsx::sha256_hex(&bytes) })
+    let component = hook.parse::<crate::model::HookPoint>().ok().map(|p| p.component().as_str().to_string());
+    Ok(LayerEntry {
+        index,
+        hook: hook.to_string(),
+        file,
+        shape: shape.to_vec(),
+        sha256: fsx::sha256_hex(&bytes),
+        component,
+        module: None,
+    })
 }
 
 pub(crate) fn write_manifest(

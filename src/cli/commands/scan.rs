@@ -41,8 +41,9 @@ pub struct PipelineArgs {
     /// Per-sample pooling: image-mean, last or tokens.
     #[arg(long, default_value = "image-mean")]
     pub pool: String,
-    /// Layers to store and scan: `all` or indices/ranges like `0,4,8-12`.
-    #[arg(long, default_value = "all")]
+    /// Points to store and scan: `residual` (every vision block's output and the HF hidden states), `all` (the
+    /// hidden states only), indices/ranges like `0,4,8-12`, or hook names and globs (`visual.blocks.*,blocks.*`).
+    #[arg(long, alias = "hooks", default_value = "residual")]
     pub layers: String,
     /// Label permutations per layer and shape for p-values (0 = off).
     #[arg(long, default_value_t = 100)]
@@ -130,6 +131,7 @@ pub fn pipeline(model: &str, sets: &[String], out: &Path, p: &PipelineArgs, prog
             stimuli: stim,
             out: acts.clone(),
             layers: p.layers.clone(),
+            hooks: None,
             pool: p.pool.clone(),
             batch_size: p.batch_size,
             shard: None,
