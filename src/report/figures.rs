@@ -169,7 +169,10 @@ impl Figure for LayerLines {
             chart
                 .draw_series(std::iter::once(PathElement::new(vec![(x, y0), (x, y1)], RED.mix(0.6).stroke_width(2))))
                 .map_err(e)?
-                .label(format!("chosen layer {l}"))
+                .label(match self.layers.iter().position(|&m| m == l).and_then(|k| self.hooks.get(k)) {
+                    Some(hook) => format!("chosen layer {l} ({hook})"),
+                    None => format!("chosen layer {l}"),
+                })
                 .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], RED.mix(0.6).stroke_width(2)));
         }
         draw_legend(&mut chart, SeriesLabelPosition::UpperRight)
