@@ -101,3 +101,20 @@ fn a_version_1_store_still_reads() {
     let store = huescan::store::ActivationStore::open(&v1).unwrap();
     assert!(store.manifest().layers.iter().all(|l| l.component.is_none() && l.module.is_none()));
 }
+
+#[test]
+fn ask_without_an_image_is_a_text_only_prompt_that_answers_as_transformers_does() {
+    // qwen-tiny-random has raw-id prompts: without the image its ids are the fixture's text-only prompt, whose
+    // greedy answer transformers recorded in reference_points.json.
+    let meta: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(crate::common::qwen_fixture().join("reference_points.json")).unwrap(),
+    )
+    .unwrap();
+    let said =
+        ok(huescan().args(["ask", "--model", "qwen-tiny-random", "--max-new-tokens", "8", "What colour is a banana?"]));
+    let want: Vec<u64> =
+        meta["text"]["generated_ids"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap()).collect();
+    assert!(said.contains(&format!("{want:?}")), "{said}");
+    let err = fails(huescan().args(["ask", "--model", "qwen-tiny-random"]));
+    assert!(err.contains("without --image, give the question"), "{err}");
+}

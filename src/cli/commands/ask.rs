@@ -1,4 +1,4 @@
-//! `huescan ask`: one image, one question, the model's greedy answer.
+//! `huescan ask`: one image (or none, a text-only control), one question, the model's greedy answer.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -13,9 +13,10 @@ use crate::model::HookSet;
 pub struct AskArgs {
     #[command(flatten)]
     pub model: ModelArgs,
-    /// The image to ask about.
+    /// The image to ask about; without it the question is asked alone (a text-only control such as "What colour
+    /// is a banana?").
     #[arg(long)]
-    pub image: PathBuf,
+    pub image: Option<PathBuf>,
     /// Most tokens to generate (generation also stops at the checkpoint's EOS ids). Greedy decoding with no
     /// repetition penalty: transformers applies generation_config.json's penalty unless told
     /// `repetition_penalty=1.0`, so compare with that.
@@ -26,7 +27,12 @@ pub struct AskArgs {
 }
 
 pub fn run(args: &AskArgs, progress: &Progress) -> anyhow::Result<ExitCode> {
-    let image_path = existing(&args.image, "image")?;
+    let image_path = args.image.as_deref().map(|p| existing(p, "image")).transpose()?;
+    if image_path.is_none() && args.question.is_none() {
+        anyhow::bail!(
+            "without --image, give the question to ask, e.g. `huescan ask --model M \"What colour is a banana?\"`"
+        );
+    }
     let mut model_args = args.model.clone();
     if args.question.is_some() {
         model_args.prompt = args.question.clone();
@@ -36,10 +42,15 @@ pub fn run(args: &AskArgs, progress: &Progress) -> anyhow::Result<ExitCode> {
     let Some(qwen) = &loaded.qwen else {
         anyhow::bail!("`{}` does not generate text; `huescan ask` needs a Qwen2.5-VL model", loaded.id);
     };
-    let image = image::open(&image_path)
-        .map_err(|e| anyhow::anyhow!("cannot read image `{}`: {e}", image_path.display()))?
-        .to_rgb8();
-    let sample = qwen.prepare(&image)?;
+    let sample = match &image_path {
+        Some(path) => {
+            let image = image::open(path)
+                .map_err(|e| anyhow::anyhow!("cannot read image `{}`: {e}", path.display()))?
+                .to_rgb8();
+            qwen.prepare(&image)?
+        }
+        None => qwen.prepare_text(args.question.as_deref().unwrap_or_default())?,
+    };
     let ids = qwen.generate(&sample, args.max_new_tokens, &HookSet::default())?;
     let prompt = qwen.prompt().expect("a loaded Qwen model always has a prompt");
     let answer = prompt.decode(&ids)?;

@@ -244,16 +244,23 @@ impl Qwen25VlModel {
         Sample { pixel_values, grids: vec![], input_ids: input_ids.to_vec() }
     }
 
-    /// The chat prompt asking `question` about no image; needs the checkpoint's tokenizer.
+    /// The prompt without its image (a text-only control): the chat template asking `question`, or, for a
+    /// raw-id prompt, its ids without the vision start/end tokens (the question is then not used, as with
+    /// images).
     pub fn prepare_text(&self, question: &str) -> Result<Sample, Error> {
-        match &self.prompt {
-            Some(Prompt::Chat(c)) => Ok(self.text_sample(&c.text_only_ids(question)?)),
-            _ => Err(Error::Msg(
-                "a text-only prompt needs the chat template, which needs the checkpoint's tokenizer.json; this \
-                 checkpoint has none"
-                    .into(),
-            )),
-        }
+        let ids = match &self.prompt {
+            Some(Prompt::Chat(c)) => c.text_only_ids(question)?,
+            Some(Prompt::Ids { prefix, suffix }) => {
+                let vision = [self.cfg.vision_start_token_id, self.cfg.vision_end_token_id, self.cfg.image_token_id];
+                prefix.iter().chain(suffix).copied().filter(|id| !vision.contains(id)).collect()
+            }
+            None => {
+                return Err(Error::Msg(
+                    "no prompt: the checkpoint has no tokenizer.json and no prompt ids were given".into(),
+                ))
+            }
+        };
+        Ok(self.text_sample(&ids))
     }
 
     /// The vision tower's merged features `(Σ tokens, hidden)` in the model dtype, raster order.
