@@ -140,8 +140,29 @@ pub fn extract(model: &dyn Model, plan: &ExtractPlan, progress: &dyn Fn(usize, u
             .collect::<Result<BTreeMap<_, _>>>()?;
         writer.write_chunk(&chunk, &acts)?;
     }
+    if plan.pooling == Pooling::Tokens && !writer.is_complete() {
+        if let Some(tokens) = token_layouts(model, inputs)? {
+            writer.set_tokens(tokens);
+        }
+    }
     let store = writer.finish()?;
     Ok(ExtractOutcome { store, computed: todo, resumed })
+}
+
+/// Every sample's prompt layout, for a `tokens` store (recomputed from the images, so a resumed run has them
+/// for the chunks an earlier run did); `None` for models without a token sequence.
+fn token_layouts(model: &dyn Model, inputs: &[SampleInput]) -> Result<Option<Vec<store::SampleTokens>>> {
+    let mut out = Vec::with_capacity(inputs.len());
+    for s in inputs {
+        let Some(t) = model.token_layout(&load_image(s)?)? else { return Ok(None) };
+        out.push(store::SampleTokens {
+            ids: t.ids,
+            strings: t.strings,
+            image_mask: t.image_mask,
+            mrope_positions: t.mrope_positions,
+        });
+    }
+    Ok(Some(out))
 }
 
 fn captured<'a>(layers: &'a BTreeMap<HookPoint, Tensor>, point: &HookPoint, batch: usize) -> Result<&'a Tensor> {

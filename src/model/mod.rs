@@ -63,6 +63,18 @@ pub struct Captures {
     pub logits: Option<Tensor>,
 }
 
+/// The prompt of one sample, position by position, for token-level stores: the ids, their strings (each id
+/// decoded alone, special tokens kept, as TransformerLens' `to_str_tokens`), which positions hold image features,
+/// and the 3-D M-RoPE position (temporal, height, width) of each.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TokenLayout {
+    pub ids: Vec<u32>,
+    /// `None` without a tokenizer.
+    pub strings: Option<Vec<String>>,
+    pub image_mask: Vec<bool>,
+    pub mrope_positions: [Vec<i64>; 3],
+}
+
 /// A model huescan can scan and steer.
 pub trait Model {
     /// A stable identifier for manifests (repo id, preset or path).
@@ -121,6 +133,12 @@ pub trait Model {
         Ok(None)
     }
 
+    /// The prompt layout of `image`'s sample (what the positions of a `tokens` capture are); `None` for models
+    /// without a token sequence.
+    fn token_layout(&self, _image: &RgbImage) -> crate::Result<Option<TokenLayout>> {
+        Ok(None)
+    }
+
     /// The layer index of `point`, or a clear error listing what exists.
     fn layer_index(&self, point: &HookPoint) -> Result<usize, Error> {
         let points = self.all_hook_points();
@@ -168,6 +186,9 @@ impl<T: Model + ?Sized> Model for std::sync::Arc<T> {
     }
     fn token_ids(&self, words: &[String]) -> crate::Result<Option<Vec<Vec<u32>>>> {
         (**self).token_ids(words)
+    }
+    fn token_layout(&self, image: &RgbImage) -> crate::Result<Option<TokenLayout>> {
+        (**self).token_layout(image)
     }
 }
 

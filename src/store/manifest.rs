@@ -67,6 +67,22 @@ pub struct SampleEntry {
     pub hue_deg: f64,
 }
 
+/// The prompt of one sample, position by position, in a `tokens` store: what row `p` of a language-model
+/// point's `[pos, d_model]` is.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SampleTokens {
+    /// Token ids of the prompt, in order.
+    pub ids: Vec<u32>,
+    /// Each id decoded alone, special tokens kept (TransformerLens `to_str_tokens`); absent without a tokenizer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub strings: Option<Vec<String>>,
+    /// Whether each position holds an image feature (an image-pad token).
+    pub image_mask: Vec<bool>,
+    /// 3-D M-RoPE position of each token: `[temporal, height, width]`, each as long as `ids`.
+    pub mrope_positions: [Vec<i64>; 3],
+}
+
 /// Set only on a shard: which slice of the full sample list it holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -98,6 +114,10 @@ pub struct Manifest {
     pub samples: Vec<SampleEntry>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shard: Option<ShardInfo>,
+    /// `tokens` stores (version 2) of models with a token sequence: per sample, in the order of `samples`, its
+    /// prompt layout.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokens: Option<Vec<SampleTokens>>,
 }
 
 impl Manifest {
@@ -139,6 +159,34 @@ impl Manifest {
             }
             if l.file.contains('/') || l.file.contains("..") {
                 return bad(format!("layer {} file `{}` must be a plain name inside the store", l.index, l.file));
+            }
+        }
+        if let Some(tokens) = &self.tokens {
+            if tokens.len() != n {
+                return bad(format!("`tokens` has {} entries for {n} samples", tokens.len()));
+            }
+            for (s, t) in self.samples.iter().zip(tokens) {
+                let len = t.ids.len();
+                let lens = [t.image_mask.len(), t.mrope_positions[0].len(), t.mrope_positions[1].len()];
+                let ragged = lens.iter().chain([&t.mrope_positions[2].len()]).any(|&l| l != len)
+                    || t.strings.as_ref().is_some_and(|st| st.len() != len);
+                if ragged {
+                    return bad(format!(
+                        "sample `{}`: its token ids, strings, mask and positions differ in length",
+                        s.id
+                    ));
+                }
+            }
+            let language = |l: &&LayerEntry| l.component.as_deref() == Some("language") && l.shape.len() == 3;
+            if let (Some(l), Some(t)) = (self.layers.iter().find(language), tokens.first()) {
+                if l.shape[1] != t.ids.len() {
+                    return bad(format!(
+                        "layer {} has {} positions but the prompt has {} tokens",
+                        l.index,
+                        l.shape[1],
+                        t.ids.len()
+                    ));
+                }
             }
         }
         Ok(())

@@ -113,6 +113,9 @@ pub fn merge(shards: &[PathBuf], out: &Path) -> crate::Result<ActivationStore> {
         merged.module = entry.module.clone();
         layers.push(merged);
     }
-    write_manifest(out, &first.provenance, &first.layer_convention, layers, samples, None)?;
+    // Every shard of a `tokens` store records its samples' layouts; the merge keeps them in sample order.
+    let tokens: Option<Vec<_>> =
+        stores.iter().map(|s| s.manifest().tokens.clone()).collect::<Option<Vec<_>>>().map(|t| t.concat());
+    write_manifest(out, &first.provenance, &first.layer_convention, layers, samples, None, tokens)?;
     ActivationStore::open(out)
 }

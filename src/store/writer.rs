@@ -64,6 +64,8 @@ pub struct StoreWriter {
     sample_shapes: BTreeMap<usize, Vec<usize>>,
     /// Per layer index, the transformers module of the point ([`StoreWriter::with_modules`]).
     modules: BTreeMap<usize, String>,
+    /// Per sample, its prompt layout ([`StoreWriter::set_tokens`]).
+    tokens: Option<Vec<manifest::SampleTokens>>,
 }
 
 impl StoreWriter {
@@ -85,6 +87,7 @@ impl StoreWriter {
             done: vec![false; n_chunks],
             sample_shapes: BTreeMap::new(),
             modules: BTreeMap::new(),
+            tokens: None,
         };
         writer.check_existing_store()?;
         writer.scan_partial()?;
@@ -95,6 +98,11 @@ impl StoreWriter {
     pub fn with_modules(mut self, modules: BTreeMap<usize, String>) -> Self {
         self.modules = modules;
         self
+    }
+
+    /// Records each sample's prompt layout (one entry per sample, in order) in the manifest.
+    pub fn set_tokens(&mut self, tokens: Vec<manifest::SampleTokens>) {
+        self.tokens = Some(tokens);
     }
 
     /// True when `dir` already holds a finished store made from exactly these inputs.
@@ -301,6 +309,7 @@ impl StoreWriter {
             layers,
             self.spec.samples.clone(),
             self.spec.shard,
+            self.tokens,
         )?;
         let _ = std::fs::remove_dir_all(self.dir.join(".partial"));
         ActivationStore::open(&self.dir)
@@ -342,6 +351,7 @@ pub(crate) fn write_manifest(
     layers: Vec<LayerEntry>,
     samples: Vec<SampleEntry>,
     shard: Option<ShardInfo>,
+    tokens: Option<Vec<manifest::SampleTokens>>,
 ) -> crate::Result<Manifest> {
     let manifest = Manifest {
         format: manifest::FORMAT.to_string(),
@@ -354,6 +364,7 @@ pub(crate) fn write_manifest(
         layers,
         samples,
         shard,
+        tokens,
     };
     manifest.validate()?;
     fsx::write_json(&dir.join("manifest.json"), &manifest)?;

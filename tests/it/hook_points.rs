@@ -118,3 +118,77 @@ fn ask_without_an_image_is_a_text_only_prompt_that_answers_as_transformers_does(
     let err = fails(huescan().args(["ask", "--model", "qwen-tiny-random"]));
     assert!(err.contains("without --image, give the question"), "{err}");
 }
+
+fn real_tokenizer_chat() -> huescan::model::qwen2_5_vl::ChatPrompt {
+    use std::io::Read;
+    let gz = std::fs::read(crate::common::qwen_fixture().join("tokenizer.json.gz")).unwrap();
+    let mut json = Vec::new();
+    flate2::read::GzDecoder::new(&gz[..]).read_to_end(&mut json).unwrap();
+    let tok = tokenizers::Tokenizer::from_bytes(&json).unwrap();
+    huescan::model::qwen2_5_vl::ChatPrompt::new(tok, "What colour is this image?").unwrap()
+}
+
+#[test]
+fn token_strings_spell_the_prompt_and_the_text_only_template_has_no_vision_block() {
+    let chat = real_tokenizer_chat();
+    let ids = chat.ids(3).unwrap();
+    let strings = chat.token_strings(&ids).unwrap();
+    assert_eq!(strings.len(), ids.len());
+    assert_eq!(strings.concat(), chat.text().replace("<|image_pad|>", &"<|image_pad|>".repeat(3)));
+    assert_eq!(strings.iter().filter(|s| *s == "<|image_pad|>").count(), 3);
+    let text_only = chat.text_only_ids("What colour is a banana?").unwrap();
+    let spelled = chat.token_strings(&text_only).unwrap().concat();
+    assert_eq!(
+        spelled,
+        "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\nWhat colour is a banana?<|im_end|>\n<|im_start|>assistant\n"
+    );
+}
+
+#[test]
+fn a_tokens_store_records_each_samples_ids_image_mask_and_mrope_positions() {
+    use candle_core::{DType, Device};
+    use huescan::model::qwen2_5_vl::{Prompt, Qwen25VlModel};
+    use huescan::model::Model;
+    // The layout the model reports is transformers' (input ids and get_rope_index of image a).
+    let reference =
+        candle_core::safetensors::load(crate::common::qwen_fixture().join("reference.safetensors"), &Device::Cpu)
+            .unwrap();
+    let want_ids: Vec<u32> =
+        reference["a.input_ids"].flatten_all().unwrap().to_vec1::<i64>().unwrap().iter().map(|&x| x as u32).collect();
+    let (first, last) =
+        (want_ids.iter().position(|&i| i == 505).unwrap(), want_ids.iter().rposition(|&i| i == 505).unwrap());
+    let prompt = Prompt::Ids { prefix: want_ids[..first].to_vec(), suffix: want_ids[last + 1..].to_vec() };
+    let model = Qwen25VlModel::load(&crate::common::qwen_fixture().join("model"), DType::F32, &Device::Cpu)
+        .unwrap()
+        .with_prompt(prompt);
+    let img = image::open(crate::common::qwen_fixture().join("image_a.png")).unwrap().to_rgb8();
+    let layout = model.token_layout(&img).unwrap().unwrap();
+    assert_eq!(layout.ids, want_ids);
+    let pos = reference["a.position_ids"].to_vec3::<i64>().unwrap();
+    for axis in 0..3 {
+        assert_eq!(layout.mrope_positions[axis], pos[axis][0], "axis {axis}");
+    }
+    assert_eq!(layout.image_mask.iter().filter(|&&m| m).count(), 4, "56x56 = 2x2 merged tokens");
+
+    let dir = crate::common::fresh_dir("hooks", "tokens");
+    let stim = dir.join("stimuli");
+    ok(huescan().args(["stimuli", "render", "simple-60", "--out"]).arg(&stim));
+    let acts = dir.join("acts");
+    ok(extract(&stim, &acts, "blocks.1.hook_resid_post,visual.merger.hook_out").args(["--pool", "tokens"]));
+    let m: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(acts.join("manifest.json")).unwrap()).unwrap();
+    let tokens = m["tokens"].as_array().unwrap();
+    assert_eq!(tokens.len(), 60);
+    let resid = m["layers"].as_array().unwrap().iter().find(|l| l["hook"] == "blocks.1.hook_resid_post").unwrap();
+    let merger = m["layers"].as_array().unwrap().iter().find(|l| l["hook"] == "visual.merger.hook_out").unwrap();
+    let n_pos = resid["shape"][1].as_u64().unwrap() as usize;
+    for t in tokens {
+        assert_eq!(t["ids"].as_array().unwrap().len(), n_pos);
+        let mask = t["image_mask"].as_array().unwrap();
+        let n_image = mask.iter().filter(|b| b.as_bool().unwrap()).count() as u64;
+        assert_eq!(merger["shape"][1].as_u64().unwrap(), n_image, "one merged token per image position");
+        assert!(t["mrope_positions"].as_array().unwrap().iter().all(|a| a.as_array().unwrap().len() == n_pos));
+        assert!(t.get("strings").is_none(), "the fixture has no tokenizer");
+    }
+    std::fs::remove_dir_all(dir).unwrap();
+}

@@ -633,6 +633,22 @@ impl crate::model::Model for Qwen25VlModel {
         Ok(Some(all))
     }
 
+    fn token_layout(&self, image: &RgbImage) -> crate::Result<Option<crate::model::TokenLayout>> {
+        let sample = self.prepare(image)?;
+        let positions = self.positions(&sample)?;
+        let strings = match &self.prompt {
+            Some(Prompt::Chat(c)) => Some(c.token_strings(&sample.input_ids)?),
+            _ => None,
+        };
+        let image_mask = sample.input_ids.iter().map(|&id| id == self.cfg.image_token_id).collect();
+        Ok(Some(crate::model::TokenLayout {
+            ids: sample.input_ids,
+            strings,
+            image_mask,
+            mrope_positions: positions.axes,
+        }))
+    }
+
     fn forward(&self, images: &[RgbImage], hooks: &HookSet, pooling: Pooling) -> crate::Result<Captures> {
         // Only the canonical names are emitted (`blocks.{l}.hook_resid_pre` for l > 0 is the same tensor as
         // `blocks.{l-1}.hook_resid_post` and is never produced), so anything else is refused, not left empty.

@@ -109,6 +109,15 @@ impl ChatPrompt {
         Ok(out)
     }
 
+    /// Each id decoded alone with special tokens kept (TransformerLens' `to_str_tokens`).
+    pub fn token_strings(&self, ids: &[u32]) -> Result<Vec<String>, Error> {
+        ids.iter()
+            .map(|&id| {
+                self.tokenizer.decode(&[id], false).map_err(|e| Error::Msg(format!("cannot decode id {id}: {e}")))
+            })
+            .collect()
+    }
+
     /// Ids of a word without special tokens (e.g. colour words whose logits steering reads).
     pub fn word_ids(&self, word: &str) -> Result<Vec<u32>, Error> {
         let enc =
