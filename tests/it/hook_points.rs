@@ -165,8 +165,8 @@ fn a_tokens_store_records_each_samples_ids_image_mask_and_mrope_positions() {
     let layout = model.token_layout(&img).unwrap().unwrap();
     assert_eq!(layout.ids, want_ids);
     let pos = reference["a.position_ids"].to_vec3::<i64>().unwrap();
-    for axis in 0..3 {
-        assert_eq!(layout.mrope_positions[axis], pos[axis][0], "axis {axis}");
+    for (axis, (ours, theirs)) in layout.mrope_positions.iter().zip(&pos).enumerate() {
+        assert_eq!(ours, &theirs[0], "axis {axis}");
     }
     assert_eq!(layout.image_mask.iter().filter(|&&m| m).count(), 4, "56x56 = 2x2 merged tokens");
 

@@ -576,7 +576,7 @@ impl crate::model::Model for Qwen25VlModel {
 
     fn width(&self, point: &HookPoint) -> Option<usize> {
         let known = self.all_hook_points().contains(point);
-        known.then(|| match point {
+        known.then_some(match point {
             HookPoint::VisualPatchEmbed | HookPoint::VisualResidPost(_) => self.cfg.vision.hidden_size,
             HookPoint::VisualMergerOut => self.cfg.vision.out_hidden_size,
             _ => self.cfg.text.hidden_size,
