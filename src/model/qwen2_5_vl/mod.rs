@@ -398,21 +398,7 @@ impl Qwen25VlModel {
             embeds
         } else {
             let features = self.vision_features(&Tensor::cat(&pixels, 0)?, &grids, hooks, &mut layout)?;
-            let embeds = embeds.reshape((b * seq, ()))?;
-            // One gather from [token embeddings; image features] puts features at the image positions, in order.
-            let mut src = Vec::with_capacity(b * seq);
-            let mut next_feature = (b * seq) as u32;
-            for (r, &id) in ids.iter().enumerate() {
-                let is_image = layout.image_pos[r / seq].binary_search(&(r % seq)).is_ok() && id == image_id;
-                if is_image {
-                    src.push(next_feature);
-                    next_feature += 1;
-                } else {
-                    src.push(r as u32);
-                }
-            }
-            let table = Tensor::cat(&[&embeds, &features.to_dtype(embeds.dtype())?], 0)?;
-            table.index_select(&Tensor::from_vec(src, b * seq, &self.device)?, 0)?.reshape((b, seq, ()))?
+            self.merge_features(&embeds, &features, &ids, &layout)?
         };
 
         let refs: Vec<&[Vec<i64>; 3]> = axes_all.iter().collect();
@@ -434,6 +420,32 @@ impl Qwen25VlModel {
         let normed = hooks.apply(&point, &normed, &sel)?;
         on_point(&point, &normed, &layout)?;
         Ok((Some(normed), layout))
+    }
+
+    /// The prompt embeddings `(batch, seq, hidden)` with the image features put at the image positions, in order:
+    /// one gather from [token embeddings; image features].
+    fn merge_features(
+        &self,
+        embeds: &Tensor,
+        features: &Tensor,
+        ids: &[u32],
+        layout: &Layout,
+    ) -> Result<Tensor, Error> {
+        let (b, seq) = (layout.pad.len(), layout.seq);
+        let embeds = embeds.reshape((b * seq, ()))?;
+        let mut src = Vec::with_capacity(b * seq);
+        let mut next_feature = (b * seq) as u32;
+        for (r, &id) in ids.iter().enumerate() {
+            let is_image = layout.image_pos[r / seq].binary_search(&(r % seq)).is_ok() && id == self.cfg.image_token_id;
+            if is_image {
+                src.push(next_feature);
+                next_feature += 1;
+            } else {
+                src.push(r as u32);
+            }
+        }
+        let table = Tensor::cat(&[&embeds, &features.to_dtype(embeds.dtype())?], 0)?;
+        Ok(table.index_select(&Tensor::from_vec(src, b * seq, &self.device)?, 0)?.reshape((b, seq, ()))?)
     }
 
     /// The vision tower on a batch's patches with its hook points: interventions are applied per sample and the
