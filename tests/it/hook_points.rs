@@ -81,6 +81,11 @@ fn a_store_of_every_vision_block_and_decoder_point_is_analysed_reported_and_stee
         .arg("--out")
         .arg(dir.join("steering")));
     assert!(said.contains("layer 7 Blue→Red centroid"), "{said}");
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("steering/summary.json")).unwrap()).unwrap();
+    let probes: Vec<&str> = summary["probes"].as_array().unwrap().iter().map(|p| p["hook"].as_str().unwrap()).collect();
+    assert!(!probes.contains(&"visual.blocks.1.hook_resid_post"), "nothing before the steered block: {probes:?}");
+    assert_eq!(probes.last(), Some(&"blocks.2.hook_resid_post"), "read out down to the decoder's last point");
     let vector = std::fs::read(dir.join("steering/vectors/L007_240-0_centroid.safetensors")).unwrap();
     let header = String::from_utf8_lossy(&vector[..vector.len().min(4096)]).into_owned();
     assert!(header.contains("model.visual.blocks.2") && header.contains("\"component\":\"vision\""), "{header}");
