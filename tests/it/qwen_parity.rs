@@ -236,6 +236,42 @@ fn batch_with_padding_equals_batch_of_one() {
 }
 
 #[test]
+fn a_vision_intervention_for_one_sample_of_a_batch_touches_only_that_samples_patches() {
+    let r = Reference::load();
+    let model = load(&fixture().join("model"), DType::F32);
+    let (a, b) = (r.sample("a"), r.sample("b"));
+    let steer = |sample: Option<usize>| HookSet {
+        capture: vec![HookPoint::VisualResidPost(3), HookPoint::VisualMergerOut, HookPoint::ResidPost(1)],
+        interventions: vec![Intervention {
+            point: HookPoint::VisualResidPost(1),
+            positions: Positions::Indices(vec![0, 3, 7]),
+            sample,
+            op: InterventionOp::Add { vector: vec![0.5; 32], alpha: 3.0 },
+        }],
+        stop_early: false,
+    };
+    let both = model.forward_samples(&[a.clone(), b.clone()], &steer(Some(1)), Pooling::ImageMean).unwrap();
+    let a_clean = model.forward_samples(&[a], &HookSet::capture(steer(None).capture), Pooling::ImageMean).unwrap();
+    let b_steered = model.forward_samples(&[b.clone()], &steer(Some(0)), Pooling::ImageMean).unwrap();
+    let b_clean = model.forward_samples(&[b], &HookSet::capture(steer(None).capture), Pooling::ImageMean).unwrap();
+    for p in &steer(None).capture {
+        assert_close(
+            &format!("{p} row 0 (not steered)"),
+            &both.layers[p].get(0).unwrap(),
+            &a_clean.layers[p].get(0).unwrap(),
+            1e-5,
+        );
+        assert_close(
+            &format!("{p} row 1 (steered)"),
+            &both.layers[p].get(1).unwrap(),
+            &b_steered.layers[p].get(0).unwrap(),
+            1e-5,
+        );
+        assert!(rel_err(&b_steered.layers[p], &b_clean.layers[p]) > 1e-3, "{p}: the intervention changes sample b");
+    }
+}
+
+#[test]
 fn model_trait_runs_processor_prompt_and_pooling_end_to_end() {
     let r = Reference::load();
     let prompt = r.meta["a"]["prompt_ids"].as_array().unwrap();

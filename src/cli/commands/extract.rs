@@ -295,6 +295,56 @@ mod tests {
 
     use super::*;
 
+    /// Two decoder blocks and a two-block vision tower, points only.
+    struct Points;
+
+    impl Model for Points {
+        fn id(&self) -> &str {
+            "points"
+        }
+        fn hook_points(&self) -> Vec<HookPoint> {
+            vec![HookPoint::ResidPre(0), HookPoint::ResidPost(0), HookPoint::LnFinalOut]
+        }
+        fn extra_hook_points(&self) -> Vec<HookPoint> {
+            vec![
+                HookPoint::VisualResidPost(0),
+                HookPoint::VisualResidPost(1),
+                HookPoint::MlpOut(0),
+                HookPoint::ResidPost(1),
+            ]
+        }
+        fn width(&self, _: &HookPoint) -> Option<usize> {
+            Some(1)
+        }
+        fn forward(
+            &self,
+            _: &[image::RgbImage],
+            _: &crate::model::HookSet,
+            _: Pooling,
+        ) -> crate::Result<crate::model::Captures> {
+            unreachable!("selection never runs the model")
+        }
+    }
+
+    #[test]
+    fn points_select_by_index_keyword_and_glob() {
+        let m = Points;
+        assert_eq!(parse_points("all", &m).unwrap(), vec![0, 1, 2]);
+        assert_eq!(parse_points("residual", &m).unwrap(), vec![0, 1, 2, 3, 4]);
+        assert_eq!(parse_points("visual.blocks.*,blocks.*", &m).unwrap(), vec![0, 1, 3, 4, 5, 6]);
+        assert_eq!(parse_points("blocks.*.hook_resid_post,6", &m).unwrap(), vec![1, 6]);
+        assert_eq!(
+            selected_points("all", Some("ln_final.hook_out"), &m).unwrap(),
+            vec![2],
+            "--hooks replaces the default"
+        );
+        assert_eq!(selected_points("0", Some("blocks.0.hook_mlp_out"), &m).unwrap(), vec![0, 5], "both: the union");
+        let err = parse_points("7", &m).unwrap_err().to_string();
+        assert!(err.contains("layer 7 does not exist") && err.contains("0..=6"), "{err}");
+        let err = parse_points("visual.merger.*", &m).unwrap_err().to_string();
+        assert!(err.contains("matches no hook point"), "{err}");
+    }
+
     #[test]
     fn layer_lists_and_shards_parse() {
         assert_eq!(parse_layers("all", 3).unwrap(), vec![0, 1, 2]);
