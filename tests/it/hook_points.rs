@@ -73,7 +73,13 @@ fn a_store_of_every_vision_block_and_decoder_point_is_analysed_reported_and_stee
     assert!(stress.contains("vision tower | language model"), "the boundary is marked");
 
     let said = ok(huescan()
-        .args(["steer", "--model", "qwen-tiny-random", "--hooks", "visual.blocks.2.hook_resid_post"])
+        .args([
+            "steer",
+            "--model",
+            "qwen-tiny-random",
+            "--hooks",
+            "visual.blocks.2.hook_resid_post,blocks.1.hook_resid_post",
+        ])
         .args(["--from", "240", "--to", "0", "--alphas", "0,1", "--direction", "centroid", "--acts"])
         .arg(&acts)
         .arg("--stimuli")
@@ -89,6 +95,27 @@ fn a_store_of_every_vision_block_and_decoder_point_is_analysed_reported_and_stee
     let vector = std::fs::read(dir.join("steering/vectors/L007_240-0_centroid.safetensors")).unwrap();
     let header = String::from_utf8_lossy(&vector[..vector.len().min(4096)]).into_owned();
     assert!(header.contains("model.visual.blocks.2") && header.contains("\"component\":\"vision\""), "{header}");
+
+    // A saved vector applied to a text-only question: the control that asks whether the direction moves the
+    // colour concept or only the image.
+    let ask = |extra: &[&str], vector: Option<&str>| {
+        let mut c = huescan();
+        c.args(["ask", "--model", "qwen-tiny-random", "--max-new-tokens", "6"]).args(extra);
+        if let Some(v) = vector {
+            c.arg("--steer").arg(dir.join("steering/vectors").join(v));
+        }
+        c.arg("What colour is a banana?");
+        c
+    };
+    let lm = Some("L002_240-0_centroid.safetensors");
+    let plain = ok(&mut ask(&[], None));
+    assert_eq!(plain, ok(&mut ask(&["--alpha", "0", "--positions", "all"], lm)), "alpha 0 is the unsteered model");
+    let steered = ok(&mut ask(&["--alpha", "40", "--positions", "all"], lm));
+    assert_ne!(plain, steered, "the vector at blocks.1 moves the text-only answer");
+    let err = fails(&mut ask(&[], lm));
+    assert!(err.contains("steers image tokens") && err.contains("--positions all"), "{err}");
+    let err = fails(&mut ask(&["--positions", "all"], Some("L007_240-0_centroid.safetensors")));
+    assert!(err.contains("vision tower"), "{err}");
 
     let err = fails(&mut extract(&stim, &dir.join("nothing"), "visual.blocks.*,blocks.*.hook_attn"));
     assert!(err.contains("`blocks.*.hook_attn` matches no hook point"), "{err}");
