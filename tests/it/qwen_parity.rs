@@ -252,7 +252,7 @@ fn a_vision_intervention_for_one_sample_of_a_batch_touches_only_that_samples_pat
     };
     let both = model.forward_samples(&[a.clone(), b.clone()], &steer(Some(1)), Pooling::ImageMean).unwrap();
     let a_clean = model.forward_samples(&[a], &HookSet::capture(steer(None).capture), Pooling::ImageMean).unwrap();
-    let b_steered = model.forward_samples(&[b.clone()], &steer(Some(0)), Pooling::ImageMean).unwrap();
+    let b_steered = model.forward_samples(std::slice::from_ref(&b), &steer(Some(0)), Pooling::ImageMean).unwrap();
     let b_clean = model.forward_samples(&[b], &HookSet::capture(steer(None).capture), Pooling::ImageMean).unwrap();
     for p in &steer(None).capture {
         assert_close(

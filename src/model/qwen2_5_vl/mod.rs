@@ -363,10 +363,17 @@ impl Qwen25VlModel {
             let p = seq - s.input_ids.len();
             let n_pad_tokens = s.input_ids.iter().filter(|&&i| i == image_id).count();
             let (n_patches, want) = self.vision.rows(&s.grids);
+            if n_pad_tokens == 0 && want > 0 {
+                return Err(Error::Msg(format!(
+                    "the prompt has no image tokens (id {image_id}) but {} image(s) that give {want} vision features; \
+                     put the image placeholder in the prompt",
+                    s.grids.len()
+                )));
+            }
             if n_pad_tokens != want {
                 return Err(Error::Msg(format!(
                     "the prompt has {n_pad_tokens} image tokens (id {image_id}) but its {} image(s) give {want} vision \
-                     features; a prompt with an image needs the image placeholder, a text-only prompt none",
+                     features; a text-only prompt must have none",
                     s.grids.len()
                 )));
             }
