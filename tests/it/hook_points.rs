@@ -222,5 +222,15 @@ fn a_tokens_store_records_each_samples_ids_image_mask_and_mrope_positions() {
         assert!(t["mrope_positions"].as_array().unwrap().iter().all(|a| a.as_array().unwrap().len() == n_pos));
         assert!(t.get("strings").is_none(), "the fixture has no tokenizer");
     }
+    // Two shards merged give the same bytes as one run, token layouts included.
+    let sharded = dir.join("sharded");
+    for shard in ["0/2", "1/2"] {
+        ok(extract(&stim, &sharded, "blocks.1.hook_resid_post,visual.merger.hook_out")
+            .args(["--pool", "tokens", "--shard", shard]));
+    }
+    ok(huescan().arg("merge").arg(&sharded));
+    for f in ["manifest.json", "layer_002.safetensors", "layer_009.safetensors"] {
+        assert!(std::fs::read(acts.join(f)).unwrap() == std::fs::read(sharded.join(f)).unwrap(), "{f} differs");
+    }
     std::fs::remove_dir_all(dir).unwrap();
 }
