@@ -26,7 +26,8 @@ What it writes (all float32, seeded, so a re-run reproduces the same bytes up to
   reference.json              prompt ids, generated ids, top-2 logit gaps per step, versions, steering parameters
   reference_points.*          forward hooks at every other huescan hook point of sample b (vision patch embed,
                               blocks and merger re-ordered to raster order; attention, mid-stream and MLP outputs;
-                              the raw last block), steering at a vision block at chosen patches, steering in every
+                              the raw last block), steering at a vision block at chosen patches and at block 0's
+                              attention output (= its mid stream) at the image tokens, steering in every
                               decoding step at the embeddings / an MLP output / the final norm, and a text-only
                               prompt (hidden states, logits, greedy tokens)
   resize_cases.safetensors    Pillow BICUBIC outputs (u8) for noisy sources of several sizes (bit-exact resize test)
@@ -499,6 +500,23 @@ def record_points(model, proc, img):
     tensors["b.steer_vision.logits"] = out.logits[0].float().contiguous()
     meta["steer_vision"] = {"hook_point": f"visual.blocks.{POINT_STEER['vision_block']}.hook_resid_post",
                             "patches_raster": POINT_STEER["vision_patches"], "alpha": POINT_STEER["alpha"]}
+
+    # Attention output of block 0 at the image tokens (prefill). Adding v there equals adding it to the mid
+    # stream (resid_mid = resid_pre + attn_out), so one reference serves both points.
+    g = torch.Generator().manual_seed(SEED + 17)
+    attn_v = torch.randn(TEXT["hidden_size"], generator=g)
+    image_rows = (ids[0] == IDS["image"]).nonzero().flatten()
+    h = add_hook(model.model.language_model.layers[0].self_attn, POINT_STEER["alpha"] * attn_v, image_rows)
+    try:
+        with torch.no_grad():
+            out = model(**common, output_hidden_states=True)
+    finally:
+        h.remove()
+    tensors["b.steer_attn.vector"] = attn_v.contiguous()
+    tensors["b.steer_attn.hidden_states"] = torch.stack([x[0] for x in out.hidden_states]).float().contiguous()
+    tensors["b.steer_attn.logits"] = out.logits[0].float().contiguous()
+    meta["steer_attn"] = {"hook_points": ["blocks.0.hook_attn_out", "blocks.0.hook_resid_mid"],
+                          "positions": "image tokens", "alpha": POINT_STEER["alpha"]}
 
     # Decoding: alpha * v at every position of every step (prompt and generated tokens).
     g = torch.Generator().manual_seed(SEED + 13)

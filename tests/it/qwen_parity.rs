@@ -537,3 +537,32 @@ fn a_text_only_prompt_matches_transformers() {
     let err = model.forward_samples(&[s], &HookSet::capture([HookPoint::VisualPatchEmbed]), Pooling::Tokens);
     assert!(err.unwrap_err().to_string().contains("no sample of the batch has an image"));
 }
+
+#[test]
+fn steering_an_attention_output_or_the_mid_stream_matches_transformers() {
+    let (r, p) = (Reference::load(), points_reference());
+    let model = load(&fixture().join("model"), DType::F32);
+    let s = r.sample("b");
+    let spec = &p.meta["steer_attn"];
+    let want = p.get("b.steer_attn.hidden_states");
+    assert!(rel_err(&want.get(1).unwrap(), &r.get("b.hidden_states").get(1).unwrap()) > 1e-2, "a visible change");
+    for name in spec["hook_points"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()) {
+        let hooks = HookSet {
+            interventions: vec![Intervention {
+                point: name.parse().unwrap(),
+                positions: Positions::ImageTokens,
+                sample: None,
+                op: InterventionOp::Add {
+                    vector: p.get("b.steer_attn.vector").to_vec1::<f32>().unwrap(),
+                    alpha: spec["alpha"].as_f64().unwrap() as f32,
+                },
+            }],
+            ..HookSet::default()
+        };
+        let out = model.forward_hidden_states(&s.pixel_values, &s.grids, &s.input_ids, &hooks).unwrap();
+        for (i, h) in out.hidden_states.iter().enumerate() {
+            assert_close(&format!("{name}-steered hidden_states[{i}]"), h, &want.get(i).unwrap(), F32_TOL);
+        }
+        assert_close(&format!("{name}-steered logits"), &out.logits, p.get("b.steer_attn.logits"), F32_TOL);
+    }
+}
