@@ -534,8 +534,27 @@ fn a_text_only_prompt_matches_transformers() {
     assert_close("text-only logits", &out.logits, p.get("text.logits"), F32_TOL);
     let want_gen = ids_of(p.get("text.generated"));
     assert_eq!(model.generate(&s, want_gen.len(), &HookSet::default()).unwrap(), want_gen);
-    let err = model.forward_samples(&[s], &HookSet::capture([HookPoint::VisualPatchEmbed]), Pooling::Tokens);
+    let err = model.forward_samples(
+        std::slice::from_ref(&s),
+        &HookSet::capture([HookPoint::VisualPatchEmbed]),
+        Pooling::Tokens,
+    );
     assert!(err.unwrap_err().to_string().contains("no sample of the batch has an image"));
+    for (point, positions) in
+        [(HookPoint::VisualResidPost(0), Positions::All), (HookPoint::ResidPost(0), Positions::ImageTokens)]
+    {
+        let hooks = HookSet {
+            interventions: vec![Intervention {
+                point: point.clone(),
+                positions,
+                sample: None,
+                op: InterventionOp::Add { vector: vec![1.0; model.width(&point).unwrap()], alpha: 1.0 },
+            }],
+            ..HookSet::default()
+        };
+        let err = model.generate(&s, 2, &hooks).unwrap_err().to_string();
+        assert!(err.contains("has no image"), "{point}: {err}");
+    }
 }
 
 #[test]

@@ -399,6 +399,7 @@ impl Qwen25VlModel {
         }
         let b = batch.len();
         let mut layout = Layout { seq, pad, image_pos, patch_rows, merged_rows, vision: Default::default() };
+        refuse_image_interventions_without_image(hooks, &layout)?;
         let ids_t = Tensor::from_vec(ids.clone(), (b, seq), &self.device)?;
         let embeds = self.text.embed(&ids_t)?;
         let xs = if pixels.is_empty() {
@@ -506,6 +507,25 @@ impl Qwen25VlModel {
         }
         Ok(caps)
     }
+}
+
+/// An intervention at a vision point, or at the image tokens, of a sample without an image would change nothing
+/// and look like a result; it is refused instead.
+fn refuse_image_interventions_without_image(hooks: &HookSet, layout: &Layout) -> Result<(), Error> {
+    let n = layout.pad.len();
+    for iv in &hooks.interventions {
+        let needs_image = iv.point.component() == Component::Vision || iv.positions == Positions::ImageTokens;
+        let samples = iv.sample.map_or(0..n, |b| b..(b + 1).min(n));
+        if let Some(b) = samples.into_iter().find(|&b| needs_image && layout.image_pos[b].is_empty()) {
+            return Err(Error::Msg(format!(
+                "the intervention at `{}` changes image {}, but sample {b} has no image; steer a text-only prompt \
+                 at a decoder point with positions `all`, `last` or indices",
+                iv.point,
+                if iv.point.component() == Component::Vision { "patches" } else { "tokens" }
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Reduces `(batch, seq, hidden)` per sample in f32 and moves it to the CPU.
