@@ -128,7 +128,7 @@ impl Figure for LayerLines {
         let (y0, y1) = finite_range(self.series.iter().flat_map(|s| s.2.iter().copied()), 0.08);
         let mut chart = chart_2d(root, &self.title, 18, -0.5..x_max + 0.5, y0..y1)?;
         let x_desc = if boundary.is_some() {
-            "stored point in forward order (vision tower | language model)"
+            "stored point in forward order, labelled by layer index (vision tower | language model)"
         } else {
             "layer (HF hidden_states index)"
         };
@@ -137,10 +137,15 @@ impl Figure for LayerLines {
             .x_desc(x_desc)
             .y_desc(&self.y_label)
             .x_label_formatter(&|x| {
-                if (x - x.round()).abs() < 1e-9 {
-                    format!("{}", x.round() as i64)
-                } else {
-                    String::new()
+                if (x - x.round()).abs() >= 1e-9 {
+                    return String::new();
+                }
+                // In forward order a tick is a rank; it is labelled with the layer index stored there.
+                match boundary {
+                    Some(_) => {
+                        xs.iter().position(|&p| p == x.round()).map_or(String::new(), |k| self.layers[k].to_string())
+                    }
+                    None => format!("{}", x.round() as i64),
                 }
             })
             .light_line_style(WHITE.mix(0.0))
