@@ -30,6 +30,13 @@ fn num(v: &Value) -> f64 {
     v.as_f64().unwrap_or(f64::NAN)
 }
 
+/// The hook name of each of `layers` from the run's store of set `name` (empty when the run has none).
+fn stored_hooks(run: &Path, name: &str, layers: &[usize]) -> Vec<String> {
+    let path = run.join("activations").join(name).join("manifest.json");
+    let Ok(m) = fsx::read_json::<crate::store::Manifest>(&path) else { return vec![] };
+    layers.iter().map(|&l| m.layer(l).map(|e| e.hook.clone()).unwrap_or_default()).collect()
+}
+
 pub(super) fn build_set(run: &Path, name: &str, fig_dir: &Path) -> crate::Result<SetReport> {
     let dir = run.join("analysis").join(name);
     let summary: Value = fsx::read_json(&dir.join("summary.json"))?;
@@ -51,6 +58,7 @@ pub(super) fn build_set(run: &Path, name: &str, fig_dir: &Path) -> crate::Result
     let layers: Vec<usize> = scan.iter().filter_map(|r| r["layer"].as_u64().map(|l| l as usize)).collect();
     let series = |key: &str| scan.iter().map(|r| 1.0 - num(&r[key])).collect::<Vec<f64>>();
     let chosen = summary["choice"]["layer"].as_u64().map(|l| l as usize);
+    let hooks = stored_hooks(run, name, &layers);
     let fig = LayerLines {
         title: format!("{name}: circular stress (1 - score) by layer"),
         y_label: "stress (lower is better)".into(),
@@ -61,6 +69,7 @@ pub(super) fn build_set(run: &Path, name: &str, fig_dir: &Path) -> crate::Result
             ("shuffled labels (CV)".into(), SERIES[1], series("shuffled_baseline")),
         ],
         chosen,
+        hooks,
     };
     add(
         &mut report,

@@ -32,6 +32,8 @@ pub struct DirectionContext {
     pub pooling: String,
     pub stimuli_name: String,
     pub stimuli_sha256: String,
+    /// The transformers module of the point, from the store (version 2 stores of models that have one).
+    pub module: Option<String>,
 }
 
 impl DirectionContext {
@@ -55,6 +57,7 @@ impl DirectionContext {
             pooling: m.provenance.pooling.clone(),
             stimuli_name: m.provenance.stimuli_name.clone(),
             stimuli_sha256: m.provenance.stimuli_sha256.clone(),
+            module: entry.module.clone(),
         })
     }
 
@@ -73,6 +76,7 @@ impl DirectionContext {
             pooling: self.pooling.clone(),
             stimuli_name: self.stimuli_name.clone(),
             stimuli_sha256: self.stimuli_sha256.clone(),
+            module: self.module.clone(),
             n_source: n_src,
             n_target: n_tgt,
             norm: 0.0,
@@ -307,6 +311,7 @@ mod tests {
             pooling: "image-mean".into(),
             stimuli_name: "test".into(),
             stimuli_sha256: "0".into(),
+            module: None,
         }
     }
 

@@ -240,7 +240,7 @@ pub fn run_sweep(
     let store = input.store;
     let model = input.model;
     let hues = store.hue_deg();
-    let points = model.hook_points();
+    let points = model.all_hook_points();
     let pooling: Pooling = store.manifest().provenance.pooling.parse()?;
     if pooling == Pooling::Tokens {
         return Err(Error::Msg(
@@ -258,7 +258,12 @@ pub fn run_sweep(
     for &layer in &opts.layers {
         let point = steering_point(model, store, &points, layer)?;
         let x = store.layer_2d(layer)?;
-        let read_layers: Vec<usize> = stored.iter().copied().filter(|&i| i >= layer && i < points.len()).collect();
+        // Read out at the steered point and every stored point after it in the forward pass (for a vision block
+        // that includes the whole decoder), the deepest last; points of one rank (named points) go by index.
+        let depth = |i: usize| (points[i].forward_order(), i);
+        let mut read_layers: Vec<usize> =
+            stored.iter().copied().filter(|&i| i < points.len() && depth(i) >= depth(layer)).collect();
+        read_layers.sort_by_key(|&i| depth(i));
         for &i in &read_layers {
             if let std::collections::btree_map::Entry::Vacant(e) = probes.entry(i) {
                 let xi = store.layer_2d(i)?;

@@ -9,8 +9,11 @@ use super::Error;
 
 /// The `format` field of every manifest.
 pub const FORMAT: &str = "huescan-activations";
-/// Bumped on any incompatible change of the layout below.
-pub const FORMAT_VERSION: u32 = 1;
+/// Bumped on any incompatible change of the layout below. Version 2 added each layer's `component` and
+/// `module`; version 1 stores (without them) still read.
+pub const FORMAT_VERSION: u32 = 2;
+/// The oldest format version this huescan reads.
+pub const OLDEST_READABLE_VERSION: u32 = 1;
 
 /// Where the activations came from. Two stores (or shards) can be merged only when these are equal.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -46,6 +49,14 @@ pub struct LayerEntry {
     pub shape: Vec<usize>,
     /// SHA-256 of the whole file.
     pub sha256: String,
+    /// Which part of the model the point is in: `vision` (positions are image patches in raster order, or
+    /// merged tokens at `visual.merger.hook_out`), `language` (prompt tokens) or `other`. Absent in version 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub component: Option<String>,
+    /// The same tensor in transformers: module path and which of its inputs/outputs (for
+    /// `register_forward_hook` / nnsight users). Absent in version 1 and for models without one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub module: Option<String>,
 }
 
 /// One sample (one stimulus image).
@@ -54,6 +65,22 @@ pub struct LayerEntry {
 pub struct SampleEntry {
     pub id: String,
     pub hue_deg: f64,
+}
+
+/// The prompt of one sample, position by position, in a `tokens` store: what row `p` of a language-model
+/// point's `[pos, d_model]` is.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SampleTokens {
+    /// Token ids of the prompt, in order.
+    pub ids: Vec<u32>,
+    /// Each id decoded alone, special tokens kept (TransformerLens `to_str_tokens`); absent without a tokenizer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub strings: Option<Vec<String>>,
+    /// Whether each position holds an image feature (an image-pad token).
+    pub image_mask: Vec<bool>,
+    /// 3-D M-RoPE position of each token: `[temporal, height, width]`, each as long as `ids`.
+    pub mrope_positions: [Vec<i64>; 3],
 }
 
 /// Set only on a shard: which slice of the full sample list it holds.
@@ -87,6 +114,10 @@ pub struct Manifest {
     pub samples: Vec<SampleEntry>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shard: Option<ShardInfo>,
+    /// `tokens` stores (version 2) of models with a token sequence: per sample, in the order of `samples`, its
+    /// prompt layout.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokens: Option<Vec<SampleTokens>>,
 }
 
 impl Manifest {
@@ -96,9 +127,10 @@ impl Manifest {
         if self.format != FORMAT {
             return bad(format!("format is `{}`, expected `{FORMAT}`", self.format));
         }
-        if self.format_version != FORMAT_VERSION {
+        if !(OLDEST_READABLE_VERSION..=FORMAT_VERSION).contains(&self.format_version) {
             return bad(format!(
-                "format_version {} is not supported by this huescan (expects {FORMAT_VERSION}); re-extract or upgrade",
+                "format_version {} is not supported by this huescan (reads {OLDEST_READABLE_VERSION} to \
+                 {FORMAT_VERSION}); re-extract or upgrade",
                 self.format_version
             ));
         }
@@ -129,6 +161,34 @@ impl Manifest {
                 return bad(format!("layer {} file `{}` must be a plain name inside the store", l.index, l.file));
             }
         }
+        if let Some(tokens) = &self.tokens {
+            if tokens.len() != n {
+                return bad(format!("`tokens` has {} entries for {n} samples", tokens.len()));
+            }
+            for (s, t) in self.samples.iter().zip(tokens) {
+                let len = t.ids.len();
+                let lens = [t.image_mask.len(), t.mrope_positions[0].len(), t.mrope_positions[1].len()];
+                let ragged = lens.iter().chain([&t.mrope_positions[2].len()]).any(|&l| l != len)
+                    || t.strings.as_ref().is_some_and(|st| st.len() != len);
+                if ragged {
+                    return bad(format!(
+                        "sample `{}`: its token ids, strings, mask and positions differ in length",
+                        s.id
+                    ));
+                }
+            }
+            let language = |l: &&LayerEntry| l.component.as_deref() == Some("language") && l.shape.len() == 3;
+            if let (Some(l), Some(t)) = (self.layers.iter().find(language), tokens.first()) {
+                if l.shape[1] != t.ids.len() {
+                    return bad(format!(
+                        "layer {} has {} positions but the prompt has {} tokens",
+                        l.index,
+                        l.shape[1],
+                        t.ids.len()
+                    ));
+                }
+            }
+        }
         Ok(())
     }
 
@@ -149,7 +209,7 @@ impl Manifest {
             "provenance": self.provenance,
             "dtype": self.dtype,
             "d_model": self.d_model,
-            "layers": self.layers.iter().map(|l| (l.index, &l.hook, &l.shape[1..])).collect::<Vec<_>>(),
+            "layers": self.layers.iter().map(|l| (l.index, &l.hook, &l.shape[1..], &l.module)).collect::<Vec<_>>(),
         })
     }
 }

@@ -109,8 +109,13 @@ pub fn merge(shards: &[PathBuf], out: &Path) -> crate::Result<ActivationStore> {
         }
         let mut shape = entry.shape.clone();
         shape[0] = samples.len();
-        layers.push(write_layer(out, entry.index, &entry.hook, &shape, &data)?);
+        let mut merged = write_layer(out, entry.index, &entry.hook, &shape, &data)?;
+        merged.module = entry.module.clone();
+        layers.push(merged);
     }
-    write_manifest(out, &first.provenance, &first.layer_convention, layers, samples, None)?;
+    // Every shard of a `tokens` store records its samples' layouts; the merge keeps them in sample order.
+    let tokens: Option<Vec<_>> =
+        stores.iter().map(|s| s.manifest().tokens.clone()).collect::<Option<Vec<_>>>().map(|t| t.concat());
+    write_manifest(out, &first.provenance, &first.layer_convention, layers, samples, None, tokens)?;
     ActivationStore::open(out)
 }

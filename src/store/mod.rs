@@ -21,7 +21,7 @@ use std::ops::Range;
 use std::path::PathBuf;
 
 pub use format::{serialize_f32, F32Tensor, MappedFile};
-pub use manifest::{layer_file_name, LayerEntry, Manifest, Provenance, SampleEntry, ShardInfo};
+pub use manifest::{layer_file_name, LayerEntry, Manifest, Provenance, SampleEntry, SampleTokens, ShardInfo};
 pub use merge::{find_shards, merge};
 pub use reader::ActivationStore;
 pub use writer::{stack_rows, Chunk, StoreSpec, StoreWriter};

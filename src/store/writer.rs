@@ -62,6 +62,10 @@ pub struct StoreWriter {
     done: Vec<bool>,
     /// Per-layer sample shape (without the sample axis), fixed by the first chunk.
     sample_shapes: BTreeMap<usize, Vec<usize>>,
+    /// Per layer index, the transformers module of the point ([`StoreWriter::with_modules`]).
+    modules: BTreeMap<usize, String>,
+    /// Per sample, its prompt layout ([`StoreWriter::set_tokens`]).
+    tokens: Option<Vec<manifest::SampleTokens>>,
 }
 
 impl StoreWriter {
@@ -82,10 +86,23 @@ impl StoreWriter {
             inputs_sha256,
             done: vec![false; n_chunks],
             sample_shapes: BTreeMap::new(),
+            modules: BTreeMap::new(),
+            tokens: None,
         };
         writer.check_existing_store()?;
         writer.scan_partial()?;
         Ok(writer)
+    }
+
+    /// Records, per layer index, the transformers module path of the stored point in the manifest.
+    pub fn with_modules(mut self, modules: BTreeMap<usize, String>) -> Self {
+        self.modules = modules;
+        self
+    }
+
+    /// Records each sample's prompt layout (one entry per sample, in order) in the manifest.
+    pub fn set_tokens(&mut self, tokens: Vec<manifest::SampleTokens>) {
+        self.tokens = Some(tokens);
     }
 
     /// True when `dir` already holds a finished store made from exactly these inputs.
@@ -280,7 +297,8 @@ impl StoreWriter {
             let sample_shape = sample_shape.unwrap_or_default();
             let mut shape = vec![n];
             shape.extend_from_slice(&sample_shape);
-            let entry = write_layer(&self.dir, *index, hook, &shape, &data)?;
+            let mut entry = write_layer(&self.dir, *index, hook, &shape, &data)?;
+            entry.module = self.modules.get(index).cloned();
             layers.push(entry);
         }
         drop(files);
@@ -291,6 +309,7 @@ impl StoreWriter {
             layers,
             self.spec.samples.clone(),
             self.spec.shard,
+            self.tokens,
         )?;
         let _ = std::fs::remove_dir_all(self.dir.join(".partial"));
         ActivationStore::open(&self.dir)
@@ -313,7 +332,16 @@ pub(crate) fn write_layer(
     let bytes = format::serialize_f32(&[F32Tensor { name: ACTS, shape, data }], &meta);
     let file = manifest::layer_file_name(index);
     fsx::write_atomic(&dir.join(&file), &bytes)?;
-    Ok(LayerEntry { index, hook: hook.to_string(), file, shape: shape.to_vec(), sha256: fsx::sha256_hex(&bytes) })
+    let component = hook.parse::<crate::model::HookPoint>().ok().map(|p| p.component().as_str().to_string());
+    Ok(LayerEntry {
+        index,
+        hook: hook.to_string(),
+        file,
+        shape: shape.to_vec(),
+        sha256: fsx::sha256_hex(&bytes),
+        component,
+        module: None,
+    })
 }
 
 pub(crate) fn write_manifest(
@@ -323,6 +351,7 @@ pub(crate) fn write_manifest(
     layers: Vec<LayerEntry>,
     samples: Vec<SampleEntry>,
     shard: Option<ShardInfo>,
+    tokens: Option<Vec<manifest::SampleTokens>>,
 ) -> crate::Result<Manifest> {
     let manifest = Manifest {
         format: manifest::FORMAT.to_string(),
@@ -335,6 +364,7 @@ pub(crate) fn write_manifest(
         layers,
         samples,
         shard,
+        tokens,
     };
     manifest.validate()?;
     fsx::write_json(&dir.join("manifest.json"), &manifest)?;

@@ -7,6 +7,7 @@ mod common;
 mod cli_pipeline;
 mod cli_store;
 mod extract;
+mod hook_points;
 mod manifold_analyze;
 mod manifold_parity;
 mod qwen_errors;

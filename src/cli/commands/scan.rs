@@ -41,8 +41,9 @@ pub struct PipelineArgs {
     /// Per-sample pooling: image-mean, last or tokens.
     #[arg(long, default_value = "image-mean")]
     pub pool: String,
-    /// Layers to store and scan: `all` or indices/ranges like `0,4,8-12`.
-    #[arg(long, default_value = "all")]
+    /// Points to store and scan: `residual` (every vision block's output and the HF hidden states), `all` (the
+    /// hidden states only), indices/ranges like `0,4,8-12`, or hook names and globs (`visual.blocks.*,blocks.*`).
+    #[arg(long, alias = "hooks", default_value = "residual")]
     pub layers: String,
     /// Label permutations per layer and shape for p-values (0 = off).
     #[arg(long, default_value_t = 100)]
@@ -130,6 +131,7 @@ pub fn pipeline(model: &str, sets: &[String], out: &Path, p: &PipelineArgs, prog
             stimuli: stim,
             out: acts.clone(),
             layers: p.layers.clone(),
+            hooks: None,
             pool: p.pool.clone(),
             batch_size: p.batch_size,
             shard: None,
@@ -222,11 +224,14 @@ fn dry_run(args: &ScanArgs, out: &Path) -> anyhow::Result<ExitCode> {
         preset.as_ref().and_then(|p| p.expect_d_model),
         preset.as_ref().and_then(|p| p.expect_weights_gb),
     );
+    // (depth, width) of the vision tower, whose block outputs the default `residual` selection stores too.
+    let mut vision: Option<(u64, u64)> = None;
     if let Some(dir) = dir.as_ref().filter(|d| d.join("config.json").exists()) {
         let v: serde_json::Value = crate::fsx::read_json(&dir.join("config.json"))?;
         let text = if v.get("text_config").is_some() { &v["text_config"] } else { &v };
         blocks = text["num_hidden_layers"].as_u64().or(blocks);
         d_model = text["hidden_size"].as_u64().or(d_model);
+        vision = v["vision_config"]["depth"].as_u64().zip(v["vision_config"]["hidden_size"].as_u64());
         let files = crate::model::hub::weight_files(dir).unwrap_or_default();
         let bytes: u64 = files.iter().filter_map(|f| std::fs::metadata(dir.join(f)).ok()).map(|m| m.len()).sum();
         if bytes > 0 {
@@ -238,9 +243,14 @@ fn dry_run(args: &ScanArgs, out: &Path) -> anyhow::Result<ExitCode> {
     }
     match (blocks, d_model) {
         (Some(l), Some(d)) => {
-            let bytes = total_samples as u64 * (l + 1) * d * 4;
+            let (vision_floats, vision_note) = match (args.run.layers.as_str(), vision) {
+                ("residual", Some((n, w))) => (n * w, format!(" + {n} vision blocks x {w}")),
+                ("residual", None) => (0, " + the vision blocks (their size needs the config on disk)".into()),
+                _ => (0, String::new()),
+            };
+            let bytes = total_samples as u64 * ((l + 1) * d + vision_floats) * 4;
             println!(
-                "  disk         {:.1} MB of activations ({} layers x d_model {d}, f32, pooled) + stimuli",
+                "  disk         {:.1} MB of activations ({} layers x d_model {d}{vision_note}, f32, pooled) + stimuli",
                 bytes as f64 / 1e6,
                 l + 1
             );

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::Args;
 
-use super::extract::{parse_layers, read_stimuli, ModelArgs};
+use super::extract::{parse_points, read_stimuli, ModelArgs};
 use crate::cli::{existing, Progress};
 use crate::extract::load_image;
 use crate::model::autoencoder;
@@ -29,8 +29,9 @@ pub struct SteerArgs {
     /// The rendered stimulus set the store was extracted from; the source-hue images are steered.
     #[arg(long)]
     pub stimuli: PathBuf,
-    /// Steering layer(s): an index, a list or ranges like `4,8-10`, or `all` (store/HF hidden_states indices).
-    #[arg(long)]
+    /// Steering point(s): an index, a list or ranges like `4,8-10` (store layer indices), hook names or globs
+    /// (`visual.blocks.2.hook_resid_post`, `blocks.*.hook_mlp_out`), or `all` (every point the store holds).
+    #[arg(long, alias = "hooks")]
     pub layer: String,
     /// Source hue in degrees (with --to); without both, the pairs 240:0, 0:120, 120:240.
     #[arg(long, requires = "to", allow_hyphen_values = true)]
@@ -120,11 +121,11 @@ pub fn run(args: &SteerArgs, progress: &Progress) -> anyhow::Result<ExitCode> {
         );
     }
     let model = loaded.model.as_ref();
-    let n_points = model.hook_points().len();
+    let n_points = model.all_hook_points().len();
     let layers = if args.layer == "all" {
         store.layer_indices().into_iter().filter(|&i| i < n_points).collect()
     } else {
-        parse_layers(&args.layer, n_points)?
+        parse_points(&args.layer, model)?
     };
     let words: Vec<String> = DEFAULT_COLOUR_WORDS.iter().map(|(w, _)| w.to_string()).collect();
     let colour_words = model.token_ids(&words)?.map(|ids| ColourWords::new(words, ids)).transpose()?;
