@@ -25,6 +25,7 @@ mod gram;
 mod joystick;
 mod metrics;
 mod output;
+mod pca;
 mod shapes;
 mod smds;
 mod stats;
@@ -38,6 +39,7 @@ pub use joystick::{
     circular_hue_error, hsv_to_rgb, joystick, rgb_to_hue_deg, Joystick, JoystickOptions, JoystickRow, SteeringPair,
 };
 pub use metrics::{score_distances, Metric, Scores};
+pub use pca::principal_components;
 pub use output::{write_analysis, write_global};
 pub use shapes::{circle_template_3d, hue_turns, LabelMode, Shape};
 pub use smds::{Smds, SmdsParams, SmdsValidParams, Stage1};

@@ -152,9 +152,10 @@ pub fn pipeline(model: &str, sets: &[String], out: &Path, p: &PipelineArgs, prog
     analyze::run(&analyze_args, progress)?;
     for (set, acts) in sets.iter().zip(&analyze_args.stores) {
         let name = StimulusSpec::resolve(set)?.name;
-        let summary: serde_json::Value = crate::fsx::read_json(&out.join("analysis").join(&name).join("summary.json"))?;
+        let analysis: crate::manifold::Analysis =
+            crate::nan_json::read(&out.join("analysis").join(&name).join("summary.json"))?;
         let store = crate::store::ActivationStore::open(acts)?;
-        let layers = steering_layers(summary["choice"]["layer"].as_u64().map(|l| l as usize), &store.layer_indices());
+        let layers = steering_layers(Some(analysis.choice.layer), &store.layer_indices());
         let steer_args = SteerArgs {
             model: p.model_args(model, out),
             acts: acts.clone(),
@@ -223,10 +224,10 @@ fn dry_run(args: &ScanArgs, out: &Path) -> anyhow::Result<ExitCode> {
         preset.as_ref().and_then(|p| p.expect_weights_gb),
     );
     if let Some(dir) = dir.as_ref().filter(|d| d.join("config.json").exists()) {
-        let v: serde_json::Value = crate::fsx::read_json(&dir.join("config.json"))?;
-        let text = if v.get("text_config").is_some() { &v["text_config"] } else { &v };
-        blocks = text["num_hidden_layers"].as_u64().or(blocks);
-        d_model = text["hidden_size"].as_u64().or(d_model);
+        let v: ConfigDims = crate::fsx::read_json(&dir.join("config.json"))?;
+        let text = v.text_config.as_deref().unwrap_or(&v);
+        blocks = text.num_hidden_layers.or(blocks);
+        d_model = text.hidden_size.or(d_model);
         let files = crate::model::hub::weight_files(dir).unwrap_or_default();
         let bytes: u64 = files.iter().filter_map(|f| std::fs::metadata(dir.join(f)).ok()).map(|m| m.len()).sum();
         if bytes > 0 {
@@ -273,6 +274,15 @@ fn dry_run(args: &ScanArgs, out: &Path) -> anyhow::Result<ExitCode> {
         ),
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The two sizes the plan needs from any checkpoint's `config.json` (VLMs nest them in `text_config`); the
+/// model's own config parser is stricter than a plan should be.
+#[derive(Debug, serde::Deserialize)]
+struct ConfigDims {
+    num_hidden_layers: Option<u64>,
+    hidden_size: Option<u64>,
+    text_config: Option<Box<ConfigDims>>,
 }
 
 struct Estimate {
