@@ -12,10 +12,10 @@ use plotters::prelude::*;
 use crate::stimuli::colour::{hsv_to_rgb, Hsv};
 
 const FONT: &str = "sans-serif";
-/// Text sizes in figure pixels. Figures are shown at no less than ~80 % of their width, so axis text stays at
-/// >= 12 px on the page and in print.
-const LABEL_PX: u32 = 16;
-const TITLE_PX: u32 = 20;
+/// Text sizes in figure pixels. The page's grid shows a 760 px figure no narrower than 520 px, so axis text
+/// stays at >= 12 px on screen and in print.
+const LABEL_PX: u32 = 20;
+const TITLE_PX: u32 = 24;
 static FONT_ONCE: Once = Once::new();
 
 fn register_font() {
@@ -239,7 +239,7 @@ impl Figure for AlphaCurves {
         if let Some((t, tol)) = self.target {
             let band = RGBColor(200, 230, 200).mix(0.5);
             chart.draw_series(std::iter::once(Rectangle::new([(x0, t - tol), (x1, t + tol)], band.filled()))).map_err(e)?;
-            let line = RGBColor(40, 120, 40).stroke_width(2);
+            let line = RGBColor(20, 20, 20).stroke_width(2);
             chart
                 .draw_series(DashedLineSeries::new(vec![(x0, t), (x1, t)], 8, 5, line))
                 .map_err(e)?
@@ -263,8 +263,8 @@ fn chart_2d<'a, DB: DrawingBackend>(
     ChartBuilder::on(root)
         .caption(title, (FONT, TITLE_PX))
         .margin(14)
-        .x_label_area_size(48)
-        .y_label_area_size(76)
+        .x_label_area_size(56)
+        .y_label_area_size(88)
         .build_cartesian_2d(x, y)
         .map_err(e)
 }
@@ -290,7 +290,7 @@ fn draw_legend<'a, DB: DrawingBackend + 'a>(
 ) -> Result<(), String> {
     chart
         .configure_series_labels()
-        .label_font((FONT, 15))
+        .label_font((FONT, 19))
         .background_style(WHITE.mix(0.85))
         .border_style(BLACK.mix(0.3))
         .position(at)

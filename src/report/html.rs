@@ -94,8 +94,8 @@ h1{font-size:1.7em;margin:.4em 0}h2{border-bottom:1px solid #ccc;padding-bottom:
 table{border-collapse:collapse;margin:.4em 0 1em;font-size:.92em}td,th{border:1px solid #ddd;padding:.25em .55em;text-align:right}\
 td.t{text-align:left}th{background:#f4f4f4;cursor:pointer}td.na{color:#999}td.never{color:#a33}\
 tr.win{background:#eef7ee;font-weight:600}table.prov td{text-align:left;font-family:ui-monospace,monospace;font-size:.9em;word-break:break-all}\
-table.prov th{text-align:left;cursor:default}.grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(600px,1fr));gap:1em}\
-figure{margin:.4em 0}figure img{width:100%;height:auto;border:1px solid #eee}figure.fixed img{width:auto;max-width:100%}\
+table.prov th{text-align:left;cursor:default}.grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(520px,1fr));gap:1em 1.5em}\
+figure{margin:.4em 0}figure img{width:100%;max-width:820px;height:auto;border:1px solid #eee}figure.fixed img{width:auto;max-width:100%}\
 figcaption{font-size:.9em;color:#444}.warn{color:#8a5a00}.meta{color:#555;font-size:.92em}code{background:#f4f4f4;padding:0 .2em}\
 .v3dwrap{position:relative;display:inline-block}canvas.view3d{border:1px solid #ddd;max-width:100%;cursor:grab}\
 .tip{position:absolute;background:#222;color:#fff;padding:.15em .45em;border-radius:3px;font-size:13px;pointer-events:none;white-space:nowrap}\
