@@ -12,7 +12,7 @@ use super::{Error, Result};
 /// The first `k` principal-component scores of `x` `[n, d]`, and each component's share of the total
 /// variance. Computed from the $n \times n$ Gram matrix ($n \ll d$ for stores), whose eigenvectors scaled by
 /// $\sqrt{\lambda}$ are the scores. Each column's sign is fixed so that its largest-magnitude entry is positive,
-/// which makes the output deterministic. Components past the rank are zero.
+/// which makes the output deterministic. Components past the rank (eigenvalues at rounding level) are zero.
 pub fn principal_components<T: Copy + Into<f64>>(x: ArrayView2<T>, k: usize) -> Result<(Array2<f64>, Vec<f64>)> {
     let xc = centred_f64(x, "PCA input")?;
     let n = xc.nrows();
@@ -23,11 +23,13 @@ pub fn principal_components<T: Copy + Into<f64>>(x: ArrayView2<T>, k: usize) -> 
     let mut order: Vec<usize> = (0..n).collect();
     order.sort_by(|&a, &b| lam[b].total_cmp(&lam[a]));
     let total: f64 = (0..n).map(|i| lam[i].max(0.0)).sum();
+    // Eigenvalues at rounding level are the rank's end, not directions (the cut `gram::ridge_solve` uses).
+    let cut = n.max(2) as f64 * f64::EPSILON * order.first().map_or(0.0, |&o| lam[o]);
     let mut scores = Array2::zeros((n, k));
     let mut share = vec![0.0; k];
     for (c, &o) in order.iter().take(k).enumerate() {
         let l = lam[o].max(0.0);
-        if l <= 0.0 || total <= 0.0 {
+        if l <= cut || total <= 0.0 {
             continue;
         }
         share[c] = l / total;

@@ -38,7 +38,7 @@ impl View3d {
         let data = serde_json::json!({ "axes": self.axes, "p": points });
         format!(
             "<figure class=\"v3d\"><div class=\"v3dwrap\"><canvas class=\"view3d\" id=\"{id}\" width=\"640\" height=\"520\" \
-             tabindex=\"0\" data-src=\"{id}-data\" data-tip=\"{id}-tip\" aria-label=\"{title}\"></canvas>\
+             tabindex=\"0\" data-json=\"{id}-data\" data-tip=\"{id}-tip\" aria-label=\"{title}\"></canvas>\
              <div class=\"tip\" id=\"{id}-tip\" hidden></div></div><script type=\"application/json\" id=\"{id}-data\">{json}</script>\
              <figcaption>{title}. Drag (or arrow keys) to rotate, hover a point for its sample id and hue.</figcaption></figure>",
             id = esc(&self.id),
@@ -56,7 +56,7 @@ function hueRgb(h){h=((h%360)+360)%360/60;var i=Math.floor(h)%6,f=h-Math.floor(h
 var c=[[1,f,0],[1-f,1,0],[0,1,f],[0,1-f,1],[f,0,1],[1,0,1-f]][i];
 return 'rgb('+Math.round(c[0]*255)+','+Math.round(c[1]*255)+','+Math.round(c[2]*255)+')';}
 function setup(cv){
-var d=JSON.parse(document.getElementById(cv.getAttribute('data-src')).textContent);
+var d=JSON.parse(document.getElementById(cv.getAttribute('data-json')).textContent);
 var tip=document.getElementById(cv.getAttribute('data-tip'));
 var P=d.p.filter(function(q){return q[0]!==null&&q[1]!==null&&q[2]!==null;});
 var m=[0,0,0],s=1e-12,i,k;

@@ -169,7 +169,7 @@ fn demo_runs_offline_and_writes_a_report_whose_figures_exist() {
     }
     assert!(figures >= 16, "stimuli, stress, projections, joystick, steering and swatches per set; got {figures}");
     assert!(
-        index.contains("In-model steering") && index.contains("Blue→Red: the direction is added"),
+        index.contains("In-model steering") && index.contains("Blue→Red at layer"),
         "steering is reported"
     );
     let summary: serde_json::Value =

@@ -12,6 +12,7 @@ mod manifold_parity;
 mod qwen_errors;
 mod qwen_parity;
 mod qwen_tokenizer;
+mod report;
 mod steer;
 mod steer_cli;
 mod steer_layers;
