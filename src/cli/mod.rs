@@ -5,6 +5,7 @@
 #![allow(rustdoc::invalid_html_tags)]
 
 pub mod commands;
+pub mod output;
 mod progress;
 
 use std::path::{Path, PathBuf};
@@ -12,7 +13,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 
-pub use progress::Progress;
+pub use progress::{Bar, Progress};
 
 /// Where, and in what shape, does a vision-language model hold colour hue inside, and is that shape causal?
 ///
@@ -20,13 +21,17 @@ pub use progress::Progress;
 /// per-layer hidden states, discovers the hue manifold per layer with Supervised MDS, and steers inside the
 /// model.
 #[derive(Debug, Parser)]
-#[command(name = "huescan", version, about, long_about = None, propagate_version = true)]
+#[command(name = "huescan", version, about, long_about = None, propagate_version = true, after_help = EXIT_CODES)]
 pub struct Cli {
     #[command(flatten)]
     pub global: GlobalArgs,
     #[command(subcommand)]
     pub command: Command,
 }
+
+/// Shown under `huescan --help`; README's "Exit codes" says the same.
+const EXIT_CODES: &str = "Exit codes: 0 success; 1 the command ran and failed (bad input file, model error, a \
+store that fails verification); 2 the command line is wrong (unknown flag, missing or malformed argument).";
 
 #[derive(Debug, Args)]
 pub struct GlobalArgs {
@@ -81,7 +86,8 @@ pub enum StoreCommand {
     Inspect(commands::store::InspectArgs),
 }
 
-/// Sets up `tracing` on stderr: warnings by default, more with -v, nothing but errors with --quiet.
+/// Sets up `tracing` on stderr: warnings by default, more with -v, nothing but errors with --quiet; plain
+/// sentences, coloured only for a terminal ([`output`]).
 pub fn init_logging(global: &GlobalArgs) {
     use tracing_subscriber::EnvFilter;
     let level = match (global.quiet, global.verbose) {
@@ -91,7 +97,13 @@ pub fn init_logging(global: &GlobalArgs) {
         (false, _) => "trace",
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(format!("huescan={level}")));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).without_time().try_init();
+    let colour = output::use_colour(&crate::env::ProcessEnv, output::stderr_is_terminal());
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(colour)
+        .event_format(output::Sentence { colour })
+        .try_init();
 }
 
 /// Runs the parsed command.

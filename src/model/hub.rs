@@ -25,10 +25,11 @@ impl HubSettings {
         let cache_dir = env
             .var(env::HF_HUB_CACHE)
             .or_else(|| env.var(env::HUGGINGFACE_HUB_CACHE))
-            .map(PathBuf::from)
+            .map(|p| env::expand_path(&p, env))
             .unwrap_or_else(|| home.join("hub"));
         let token = env.var(env::HF_TOKEN).or_else(|| {
-            let path = env.var(env::HF_TOKEN_PATH).map(PathBuf::from).unwrap_or_else(|| home.join("token"));
+            let path =
+                env.var(env::HF_TOKEN_PATH).map(|p| env::expand_path(&p, env)).unwrap_or_else(|| home.join("token"));
             std::fs::read_to_string(path).ok().map(|t| t.trim().to_string()).filter(|t| !t.is_empty())
         });
         HubSettings {
@@ -70,11 +71,23 @@ pub fn is_repo_id(s: &str) -> bool {
 /// Resolves a hub repo to a local snapshot directory, downloading missing files unless offline.
 pub fn resolve_repo(repo: &str, revision: &str, settings: &HubSettings) -> Result<Checkpoint, Error> {
     let repo_dir = settings.cache_dir.join(format!("models--{}", repo.replace('/', "--")));
-    if let Some(ck) = cached_snapshot(&repo_dir, repo, revision)? {
-        return Ok(ck);
-    }
+    let missing = match cached_snapshot(&repo_dir, repo, revision)? {
+        Snapshot::Complete(ck) => return Ok(ck),
+        Snapshot::Partial { dir, missing } => Some((dir, missing)),
+        Snapshot::Absent => None,
+    };
     if settings.offline {
-        return Err(not_cached(repo, revision, &settings.cache_dir, "HF_HUB_OFFLINE is set"));
+        return Err(match missing {
+            Some((dir, files)) => Error::Msg(format!(
+                "model `{repo}` at revision `{revision}` is in the Hugging Face cache (`{}`) but lacks {}, and \
+                 HF_HUB_OFFLINE is set; download the missing file(s) with network (e.g. `huggingface-cli download \
+                 {repo} {}`), or pass a local directory that has them",
+                dir.display(),
+                files.iter().map(|f| format!("`{f}`")).collect::<Vec<_>>().join(", "),
+                files.join(" ")
+            )),
+            None => not_cached(repo, revision, &settings.cache_dir, "HF_HUB_OFFLINE is set"),
+        });
     }
     download(repo, revision, settings).map_err(|e| match e {
         Error::Msg(msg) => not_cached(repo, revision, &settings.cache_dir, &format!("the download failed: {msg}")),
@@ -89,25 +102,40 @@ fn not_cached(repo: &str, revision: &str, cache: &Path, why: &str) -> Error {
     ))
 }
 
-/// The snapshot for `revision` (a branch/tag name in `refs/`, or a commit hash), if every needed file is there.
-fn cached_snapshot(repo_dir: &Path, repo: &str, revision: &str) -> Result<Option<Checkpoint>, Error> {
+/// What the cache holds of one revision.
+enum Snapshot {
+    Absent,
+    /// The snapshot directory exists but lacks these files.
+    Partial { dir: PathBuf, missing: Vec<String> },
+    Complete(Checkpoint),
+}
+
+/// The snapshot for `revision` (a branch/tag name in `refs/`, or a commit hash), and whether every needed file
+/// is there.
+fn cached_snapshot(repo_dir: &Path, repo: &str, revision: &str) -> Result<Snapshot, Error> {
     let commit = if revision.len() == 40 && revision.chars().all(|c| c.is_ascii_hexdigit()) {
         revision.to_string()
     } else {
         match std::fs::read_to_string(repo_dir.join("refs").join(revision)) {
             Ok(c) => c.trim().to_string(),
-            Err(_) => return Ok(None),
+            Err(_) => return Ok(Snapshot::Absent),
         }
     };
     let dir = repo_dir.join("snapshots").join(&commit);
-    if !dir.is_dir() || !REQUIRED_FILES.iter().all(|f| dir.join(f).exists()) {
-        return Ok(None);
+    if !dir.is_dir() {
+        return Ok(Snapshot::Absent);
     }
-    let weights_present = match weight_files(&dir) {
-        Ok(files) => files.iter().all(|f| dir.join(f).exists()),
-        Err(_) => false,
-    };
-    Ok(weights_present.then(|| Checkpoint { dir, repo: Some(repo.to_string()), revision: Some(commit) }))
+    let mut missing: Vec<String> =
+        REQUIRED_FILES.iter().filter(|f| !dir.join(f).exists()).map(|f| f.to_string()).collect();
+    match weight_files(&dir) {
+        Ok(files) => missing.extend(files.into_iter().filter(|f| !dir.join(f).exists())),
+        Err(_) => missing.push(format!("{SINGLE} (or {INDEX} and its shards)")),
+    }
+    Ok(if missing.is_empty() {
+        Snapshot::Complete(Checkpoint { dir, repo: Some(repo.to_string()), revision: Some(commit) })
+    } else {
+        Snapshot::Partial { dir, missing }
+    })
 }
 
 /// The safetensors files of a checkpoint directory: the shards listed in `model.safetensors.index.json`, or
@@ -234,9 +262,11 @@ mod tests {
         assert_eq!(ck.dir, snap);
         assert_eq!(ck.revision.as_deref(), Some(commit));
         assert_eq!(resolve_repo("org/tiny", commit, &settings).unwrap().dir, snap);
-        // A snapshot missing a needed file counts as not cached.
+        // A snapshot missing a needed file counts as not cached, and the message names the file.
         std::fs::remove_file(snap.join("tokenizer.json")).unwrap();
-        assert!(resolve_repo("org/tiny", "main", &settings).is_err());
+        let msg = resolve_repo("org/tiny", "main", &settings).unwrap_err().to_string();
+        assert!(msg.contains("lacks `tokenizer.json`") && msg.contains("HF_HUB_OFFLINE"), "{msg}");
+        assert!(!msg.contains("preprocessor_config.json"), "only the missing file is named: {msg}");
         std::fs::remove_dir_all(cache).unwrap();
     }
 }

@@ -310,7 +310,7 @@ fn out_of_space_is_explained_and_a_rerun_finishes_byte_identical() {
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("out of space") && err.contains("re-run the same command"), "{err}");
     assert_eq!(err.matches("os error").count(), 1, "the OS reason once: {err}");
     assert!(limited.join(".partial/chunk_00000.sha256").exists(), "finished chunks are kept");

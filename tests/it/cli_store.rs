@@ -77,7 +77,7 @@ fn inspect_prints_a_summary_and_verifies() {
 #[test]
 fn inspect_explains_a_missing_or_unfinished_store() {
     let out = huescan().args(["store", "inspect", "/nonexistent/store"]).output().unwrap();
-    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(out.status.code(), Some(1), "a runtime failure, not a usage error");
     assert!(String::from_utf8_lossy(&out.stderr).contains("does not exist"));
     let dir = tmp("unfinished");
     std::fs::create_dir_all(&dir).unwrap();

@@ -4,6 +4,7 @@
 
 mod common;
 
+mod cli_conventions;
 mod cli_pipeline;
 mod cli_store;
 mod extract;
