@@ -16,10 +16,9 @@ use crate::env::Env;
 /// Whether to colour a stream: `NO_COLOR` (non-empty) turns colour off, `CLICOLOR_FORCE` (non-empty, not `0`)
 /// turns it on, otherwise colour iff the stream is a terminal.
 pub fn use_colour(env: &dyn Env, is_terminal: bool) -> bool {
-    let set = |k: &str| env.var(k).is_some_and(|v| !v.is_empty());
-    if set("NO_COLOR") {
+    if env.var(crate::env::NO_COLOR).is_some_and(|v| !v.is_empty()) {
         false
-    } else if env.var("CLICOLOR_FORCE").is_some_and(|v| !v.is_empty() && v != "0") {
+    } else if env.var(crate::env::CLICOLOR_FORCE).is_some_and(|v| !v.is_empty() && v != "0") {
         true
     } else {
         is_terminal
@@ -93,12 +92,13 @@ where
 
 #[cfg(test)]
 mod tests {
+    use std::collections::HashMap;
+
     use super::*;
-    use crate::env::MapEnv;
 
     #[test]
     fn colour_follows_the_terminal_unless_no_color_or_clicolor_force_say_otherwise() {
-        let env = |pairs: &[(&str, &str)]| MapEnv::new(pairs);
+        let env = |pairs: &[(&'static str, &'static str)]| pairs.iter().copied().collect::<HashMap<_, _>>();
         assert!(use_colour(&env(&[]), true));
         assert!(!use_colour(&env(&[]), false));
         assert!(!use_colour(&env(&[("NO_COLOR", "1")]), true));
