@@ -69,7 +69,10 @@ impl Progress {
             (ProgressDrawTarget::stderr(), "{msg:>12} [{bar:30}] {pos}/{len} {per_sec} eta {eta}")
         } else {
             let lines = PlainLines { last: Mutex::new(None), line: Mutex::new(String::new()) };
-            (ProgressDrawTarget::term_like_with_hz(Box::new(lines), 1), "{msg}: {pos}/{len} ({percent} %), {per_sec}, eta {eta}")
+            (
+                ProgressDrawTarget::term_like_with_hz(Box::new(lines), 1),
+                "{msg}: {pos}/{len} ({percent} %), {per_sec}, eta {eta}",
+            )
         };
         let bar = ProgressBar::with_draw_target(Some(len), target);
         bar.set_style(ProgressStyle::with_template(template).expect("static template").progress_chars("=> "));

@@ -39,8 +39,8 @@ pub use joystick::{
     circular_hue_error, hsv_to_rgb, joystick, rgb_to_hue_deg, Joystick, JoystickOptions, JoystickRow, SteeringPair,
 };
 pub use metrics::{score_distances, Metric, Scores};
-pub use pca::principal_components;
 pub use output::{write_analysis, write_global};
+pub use pca::principal_components;
 pub use shapes::{circle_template_3d, hue_turns, LabelMode, Shape};
 pub use smds::{Smds, SmdsParams, SmdsValidParams, Stage1};
 pub use stats::{bootstrap_interval, coverage_ratio, periodicity_score, seam_closure_ratio};

@@ -106,7 +106,10 @@ fn not_cached(repo: &str, revision: &str, cache: &Path, why: &str) -> Error {
 enum Snapshot {
     Absent,
     /// The snapshot directory exists but lacks these files.
-    Partial { dir: PathBuf, missing: Vec<String> },
+    Partial {
+        dir: PathBuf,
+        missing: Vec<String>,
+    },
     Complete(Checkpoint),
 }
 

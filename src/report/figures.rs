@@ -170,7 +170,13 @@ impl Figure for HueScatter {
             (x0, x1, y0, y1) = (cx - r, cx + r, cy - r, cy + r);
         }
         let mut chart = chart_2d(root, &self.title, x0..x1, y0..y1)?;
-        chart.configure_mesh().x_desc(&self.x_label).y_desc(&self.y_label).label_style((FONT, LABEL_PX)).draw().map_err(e)?;
+        chart
+            .configure_mesh()
+            .x_desc(&self.x_label)
+            .y_desc(&self.y_label)
+            .label_style((FONT, LABEL_PX))
+            .draw()
+            .map_err(e)?;
         chart
             .draw_series(self.points.iter().map(|&(x, y, h)| Circle::new((x, y), 5, hue_colour(h).filled())))
             .map_err(e)?;
@@ -238,7 +244,9 @@ impl Figure for AlphaCurves {
             .map_err(e)?;
         if let Some((t, tol)) = self.target {
             let band = RGBColor(200, 230, 200).mix(0.5);
-            chart.draw_series(std::iter::once(Rectangle::new([(x0, t - tol), (x1, t + tol)], band.filled()))).map_err(e)?;
+            chart
+                .draw_series(std::iter::once(Rectangle::new([(x0, t - tol), (x1, t + tol)], band.filled())))
+                .map_err(e)?;
             let line = RGBColor(20, 20, 20).stroke_width(2);
             chart
                 .draw_series(DashedLineSeries::new(vec![(x0, t), (x1, t)], 8, 5, line))

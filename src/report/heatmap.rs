@@ -123,7 +123,10 @@ pub fn error_map(summary: &[SummaryRow]) -> String {
             None => HeatCell {
                 fill: GREY.into(),
                 text: "n/a".into(),
-                tip: format!("{} {} at layer {}: alpha 1 was not in the sweep, or no hue was read out", r.direction, r.pair, r.layer),
+                tip: format!(
+                    "{} {} at layer {}: alpha 1 was not in the sweep, or no hue was read out",
+                    r.direction, r.pair, r.layer
+                ),
             },
             Some(e) => HeatCell {
                 fill: ramp(e.abs() / 180.0),

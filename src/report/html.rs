@@ -189,14 +189,17 @@ fn provenance(inputs: &RunInputs, rel: &str) -> String {
     t.push_str("</tbody></table>");
     s.push_str(&t);
     s.push_str(&store_provenance(&inputs.sets));
-    let mut links: Vec<String> = ["run.json", "analysis/global.csv"].iter().filter_map(|f| link(&inputs.run, rel, f)).collect();
+    let mut links: Vec<String> =
+        ["run.json", "analysis/global.csv"].iter().filter_map(|f| link(&inputs.run, rel, f)).collect();
     if links.is_empty() {
         links.push("none at the run level".into());
     }
     let _ = write!(s, "<p class=\"links\">Run files: {}</p>", links.join(" "));
-    s.push_str("<p class=\"meta\">Every number on this page is read from the files linked in each set's section; \
+    s.push_str(
+        "<p class=\"meta\">Every number on this page is read from the files linked in each set's section; \
                 tables show four decimals, the CSV and JSON files every digit. <b>n/a</b> means not applicable or not \
-                computed; <b>never</b> means measured, and it did not happen.</p></section>");
+                computed; <b>never</b> means measured, and it did not happen.</p></section>",
+    );
     s
 }
 
@@ -210,7 +213,9 @@ fn store_provenance(sets: &[SetInputs]) -> String {
     }
     let mut keys: Vec<String> = Vec::new();
     for set in &with {
-        for k in set.manifest.as_ref().map(|m| m.provenance.settings.keys().cloned().collect::<Vec<_>>()).unwrap_or_default() {
+        for k in
+            set.manifest.as_ref().map(|m| m.provenance.settings.keys().cloned().collect::<Vec<_>>()).unwrap_or_default()
+        {
             if !keys.contains(&k) {
                 keys.push(k);
             }
@@ -259,18 +264,26 @@ pub(super) fn summary_section(inputs: &RunInputs) -> Section {
     for set in &inputs.sets {
         let a = &set.analysis;
         let best = a.arbitration.first();
-        t.row(false, vec![
-            Cell::Text(set.name.clone()),
-            Cell::Text(a.mode.to_string()),
-            Cell::Num(a.n_samples as f64),
-            Cell::Num(a.choice.layer as f64),
-            Cell::Text(a.choice.criterion.clone()),
-            Cell::Text(a.winner.to_string()),
-            Cell::Num(best.map_or(f64::NAN, |r| r.test_score)),
-            Cell::Num(best.map_or(f64::NAN, |r| r.composite_score)),
-        ]);
+        t.row(
+            false,
+            vec![
+                Cell::Text(set.name.clone()),
+                Cell::Text(a.mode.to_string()),
+                Cell::Num(a.n_samples as f64),
+                Cell::Num(a.choice.layer as f64),
+                Cell::Text(a.choice.criterion.clone()),
+                Cell::Text(a.winner.to_string()),
+                Cell::Num(best.map_or(f64::NAN, |r| r.test_score)),
+                Cell::Num(best.map_or(f64::NAN, |r| r.composite_score)),
+            ],
+        );
     }
-    Section { id: "summary".into(), title: "Summary".into(), children: vec![], html: format!("<section><h2 id=\"summary\">Summary</h2>{}</section>", t.render()) }
+    Section {
+        id: "summary".into(),
+        title: "Summary".into(),
+        children: vec![],
+        html: format!("<section><h2 id=\"summary\">Summary</h2>{}</section>", t.render()),
+    }
 }
 
 pub(super) fn figure(p: &Panel) -> String {

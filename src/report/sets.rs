@@ -54,7 +54,8 @@ pub(super) fn draw(run: &Path, index: usize, set: &SetInputs, fig_dir: &Path) ->
     if let Some((coords, hues)) = &set.projection {
         let a = &set.analysis;
         let (layer, shape) = (a.projection.layer, a.projection.shape);
-        let pts: Vec<(f64, f64, f64)> = (0..coords.nrows()).map(|i| (coords[[i, 0]], coords[[i, 1]], hues[i])).collect();
+        let pts: Vec<(f64, f64, f64)> =
+            (0..coords.nrows()).map(|i| (coords[[i, 0]], coords[[i, 1]], hues[i])).collect();
         let fig = HueScatter {
             title: format!("{name}: SMDS, layer {layer} ({shape} template)"),
             x_label: "SMDS 1".into(),
@@ -62,11 +63,15 @@ pub(super) fn draw(run: &Path, index: usize, set: &SetInputs, fig_dir: &Path) ->
             points: pts,
             square: true,
         };
-        projections.push(add(render(&fig, fig_dir, &stem("projection2d"))?, stem("projection2d"), format!(
-            "Supervised: activations at layer {layer} mapped by SMDS onto the (cos θ, sin θ, 0) template of the \
+        projections.push(add(
+            render(&fig, fig_dir, &stem("projection2d"))?,
+            stem("projection2d"),
+            format!(
+                "Supervised: activations at layer {layer} mapped by SMDS onto the (cos θ, sin θ, 0) template of the \
              winning shape, coloured by stimulus hue. SMDS is fitted to the hue labels, so it can draw a ring even \
              for a random model; compare the unsupervised view beside it."
-        )));
+            ),
+        ));
         if let Ok(p) = &set.pca {
             let pts: Vec<(f64, f64, f64)> =
                 (0..p.scores.nrows()).map(|i| (p.scores[[i, 0]], p.scores[[i, 1]], hues[i])).collect();
@@ -77,23 +82,44 @@ pub(super) fn draw(run: &Path, index: usize, set: &SetInputs, fig_dir: &Path) ->
                 points: pts,
                 square: true,
             };
-            projections.push(add(render(&fig, fig_dir, &stem("pca2d"))?, stem("pca2d"), format!(
-                "Unsupervised: the first two principal components of the same activations (layer {layer}); PCA \
+            projections.push(add(
+                render(&fig, fig_dir, &stem("pca2d"))?,
+                stem("pca2d"),
+                format!(
+                    "Unsupervised: the first two principal components of the same activations (layer {layer}); PCA \
                  never sees the hues, so a hue-ordered ring here is the model's own structure."
-            )));
+                ),
+            ));
         }
         if coords.ncols() >= 3 {
             let pts3: Vec<([f64; 3], f64)> =
                 (0..coords.nrows()).map(|i| ([coords[[i, 0]], coords[[i, 1]], coords[[i, 2]]], hues[i])).collect();
             let fig = HueScatter3d { title: format!("{name}: SMDS layer {layer}, 3-D (static)"), points: pts3 };
-            static3d = Some(add(render(&fig, fig_dir, &stem("projection3d"))?, stem("projection3d"),
+            static3d = Some(add(
+                render(&fig, fig_dir, &stem("projection3d"))?,
+                stem("projection3d"),
                 "The SMDS fit in three dimensions, for print; the third axis shows what the circle template does not \
                  explain. The interactive views above rotate."
-                    .into()));
-            views.push(view(format!("s{index}-smds"), format!("{name}: SMDS 3-D, layer {layer}"), ["SMDS 1", "SMDS 2", "SMDS 3"], coords, hues, &set.sample_ids));
+                    .into(),
+            ));
+            views.push(view(
+                format!("s{index}-smds"),
+                format!("{name}: SMDS 3-D, layer {layer}"),
+                ["SMDS 1", "SMDS 2", "SMDS 3"],
+                coords,
+                hues,
+                &set.sample_ids,
+            ));
         }
         if let Ok(p) = &set.pca {
-            views.push(view(format!("s{index}-pca"), format!("{name}: PCA 3-D, layer {layer} (no labels)"), ["PC 1", "PC 2", "PC 3"], &p.scores, hues, &set.sample_ids));
+            views.push(view(
+                format!("s{index}-pca"),
+                format!("{name}: PCA 3-D, layer {layer} (no labels)"),
+                ["PC 1", "PC 2", "PC 3"],
+                &p.scores,
+                hues,
+                &set.sample_ids,
+            ));
         }
     }
     let joystick = match &set.analysis.joystick {
@@ -119,12 +145,16 @@ pub(super) fn draw(run: &Path, index: usize, set: &SetInputs, fig_dir: &Path) ->
                 let of_pair: Vec<&SweepRow> = at.iter().copied().filter(|r| &r.pair == pair).collect();
                 let fig = steering_curves(name, pair, layer, &of_pair, tol);
                 let s = stem(&format!("steer-L{layer}-{i}"));
-                panels.push(add(render(&fig, fig_dir, &s)?, s, format!(
-                    "{pair} at layer {layer}: the direction is added to the residual stream and every later layer \
+                panels.push(add(
+                    render(&fig, fig_dir, &s)?,
+                    s,
+                    format!(
+                        "{pair} at layer {layer}: the direction is added to the residual stream and every later layer \
                      runs. Curves are the hue travelled from the source (unwrapped, so a full turn is never \
                      mistaken for no change), against the target line and its ±{tol}° band; the decoder-only \
                      joystick on the same activations is grey."
-                )));
+                    ),
+                ));
             }
             steering.push(SteerLayer { layer, hook: first.hook.clone(), chosen: layer == chosen, panels });
         }
@@ -145,7 +175,14 @@ pub(super) fn draw(run: &Path, index: usize, set: &SetInputs, fig_dir: &Path) ->
     Ok(SetFigures { files, stress, projections, static3d, views, joystick, steering, swatches, preview })
 }
 
-fn view(id: String, title: String, axes: [&str; 3], coords: &ndarray::Array2<f64>, hues: &[f64], ids: &[String]) -> View3d {
+fn view(
+    id: String,
+    title: String,
+    axes: [&str; 3],
+    coords: &ndarray::Array2<f64>,
+    hues: &[f64],
+    ids: &[String],
+) -> View3d {
     let points = (0..coords.nrows())
         .map(|i| {
             let c = |k: usize| if k < coords.ncols() { coords[[i, k]] } else { 0.0 };
@@ -195,7 +232,13 @@ fn pairs_of(rows: &[&SweepRow]) -> Vec<String> {
 /// source with the target line.
 fn steering_curves(set: &str, pair: &str, layer: usize, rows: &[&SweepRow], tol: f64) -> AlphaCurves {
     let Some(first) = rows.first() else {
-        return AlphaCurves { title: String::new(), y_label: String::new(), series: vec![], y_range: None, target: None };
+        return AlphaCurves {
+            title: String::new(),
+            y_label: String::new(),
+            series: vec![],
+            y_range: None,
+            target: None,
+        };
     };
     let source = first.source_deg;
     let mut series = Vec::new();
@@ -243,7 +286,13 @@ fn joystick_curves(title: &str, rows: &[crate::manifold::JoystickRow]) -> AlphaC
             (format!("{g} (target {target:+.0}°)"), SERIES[i % SERIES.len()], travelled(of[0].source_deg, pts))
         })
         .collect();
-    AlphaCurves { title: title.into(), y_label: "hue travelled from the source (deg)".into(), series, y_range: None, target: None }
+    AlphaCurves {
+        title: title.into(),
+        y_label: "hue travelled from the source (deg)".into(),
+        series,
+        y_range: None,
+        target: None,
+    }
 }
 
 /// The signed hue travelled from `source` along a curve of `(alpha, hue)`: anchored at the point nearest

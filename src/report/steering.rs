@@ -91,9 +91,16 @@ fn summary_table(set: &SetInputs) -> String {
                 Cell::Text(r.pair.clone()),
                 Cell::Text(r.direction.to_string()),
                 alpha(r.alpha_reached),
-                Cell::opt(r.error_at_alpha_1, Cell::NotApplicable("alpha 1 is not in the sweep, or no hue was read out")),
+                Cell::opt(
+                    r.error_at_alpha_1,
+                    Cell::NotApplicable("alpha 1 is not in the sweep, or no hue was read out"),
+                ),
                 Cell::Text(r.monotone.to_string()),
-                if joystick_ran { alpha(r.joystick_alpha_reached) } else { Cell::NotApplicable("no joystick at this layer") },
+                if joystick_ran {
+                    alpha(r.joystick_alpha_reached)
+                } else {
+                    Cell::NotApplicable("no joystick at this layer")
+                },
                 Cell::opt(r.max_disagreement_deg, Cell::NotApplicable("no joystick at this layer")),
                 r.target_word.clone().map_or(Cell::NotApplicable("the model has no colour words"), Cell::Text),
                 match (&r.target_word, r.alpha_word_flip) {

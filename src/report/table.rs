@@ -118,7 +118,10 @@ mod tests {
     #[test]
     fn hostile_text_is_escaped_and_missing_values_say_which_kind() {
         let mut t = Table::new("<b>x</b>", &["a\"", "b", "c", "d"]);
-        t.row(false, vec![Cell::Text("<script>alert(1)</script>".into()), Cell::Num(f64::NAN), Cell::Never, Cell::Num(2.0)]);
+        t.row(
+            false,
+            vec![Cell::Text("<script>alert(1)</script>".into()), Cell::Num(f64::NAN), Cell::Never, Cell::Num(2.0)],
+        );
         let html = t.render();
         assert!(!html.contains("<script>") && !html.contains("<b>") && html.contains("&lt;script&gt;"));
         assert!(html.contains("a&quot;"));

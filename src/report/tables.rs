@@ -44,8 +44,7 @@ pub(super) fn analysis_tables(a: &Analysis) -> String {
         );
     }
     out.push_str(&t.render());
-    let mut t =
-        Table::new("Held-out test", &["shape", "score", "CI low", "CI high", "seam closure", "periodicity"]);
+    let mut t = Table::new("Held-out test", &["shape", "score", "CI low", "CI high", "seam closure", "periodicity"]);
     for r in &a.heldout {
         t.row(
             r.shape == a.winner,
@@ -60,10 +59,7 @@ pub(super) fn analysis_tables(a: &Analysis) -> String {
         );
     }
     out.push_str(&t.render());
-    let mut t = Table::new(
-        "Layer scan",
-        &["layer", "in-sample score", "CV score", "± std", "shuffled", "p", "note"],
-    );
+    let mut t = Table::new("Layer scan", &["layer", "in-sample score", "CV score", "± std", "shuffled", "p", "note"]);
     for r in &a.layer_scan {
         t.row(
             r.layer == a.choice.layer,

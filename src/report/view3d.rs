@@ -31,7 +31,13 @@ impl View3d {
             .iter()
             .map(|(c, h, id)| {
                 // Six significant digits are plenty for a screen and keep the page small.
-                let r = |v: f64| if v.is_finite() { serde_json::json!((v * 1e6).round() / 1e6) } else { serde_json::Value::Null };
+                let r = |v: f64| {
+                    if v.is_finite() {
+                        serde_json::json!((v * 1e6).round() / 1e6)
+                    } else {
+                        serde_json::Value::Null
+                    }
+                };
                 serde_json::json!([r(c[0]), r(c[1]), r(c[2]), r(*h), id])
             })
             .collect();

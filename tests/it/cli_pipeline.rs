@@ -168,10 +168,7 @@ fn demo_runs_offline_and_writes_a_report_whose_figures_exist() {
         figures += 1;
     }
     assert!(figures >= 16, "stimuli, stress, projections, joystick, steering and swatches per set; got {figures}");
-    assert!(
-        index.contains("In-model steering") && index.contains("Blue→Red at layer"),
-        "steering is reported"
-    );
+    assert!(index.contains("In-model steering") && index.contains("Blue→Red at layer"), "steering is reported");
     let summary: serde_json::Value =
         serde_json::from_slice(&std::fs::read(dir.join("steering/gap-teal-blue/summary.json")).unwrap()).unwrap();
     let pairs: Vec<&str> =

@@ -56,7 +56,8 @@ fn a_hostile_set_name_is_escaped_everywhere_and_the_page_is_byte_identical_acros
     assert!(std::fs::read(again.join("index.html")).unwrap() == index.as_bytes(), "index.html differs");
     for e in std::fs::read_dir(dir.join("report/figures")).unwrap() {
         let name = e.unwrap().file_name();
-        let (x, y) = (std::fs::read(dir.join("report/figures").join(&name)), std::fs::read(again.join("figures").join(&name)));
+        let (x, y) =
+            (std::fs::read(dir.join("report/figures").join(&name)), std::fs::read(again.join("figures").join(&name)));
         assert!(x.unwrap() == y.unwrap(), "{name:?} differs");
     }
     std::fs::remove_dir_all(dir).unwrap();
