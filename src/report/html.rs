@@ -203,6 +203,10 @@ fn provenance(inputs: &RunInputs, rel: &str) -> String {
     s
 }
 
+fn file_hash(m: &crate::store::Manifest, k: &str) -> String {
+    m.provenance.model_files_sha256.get(k).cloned().unwrap_or_else(|| "n/a: not recorded".into())
+}
+
 /// One column per set: model, revision, hashes, prompt and the other settings its store recorded.
 fn store_provenance(sets: &[SetInputs]) -> String {
     let with: Vec<&SetInputs> = sets.iter().filter(|s| s.manifest.is_some()).collect();
@@ -227,10 +231,13 @@ fn store_provenance(sets: &[SetInputs]) -> String {
     }
     s.push_str("</tr></thead><tbody>");
     type Getter = fn(&crate::store::Manifest) -> String;
-    let fixed: [(&str, Getter); 7] = [
+    let fixed: [(&str, Getter); 10] = [
         ("model id", |m| m.provenance.model_id.clone()),
         ("revision", |m| m.provenance.model_revision.clone().unwrap_or_else(|| "n/a: not recorded".into())),
         ("config.json sha256", |m| m.provenance.model_config_sha256.clone().unwrap_or_else(|| "n/a".into())),
+        ("weights fingerprint sha256", |m| file_hash(m, "weights")),
+        ("tokenizer.json sha256", |m| file_hash(m, "tokenizer.json")),
+        ("preprocessor_config.json sha256", |m| file_hash(m, "preprocessor_config.json")),
         ("stimuli", |m| format!("{} (stimuli.json sha256 {})", m.provenance.stimuli_name, m.provenance.stimuli_sha256)),
         ("pooling", |m| m.provenance.pooling.clone()),
         ("layers stored", |m| m.layers.len().to_string()),

@@ -19,6 +19,7 @@ fn write(dir: &Path, samples: Vec<SampleEntry>, shard: Option<ShardInfo>, offset
             model_id: "test/model".into(),
             model_revision: None,
             model_config_sha256: None,
+            model_files_sha256: Default::default(),
             stimuli_name: "synthetic".into(),
             stimuli_sha256: "0123456789abcdef".into(),
             pooling: "image-mean".into(),

@@ -192,6 +192,7 @@ pub fn run(args: &ExtractArgs, progress: &Progress) -> anyhow::Result<ExitCode> 
             model_id: loaded.id.clone(),
             model_revision: loaded.revision.clone(),
             model_config_sha256: loaded.config_sha256.clone(),
+            model_files_sha256: loaded.file_hashes.clone(),
             stimuli_name: manifest.spec_name.clone(),
             stimuli_sha256,
             pooling: pooling.to_string(),
