@@ -84,6 +84,9 @@ pub enum StimuliCommand {
 pub enum StoreCommand {
     /// Print what a store holds and verify every layer (checksums, shapes, NaN/Inf).
     Inspect(commands::store::InspectArgs),
+    /// Export a store as NumPy .npz (X_<layer> per layer, hue_deg, sample_id), or its stimulus set as a
+    /// Hugging Face `datasets` image folder (images + metadata.jsonl).
+    Export(commands::store::ExportArgs),
 }
 
 /// Sets up `tracing` on stderr: warnings by default, more with -v, nothing but errors with --quiet; plain
@@ -119,6 +122,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Scan(args) => commands::scan::run(&args, &progress),
         Command::Report(args) => commands::report::run(&args, &progress),
         Command::Store(StoreCommand::Inspect(args)) => commands::store::inspect(&args),
+        Command::Store(StoreCommand::Export(args)) => commands::store::export(&args, &progress),
         Command::Merge(args) => commands::store::merge(&args, &progress),
         Command::Steer(args) => commands::steer::run(&args, &progress),
     }

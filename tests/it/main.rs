@@ -7,6 +7,7 @@ mod common;
 mod cli_conventions;
 mod cli_pipeline;
 mod cli_store;
+mod exports;
 mod extract;
 mod manifold_analyze;
 mod manifold_parity;
