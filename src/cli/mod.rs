@@ -21,13 +21,23 @@ pub use progress::{Bar, Progress};
 /// per-layer hidden states, discovers the hue manifold per layer with Supervised MDS, and steers inside the
 /// model.
 #[derive(Debug, Parser)]
-#[command(name = "huescan", version, about, long_about = None, propagate_version = true, after_help = EXIT_CODES)]
+#[command(name = "huescan", version = VERSION, about, long_about = None, propagate_version = true, after_help = EXIT_CODES)]
 pub struct Cli {
     #[command(flatten)]
     pub global: GlobalArgs,
     #[command(subcommand)]
     pub command: Command,
 }
+
+/// `huescan --version`: the package version, the commit it was built from and the compiled-in backends.
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("HUESCAN_GIT_COMMIT"),
+    "; features: ",
+    env!("HUESCAN_FEATURES"),
+    ")"
+);
 
 /// Shown under `huescan --help`; README's "Exit codes" says the same.
 const EXIT_CODES: &str = "Exit codes: 0 success; 1 the command ran and failed (bad input file, model error, a \
@@ -70,6 +80,12 @@ pub enum Command {
     Merge(commands::store::MergeArgs),
     /// Steer inside the model along hue directions from a store; write sweep tables and steering vectors.
     Steer(commands::steer::SteerArgs),
+    /// Print a shell completion script: `huescan completions bash > ~/.local/share/bash-completion/completions/huescan`.
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -125,6 +141,15 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Store(StoreCommand::Export(args)) => commands::store::export(&args, &progress),
         Command::Merge(args) => commands::store::merge(&args, &progress),
         Command::Steer(args) => commands::steer::run(&args, &progress),
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            use std::io::Write;
+            // Into a buffer first: clap_complete panics on a closed pipe, main turns the error into exit 0.
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "huescan", &mut script);
+            std::io::stdout().write_all(&script)?;
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 

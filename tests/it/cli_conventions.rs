@@ -60,3 +60,31 @@ fn progress_off_a_terminal_is_plain_lines_with_count_rate_and_eta() {
     assert!(String::from_utf8(quiet.stderr).unwrap().is_empty(), "--quiet prints nothing");
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+#[test]
+fn version_names_the_commit_and_features_and_completions_cover_the_commands() {
+    let v = String::from_utf8(huescan().arg("--version").output().unwrap().stdout).unwrap();
+    assert!(
+        v.starts_with(&format!("huescan {} (commit ", env!("CARGO_PKG_VERSION"))) && v.contains("; features: "),
+        "{v}"
+    );
+    for shell in ["bash", "zsh", "fish"] {
+        let out = huescan().args(["completions", shell]).output().unwrap();
+        let script = String::from_utf8(out.stdout).unwrap();
+        assert!(out.status.success() && script.contains("huescan") && script.contains("export"), "{shell}");
+    }
+    let out = huescan().args(["completions", "tcsh"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "an unknown shell is a usage error");
+}
+
+#[test]
+fn help_lists_only_the_options_that_apply_and_max_new_tokens_has_one_default() {
+    let help = |cmd: &str| String::from_utf8(huescan().args([cmd, "--help"]).output().unwrap().stdout).unwrap();
+    assert!(!help("ask").contains("--ae-"), "ask runs no autoencoder: {}", help("ask"));
+    assert!(help("extract").contains("Colour autoencoder:") && help("extract").contains("--ae-epochs"));
+    for cmd in ["steer", "scan", "ask"] {
+        let h = help(cmd);
+        let line = h.lines().skip_while(|l| !l.contains("--max-new-tokens")).take(6).collect::<Vec<_>>().join(" ");
+        assert!(line.contains("[default: 4]"), "{cmd}: {line}");
+    }
+}

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use clap::Args;
 
 use crate::cli::commands::analyze::{self, AnalyzeArgs};
-use crate::cli::commands::extract::{self, ExtractArgs, ModelArgs, RuntimeArgs};
+use crate::cli::commands::extract::{self, AutoencoderArgs, ExtractArgs, ModelArgs, RuntimeArgs};
 use crate::cli::commands::steer::{self, SteerArgs};
 use crate::cli::commands::stimuli::{self as stimuli_cmd, RenderArgs};
 use crate::cli::Progress;
@@ -48,7 +48,7 @@ pub struct PipelineArgs {
     #[arg(long, default_value_t = 100)]
     pub permutations: usize,
     /// Answer tokens generated per steered image (models with text output), so the report shows answers.
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = steer::DEFAULT_MAX_NEW_TOKENS)]
     pub max_new_tokens: usize,
 }
 
@@ -83,10 +83,7 @@ impl PipelineArgs {
             runtime: self.runtime.clone(),
             max_pixels: None,
             prompt: None,
-            ae_weights: Some(run.join("autoencoder.safetensors")),
-            ae_seed: 0,
-            ae_epochs: 500,
-            ae_no_hold_out: false,
+            ae: AutoencoderArgs { ae_weights: Some(run.join("autoencoder.safetensors")), ..Default::default() },
         }
     }
 }

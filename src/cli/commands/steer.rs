@@ -20,6 +20,10 @@ use crate::steer::{
 };
 use crate::store::ActivationStore;
 
+/// `--max-new-tokens` of every command that generates (`steer`, `scan`, `demo`, `ask`): enough for the
+/// one-word colour answer the default prompt asks for.
+pub const DEFAULT_MAX_NEW_TOKENS: usize = 4;
+
 #[derive(Debug, Args)]
 pub struct SteerArgs {
     #[command(flatten)]
@@ -64,7 +68,7 @@ pub struct SteerArgs {
     #[arg(long, default_value_t = 30.0)]
     pub tolerance: f64,
     /// Answer tokens to generate per steered image (models with text output; 0 = none).
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = DEFAULT_MAX_NEW_TOKENS)]
     pub max_new_tokens: usize,
     /// Images per forward pass [default: 8 on CPU, 32 on GPUs].
     #[arg(long)]
