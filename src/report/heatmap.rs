@@ -85,8 +85,11 @@ fn svg(title: &str, rows: &[(usize, String)], cols: &[(DirectionKind, String)], 
     s
 }
 
+/// Rows (layer index, hook) and columns (direction kind, pair) of a map.
+type Axes = (Vec<(usize, String)>, Vec<(DirectionKind, String)>);
+
 /// Layers and (kind, pair) columns in the order the summary has them.
-fn axes(summary: &[SummaryRow]) -> (Vec<(usize, String)>, Vec<(DirectionKind, String)>) {
+fn axes(summary: &[SummaryRow]) -> Axes {
     let mut rows: Vec<(usize, String)> = Vec::new();
     let mut cols: Vec<(DirectionKind, String)> = Vec::new();
     for r in summary {
@@ -98,7 +101,7 @@ fn axes(summary: &[SummaryRow]) -> (Vec<(usize, String)>, Vec<(DirectionKind, St
         }
     }
     rows.sort_by_key(|r| r.0);
-    cols.sort_by(|a, b| a.0.cmp(&b.0));
+    cols.sort_by_key(|c| c.0);
     (rows, cols)
 }
 
