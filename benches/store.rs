@@ -44,6 +44,7 @@ fn main() {
             model_id: "bench".into(),
             model_revision: None,
             model_config_sha256: None,
+            model_files_sha256: Default::default(),
             stimuli_name: "bench".into(),
             stimuli_sha256: "0".into(),
             pooling: "image-mean".into(),

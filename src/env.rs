@@ -25,6 +25,11 @@ pub const HF_ENDPOINT: &str = "HF_ENDPOINT";
 pub const SLURM_ARRAY_TASK_ID: &str = "SLURM_ARRAY_TASK_ID";
 pub const SLURM_ARRAY_TASK_COUNT: &str = "SLURM_ARRAY_TASK_COUNT";
 
+/// Set (non-empty): no colour on any stream (<https://no-color.org>).
+pub const NO_COLOR: &str = "NO_COLOR";
+/// Set (non-empty, not `0`): colour even when the stream is not a terminal.
+pub const CLICOLOR_FORCE: &str = "CLICOLOR_FORCE";
+
 /// A source of environment variables; the process environment in production, a map in tests.
 pub trait Env {
     fn var(&self, name: &str) -> Option<String>;
@@ -50,17 +55,72 @@ pub fn is_truthy(value: Option<String>) -> bool {
     value.is_some_and(|v| matches!(v.to_ascii_lowercase().as_str(), "1" | "true" | "yes" | "on"))
 }
 
-/// `$HF_HOME`, else `$XDG_CACHE_HOME/huggingface`, else `~/.cache/huggingface`.
+/// `$HF_HOME`, else `$XDG_CACHE_HOME/huggingface`, else `~/.cache/huggingface`; `~` and `$VAR` expanded as
+/// huggingface_hub expands them ([`expand_path`]).
 pub fn hf_home(env: &dyn Env) -> PathBuf {
     if let Some(home) = env.var(HF_HOME) {
-        return PathBuf::from(home);
+        return expand_path(&home, env);
     }
     if let Some(xdg) = env.var(XDG_CACHE_HOME) {
-        return PathBuf::from(xdg).join("huggingface");
+        return expand_path(&xdg, env).join("huggingface");
     }
     home_dir(env).join(".cache").join("huggingface")
 }
 
+/// Python's `os.path.expandvars(os.path.expanduser(p))`, which huggingface_hub applies to `HF_HOME` and
+/// `HF_HUB_CACHE`: a leading `~` or `~/` becomes `$HOME`; `$NAME` and `${NAME}` become the variable's value,
+/// and stay as written when it is unset (as in Python). `~user` is left alone.
+pub fn expand_path(p: &str, env: &dyn Env) -> PathBuf {
+    let p = match p.strip_prefix('~') {
+        Some(rest) if rest.is_empty() || rest.starts_with('/') => format!("{}{rest}", home_dir(env).display()),
+        _ => p.to_string(),
+    };
+    let mut out = String::with_capacity(p.len());
+    let mut rest = p.as_str();
+    while let Some(i) = rest.find('$') {
+        out.push_str(&rest[..i]);
+        let after = &rest[i + 1..];
+        let (name, len) = if let Some(braced) = after.strip_prefix('{') {
+            match braced.find('}') {
+                Some(end) => (&braced[..end], end + 2),
+                None => ("", 0),
+            }
+        } else {
+            let end = after.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).unwrap_or(after.len());
+            (&after[..end], end)
+        };
+        match (name.is_empty(), env.var(name)) {
+            (false, Some(v)) => out.push_str(&v),
+            _ => out.push_str(&rest[i..i + 1 + len]),
+        }
+        rest = &rest[i + 1 + len..];
+    }
+    out.push_str(rest);
+    PathBuf::from(out)
+}
+
 fn home_dir(env: &dyn Env) -> PathBuf {
     env.var("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    #[test]
+    fn tilde_and_variables_expand_as_huggingface_hub_does() {
+        let env: HashMap<&str, &str> = HashMap::from([("HOME", "/home/ada"), ("SCRATCH", "/scratch/ada")]);
+        let x = |p: &str| expand_path(p, &env).display().to_string();
+        assert_eq!(x("~/hf"), "/home/ada/hf");
+        assert_eq!(x("~"), "/home/ada");
+        assert_eq!(x("$SCRATCH/hf"), "/scratch/ada/hf");
+        assert_eq!(x("${SCRATCH}/hub"), "/scratch/ada/hub");
+        assert_eq!(x("$UNSET/hf"), "$UNSET/hf", "unset variables stay, as in os.path.expandvars");
+        assert_eq!(x("~bob/hf"), "~bob/hf");
+        assert_eq!(x("/a$/b"), "/a$/b");
+        let env: HashMap<&str, &str> = HashMap::from([("HOME", "/home/ada"), (HF_HOME, "~/hf-home")]);
+        assert_eq!(hf_home(&env), PathBuf::from("/home/ada/hf-home"));
+    }
 }

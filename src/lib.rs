@@ -23,6 +23,7 @@ pub mod extract;
 pub mod fsx;
 pub mod manifold;
 pub mod model;
+pub mod nan_json;
 pub mod report;
 pub mod runinfo;
 pub mod steer;

@@ -1,4 +1,5 @@
-//! The `huescan` binary: parse, run, print the error chain once, map to an exit code.
+//! The `huescan` binary: parse, run, print the error chain once, map to an exit code: 2 for a command line
+//! clap rejects (clap exits itself), 1 for a command that ran and failed.
 
 use std::process::ExitCode;
 
@@ -18,7 +19,7 @@ fn main() -> ExitCode {
                 return ExitCode::SUCCESS;
             }
             eprintln!("error: {err:#}");
-            ExitCode::from(2)
+            ExitCode::FAILURE
         }
     }
 }

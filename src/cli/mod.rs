@@ -5,6 +5,7 @@
 #![allow(rustdoc::invalid_html_tags)]
 
 pub mod commands;
+pub mod output;
 mod progress;
 
 use std::path::{Path, PathBuf};
@@ -12,7 +13,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 
-pub use progress::Progress;
+pub use progress::{Bar, Progress};
 
 /// Where, and in what shape, does a vision-language model hold colour hue inside, and is that shape causal?
 ///
@@ -20,13 +21,27 @@ pub use progress::Progress;
 /// per-layer hidden states, discovers the hue manifold per layer with Supervised MDS, and steers inside the
 /// model.
 #[derive(Debug, Parser)]
-#[command(name = "huescan", version, about, long_about = None, propagate_version = true)]
+#[command(name = "huescan", version = VERSION, about, long_about = None, propagate_version = true, after_help = EXIT_CODES)]
 pub struct Cli {
     #[command(flatten)]
     pub global: GlobalArgs,
     #[command(subcommand)]
     pub command: Command,
 }
+
+/// `huescan --version`: the package version, the commit it was built from and the compiled-in backends.
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("HUESCAN_GIT_COMMIT"),
+    "; features: ",
+    env!("HUESCAN_FEATURES"),
+    ")"
+);
+
+/// Shown under `huescan --help`; README's "Exit codes" says the same.
+const EXIT_CODES: &str = "Exit codes: 0 success; 1 the command ran and failed (bad input file, model error, a \
+store that fails verification); 2 the command line is wrong (unknown flag, missing or malformed argument).";
 
 #[derive(Debug, Args)]
 pub struct GlobalArgs {
@@ -65,6 +80,12 @@ pub enum Command {
     Merge(commands::store::MergeArgs),
     /// Steer inside the model along hue directions from a store; write sweep tables and steering vectors.
     Steer(commands::steer::SteerArgs),
+    /// Print a shell completion script: `huescan completions bash > ~/.local/share/bash-completion/completions/huescan`.
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -79,9 +100,13 @@ pub enum StimuliCommand {
 pub enum StoreCommand {
     /// Print what a store holds and verify every layer (checksums, shapes, NaN/Inf).
     Inspect(commands::store::InspectArgs),
+    /// Export a store as NumPy .npz (X_<layer> per layer, hue_deg, sample_id), or its stimulus set as a
+    /// Hugging Face `datasets` image folder (images + metadata.jsonl).
+    Export(commands::store::ExportArgs),
 }
 
-/// Sets up `tracing` on stderr: warnings by default, more with -v, nothing but errors with --quiet.
+/// Sets up `tracing` on stderr: warnings by default, more with -v, nothing but errors with --quiet; plain
+/// sentences, coloured only for a terminal ([`output`]).
 pub fn init_logging(global: &GlobalArgs) {
     use tracing_subscriber::EnvFilter;
     let level = match (global.quiet, global.verbose) {
@@ -91,7 +116,13 @@ pub fn init_logging(global: &GlobalArgs) {
         (false, _) => "trace",
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(format!("huescan={level}")));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).without_time().try_init();
+    let colour = output::use_colour(&crate::env::ProcessEnv, output::stderr_is_terminal());
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(colour)
+        .event_format(output::Sentence { colour })
+        .try_init();
 }
 
 /// Runs the parsed command.
@@ -107,8 +138,18 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Scan(args) => commands::scan::run(&args, &progress),
         Command::Report(args) => commands::report::run(&args, &progress),
         Command::Store(StoreCommand::Inspect(args)) => commands::store::inspect(&args),
+        Command::Store(StoreCommand::Export(args)) => commands::store::export(&args, &progress),
         Command::Merge(args) => commands::store::merge(&args, &progress),
         Command::Steer(args) => commands::steer::run(&args, &progress),
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            use std::io::Write;
+            // Into a buffer first: clap_complete panics on a closed pipe, main turns the error into exit 0.
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "huescan", &mut script);
+            std::io::stdout().write_all(&script)?;
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 

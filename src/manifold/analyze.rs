@@ -198,6 +198,10 @@ pub struct Projection {
     /// `[n, 3]`, rows in input order.
     #[serde(skip)]
     pub coords: Array2<f64>,
+    /// The same fit as a matrix for new activations; `analyze` streams layers and keeps none, so the caller
+    /// that holds the layer fills it ([`super::ProjectionMap::fit`]) before writing.
+    #[serde(skip)]
+    pub map: Option<super::ProjectionMap>,
 }
 
 /// Everything `huescan analyze` reports for one stimulus set.
@@ -478,7 +482,7 @@ where
 
     let template = circle_template_3d(hue_deg, winner);
     let op_all = gram.operator(&all, &all, opts.alpha_fit)?;
-    let projection = Projection { layer, shape: winner, coords: project(&op_all, &template) };
+    let projection = Projection { layer, shape: winner, coords: project(&op_all, &template), map: None };
     let joystick = opts.joystick.as_ref().map(|j| joystick_from_gram(&gram, hue_deg, j)).transpose()?;
 
     Ok(Analysis {

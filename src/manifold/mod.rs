@@ -25,6 +25,8 @@ mod gram;
 mod joystick;
 mod metrics;
 mod output;
+mod pca;
+mod projection_map;
 mod shapes;
 mod smds;
 mod stats;
@@ -39,6 +41,8 @@ pub use joystick::{
 };
 pub use metrics::{score_distances, Metric, Scores};
 pub use output::{write_analysis, write_global};
+pub use pca::principal_components;
+pub use projection_map::ProjectionMap;
 pub use shapes::{circle_template_3d, hue_turns, LabelMode, Shape};
 pub use smds::{Smds, SmdsParams, SmdsValidParams, Stage1};
 pub use stats::{bootstrap_interval, coverage_ratio, periodicity_score, seam_closure_ratio};

@@ -237,17 +237,30 @@ pub fn write_analysis(dir: &Path, a: &Analysis) -> Result<()> {
     let coords: Vec<u8> = a.projection.coords.iter().flat_map(|v| v.to_le_bytes()).collect();
     let hues: Vec<u8> = a.hue_deg.iter().flat_map(|v| v.to_le_bytes()).collect();
     let (n, k) = a.projection.coords.dim();
-    let views = [
+    let mut views = vec![
         ("coords", TensorView::new(Dtype::F64, vec![n, k], &coords).map_err(st_err)?),
         ("hue_deg", TensorView::new(Dtype::F64, vec![n], &hues).map_err(st_err)?),
     ];
-    let meta = HashMap::from([
+    // The fitted map, for activations the fit never saw: z = (x - mean) @ weight.T.
+    let map_bytes = a.projection.map.as_ref().map(|m| {
+        let w: Vec<u8> = m.weight.iter().flat_map(|v| v.to_le_bytes()).collect();
+        let mu: Vec<u8> = m.mean.iter().flat_map(|v| v.to_le_bytes()).collect();
+        (m.weight.dim(), w, mu)
+    });
+    if let Some(((k, d), w, mu)) = &map_bytes {
+        views.push(("weight", TensorView::new(Dtype::F64, vec![*k, *d], w).map_err(st_err)?));
+        views.push(("mean", TensorView::new(Dtype::F64, vec![*d], mu).map_err(st_err)?));
+    }
+    let mut meta = HashMap::from([
         ("dataset".to_string(), a.dataset.clone()),
         ("mode".to_string(), mode.clone()),
         ("layer".to_string(), a.projection.layer.to_string()),
         ("shape".to_string(), a.projection.shape.to_string()),
         ("template".to_string(), "(cos theta, sin theta, 0)".to_string()),
     ]);
+    if map_bytes.is_some() {
+        meta.insert("map".to_string(), "coords of new rows x [m, d] = (x - mean) @ weight.T".to_string());
+    }
     let bytes = safetensors::serialize(views, Some(meta)).map_err(st_err)?;
     write_atomic(&dir.join("projection.safetensors"), &bytes)?;
     write_json(&dir.join("summary.json"), a)

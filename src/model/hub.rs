@@ -25,10 +25,11 @@ impl HubSettings {
         let cache_dir = env
             .var(env::HF_HUB_CACHE)
             .or_else(|| env.var(env::HUGGINGFACE_HUB_CACHE))
-            .map(PathBuf::from)
+            .map(|p| env::expand_path(&p, env))
             .unwrap_or_else(|| home.join("hub"));
         let token = env.var(env::HF_TOKEN).or_else(|| {
-            let path = env.var(env::HF_TOKEN_PATH).map(PathBuf::from).unwrap_or_else(|| home.join("token"));
+            let path =
+                env.var(env::HF_TOKEN_PATH).map(|p| env::expand_path(&p, env)).unwrap_or_else(|| home.join("token"));
             std::fs::read_to_string(path).ok().map(|t| t.trim().to_string()).filter(|t| !t.is_empty())
         });
         HubSettings {
@@ -58,6 +59,81 @@ pub const OPTIONAL_FILES: &[&str] = &["generation_config.json", "tokenizer_confi
 const INDEX: &str = "model.safetensors.index.json";
 const SINGLE: &str = "model.safetensors";
 
+/// Fingerprints of what makes a checkpoint itself besides `config.json` (hashed on its own), keyed by what they
+/// cover: `weights` and the SHA-256 of every file in [`REQUIRED_FILES`]/[`OPTIONAL_FILES`] that is present.
+///
+/// `weights` is a SHA-256 over each weight file (sorted by name) of its name, its size, its whole safetensors
+/// header and 1 MiB of tensor data at the start, middle and end (all of it for files under 3 MiB). Hashing
+/// every byte of a 15 GB checkpoint on every run would cost tens of seconds; any fine-tune changes values in
+/// every tensor, so the samples tell two of them apart while the header pins names, dtypes and shapes.
+pub fn checkpoint_hashes(dir: &Path) -> Result<std::collections::BTreeMap<String, String>, Error> {
+    use sha2::{Digest, Sha256};
+    use std::io::{Read, Seek, SeekFrom};
+    let mut out = std::collections::BTreeMap::new();
+    for f in REQUIRED_FILES.iter().chain(OPTIONAL_FILES).filter(|f| **f != "config.json") {
+        let path = dir.join(f);
+        if path.exists() {
+            let hash = crate::fsx::sha256_file(&path).map_err(|e| Error::Msg(e.to_string()))?;
+            out.insert(f.to_string(), hash);
+        }
+    }
+    let Ok(files) = weight_files(dir) else { return Ok(out) };
+    let mut hasher = Sha256::new();
+    const SAMPLE: u64 = 1 << 20;
+    for name in &files {
+        let path = dir.join(name);
+        let io = |e: std::io::Error| Error::Checkpoint { path: path.clone(), msg: format!("cannot read ({e})") };
+        let mut f = std::fs::File::open(&path).map_err(io)?;
+        let size = f.metadata().map_err(io)?.len();
+        let mut len = [0u8; 8];
+        f.read_exact(&mut len).map_err(io)?;
+        let header_len = u64::from_le_bytes(len).min(size.saturating_sub(8));
+        hasher.update(name.as_bytes());
+        hasher.update(size.to_le_bytes());
+        let mut header = vec![0u8; header_len as usize];
+        f.read_exact(&mut header).map_err(io)?;
+        hasher.update(&header);
+        let data = 8 + header_len;
+        let body = size - data;
+        let starts: Vec<u64> =
+            if body <= 3 * SAMPLE { vec![data] } else { vec![data, data + body / 2 - SAMPLE / 2, size - SAMPLE] };
+        for start in starts {
+            let n = if body <= 3 * SAMPLE { body } else { SAMPLE };
+            f.seek(SeekFrom::Start(start)).map_err(io)?;
+            let mut buf = vec![0u8; n as usize];
+            f.read_exact(&mut buf).map_err(io)?;
+            hasher.update(&buf);
+        }
+    }
+    let digest = hasher.finalize();
+    out.insert("weights".into(), digest.iter().map(|b| format!("{b:02x}")).collect());
+    Ok(out)
+}
+
+/// The revision of a local checkpoint directory, when it says: the commit of a hub snapshot folder
+/// (`…/models--org--name/snapshots/<commit>`), or the checked-out commit of a git clone of the repo
+/// (`git clone https://huggingface.co/org/name`: a `.git` in the directory itself, not in a parent).
+pub fn local_revision(dir: &Path) -> Option<String> {
+    let is_commit = |s: &str| s.len() == 40 && s.chars().all(|c| c.is_ascii_hexdigit());
+    let abs = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
+    let parent = abs.parent()?;
+    let name = abs.file_name()?.to_string_lossy().into_owned();
+    if is_commit(&name) && parent.file_name().is_some_and(|p| p == "snapshots") {
+        return Some(name);
+    }
+    let git = abs.join(".git");
+    let head = std::fs::read_to_string(git.join("HEAD")).ok()?;
+    let head = head.trim();
+    let commit = match head.strip_prefix("ref: ") {
+        None => head.to_string(),
+        Some(r) => std::fs::read_to_string(git.join(r)).map(|c| c.trim().to_string()).ok().or_else(|| {
+            let packed = std::fs::read_to_string(git.join("packed-refs")).ok()?;
+            packed.lines().find_map(|l| l.strip_suffix(r).map(|c| c.trim().to_string()))
+        })?,
+    };
+    is_commit(&commit).then_some(commit)
+}
+
 /// Whether `s` looks like a hub repo id (`org/name`).
 pub fn is_repo_id(s: &str) -> bool {
     let mut parts = s.split('/');
@@ -70,11 +146,23 @@ pub fn is_repo_id(s: &str) -> bool {
 /// Resolves a hub repo to a local snapshot directory, downloading missing files unless offline.
 pub fn resolve_repo(repo: &str, revision: &str, settings: &HubSettings) -> Result<Checkpoint, Error> {
     let repo_dir = settings.cache_dir.join(format!("models--{}", repo.replace('/', "--")));
-    if let Some(ck) = cached_snapshot(&repo_dir, repo, revision)? {
-        return Ok(ck);
-    }
+    let missing = match cached_snapshot(&repo_dir, repo, revision)? {
+        Snapshot::Complete(ck) => return Ok(ck),
+        Snapshot::Partial { dir, missing } => Some((dir, missing)),
+        Snapshot::Absent => None,
+    };
     if settings.offline {
-        return Err(not_cached(repo, revision, &settings.cache_dir, "HF_HUB_OFFLINE is set"));
+        return Err(match missing {
+            Some((dir, files)) => Error::Msg(format!(
+                "model `{repo}` at revision `{revision}` is in the Hugging Face cache (`{}`) but lacks {}, and \
+                 HF_HUB_OFFLINE is set; download the missing file(s) with network (e.g. `huggingface-cli download \
+                 {repo} {}`), or pass a local directory that has them",
+                dir.display(),
+                files.iter().map(|f| format!("`{f}`")).collect::<Vec<_>>().join(", "),
+                files.join(" ")
+            )),
+            None => not_cached(repo, revision, &settings.cache_dir, "HF_HUB_OFFLINE is set"),
+        });
     }
     download(repo, revision, settings).map_err(|e| match e {
         Error::Msg(msg) => not_cached(repo, revision, &settings.cache_dir, &format!("the download failed: {msg}")),
@@ -89,25 +177,43 @@ fn not_cached(repo: &str, revision: &str, cache: &Path, why: &str) -> Error {
     ))
 }
 
-/// The snapshot for `revision` (a branch/tag name in `refs/`, or a commit hash), if every needed file is there.
-fn cached_snapshot(repo_dir: &Path, repo: &str, revision: &str) -> Result<Option<Checkpoint>, Error> {
+/// What the cache holds of one revision.
+enum Snapshot {
+    Absent,
+    /// The snapshot directory exists but lacks these files.
+    Partial {
+        dir: PathBuf,
+        missing: Vec<String>,
+    },
+    Complete(Checkpoint),
+}
+
+/// The snapshot for `revision` (a branch/tag name in `refs/`, or a commit hash), and whether every needed file
+/// is there.
+fn cached_snapshot(repo_dir: &Path, repo: &str, revision: &str) -> Result<Snapshot, Error> {
     let commit = if revision.len() == 40 && revision.chars().all(|c| c.is_ascii_hexdigit()) {
         revision.to_string()
     } else {
         match std::fs::read_to_string(repo_dir.join("refs").join(revision)) {
             Ok(c) => c.trim().to_string(),
-            Err(_) => return Ok(None),
+            Err(_) => return Ok(Snapshot::Absent),
         }
     };
     let dir = repo_dir.join("snapshots").join(&commit);
-    if !dir.is_dir() || !REQUIRED_FILES.iter().all(|f| dir.join(f).exists()) {
-        return Ok(None);
+    if !dir.is_dir() {
+        return Ok(Snapshot::Absent);
     }
-    let weights_present = match weight_files(&dir) {
-        Ok(files) => files.iter().all(|f| dir.join(f).exists()),
-        Err(_) => false,
-    };
-    Ok(weights_present.then(|| Checkpoint { dir, repo: Some(repo.to_string()), revision: Some(commit) }))
+    let mut missing: Vec<String> =
+        REQUIRED_FILES.iter().filter(|f| !dir.join(f).exists()).map(|f| f.to_string()).collect();
+    match weight_files(&dir) {
+        Ok(files) => missing.extend(files.into_iter().filter(|f| !dir.join(f).exists())),
+        Err(_) => missing.push(format!("{SINGLE} (or {INDEX} and its shards)")),
+    }
+    Ok(if missing.is_empty() {
+        Snapshot::Complete(Checkpoint { dir, repo: Some(repo.to_string()), revision: Some(commit) })
+    } else {
+        Snapshot::Partial { dir, missing }
+    })
 }
 
 /// The safetensors files of a checkpoint directory: the shards listed in `model.safetensors.index.json`, or
@@ -234,9 +340,51 @@ mod tests {
         assert_eq!(ck.dir, snap);
         assert_eq!(ck.revision.as_deref(), Some(commit));
         assert_eq!(resolve_repo("org/tiny", commit, &settings).unwrap().dir, snap);
-        // A snapshot missing a needed file counts as not cached.
+        // A snapshot missing a needed file counts as not cached, and the message names the file.
         std::fs::remove_file(snap.join("tokenizer.json")).unwrap();
-        assert!(resolve_repo("org/tiny", "main", &settings).is_err());
+        let msg = resolve_repo("org/tiny", "main", &settings).unwrap_err().to_string();
+        assert!(msg.contains("lacks `tokenizer.json`") && msg.contains("HF_HUB_OFFLINE"), "{msg}");
+        assert!(!msg.contains("preprocessor_config.json"), "only the missing file is named: {msg}");
+        // A snapshot folder names its own revision.
+        assert_eq!(local_revision(&snap).as_deref(), Some(commit));
         std::fs::remove_dir_all(cache).unwrap();
+    }
+}
+
+#[cfg(test)]
+mod provenance_tests {
+    use super::*;
+
+    #[test]
+    fn a_git_clone_names_its_commit_and_weights_fingerprints_differ_when_values_do() {
+        let dir = std::env::temp_dir().join(format!("huescan-hub-prov-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join(".git/refs/heads")).unwrap();
+        let commit = "0123456789abcdef0123456789abcdef01234567";
+        std::fs::write(dir.join(".git/HEAD"), "ref: refs/heads/main\n").unwrap();
+        std::fs::write(dir.join(".git/packed-refs"), format!("# pack-refs\n{commit} refs/heads/main\n")).unwrap();
+        assert_eq!(local_revision(&dir).as_deref(), Some(commit));
+        std::fs::write(dir.join(".git/refs/heads/main"), "fedcba9876543210fedcba9876543210fedcba98\n").unwrap();
+        assert_eq!(local_revision(&dir).as_deref(), Some("fedcba9876543210fedcba9876543210fedcba98"));
+        assert_eq!(local_revision(&dir.join(".git")), None, "only the folder's own .git counts");
+        // Two "checkpoints" with the same header and different values (a fine-tune) differ.
+        let header = br#"{"w":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}"#;
+        let file = |v: f32| {
+            let mut b = (header.len() as u64).to_le_bytes().to_vec();
+            b.extend_from_slice(header);
+            b.extend_from_slice(&v.to_le_bytes());
+            b.extend_from_slice(&v.to_le_bytes());
+            b
+        };
+        std::fs::write(dir.join("model.safetensors"), file(1.0)).unwrap();
+        std::fs::write(dir.join("tokenizer.json"), "{}").unwrap();
+        let a = checkpoint_hashes(&dir).unwrap();
+        assert_eq!(a["tokenizer.json"], crate::fsx::sha256_hex(b"{}"));
+        assert!(!a.contains_key("preprocessor_config.json"), "absent files are not listed");
+        std::fs::write(dir.join("model.safetensors"), file(2.0)).unwrap();
+        let b = checkpoint_hashes(&dir).unwrap();
+        assert_ne!(a["weights"], b["weights"]);
+        assert_eq!(b, checkpoint_hashes(&dir).unwrap(), "deterministic");
+        std::fs::remove_dir_all(dir).unwrap();
     }
 }

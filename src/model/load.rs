@@ -42,6 +42,8 @@ pub struct LoadedModel {
     pub id: String,
     pub revision: Option<String>,
     pub config_sha256: Option<String>,
+    /// Fingerprints of the weights, tokenizer and preprocessor config ([`hub::checkpoint_hashes`]).
+    pub file_hashes: BTreeMap<String, String>,
     /// Settings that change the numbers (dtype, prompt, max_pixels, training options).
     pub settings: BTreeMap<String, String>,
 }
@@ -103,6 +105,11 @@ fn load_autoencoder(p: &Preset, opts: &LoadOptions) -> crate::Result<LoadedModel
         id: p.name.clone(),
         revision: None,
         config_sha256: Some(fsx::sha256_hex(cfg_json.as_bytes())),
+        // The trained weights are written deterministically, so their file hash names them exactly.
+        file_hashes: match opts.autoencoder_weights.as_deref().filter(|p| p.exists()) {
+            Some(path) => BTreeMap::from([("weights".to_string(), fsx::sha256_file(path)?)]),
+            None => BTreeMap::new(),
+        },
         settings,
     })
 }
@@ -146,8 +153,9 @@ fn load_dir(id: &str, ck: &Checkpoint, preset: Option<&Preset>, opts: &LoadOptio
         qwen: Some(qwen),
         kind: ModelKind::Qwen2_5Vl,
         id: ck.repo.clone().unwrap_or_else(|| id.to_string()),
-        revision: ck.revision.clone(),
+        revision: ck.revision.clone().or_else(|| hub::local_revision(&ck.dir)),
         config_sha256: Some(fsx::sha256_hex(&config_bytes)),
+        file_hashes: hub::checkpoint_hashes(&ck.dir)?,
         settings,
     })
 }

@@ -12,6 +12,10 @@ use plotters::prelude::*;
 use crate::stimuli::colour::{hsv_to_rgb, Hsv};
 
 const FONT: &str = "sans-serif";
+/// Text sizes in figure pixels. The page's grid shows a 760 px figure no narrower than 520 px, so axis text
+/// stays at >= 12 px on screen and in print.
+const LABEL_PX: u32 = 20;
+const TITLE_PX: u32 = 24;
 static FONT_ONCE: Once = Once::new();
 
 fn register_font() {
@@ -25,7 +29,7 @@ fn register_font() {
 /// A figure that can draw itself on any plotters backend.
 pub trait Figure {
     fn size(&self) -> (u32, u32) {
-        (720, 420)
+        (760, 460)
     }
     fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> Result<(), String>;
 }
@@ -126,7 +130,7 @@ impl Figure for LayerLines {
         let x_of = |l: usize| self.layers.iter().position(|&m| m == l).map_or(l as f64, |k| xs[k]);
         let x_max = xs.iter().copied().fold(1.0, f64::max);
         let (y0, y1) = finite_range(self.series.iter().flat_map(|s| s.2.iter().copied()), 0.08);
-        let mut chart = chart_2d(root, &self.title, 18, -0.5..x_max + 0.5, y0..y1)?;
+        let mut chart = chart_2d(root, &self.title, -0.5..x_max + 0.5, y0..y1)?;
         let x_desc = if boundary.is_some() {
             "stored point in forward order, labelled by layer index (vision tower | language model)"
         } else {
@@ -149,7 +153,7 @@ impl Figure for LayerLines {
                 }
             })
             .light_line_style(WHITE.mix(0.0))
-            .label_style((FONT, 12))
+            .label_style((FONT, LABEL_PX))
             .draw()
             .map_err(e)?;
         let series: Vec<Line> = self
@@ -197,9 +201,9 @@ pub struct HueScatter {
 impl Figure for HueScatter {
     fn size(&self) -> (u32, u32) {
         if self.square {
-            (480, 480)
+            (560, 560)
         } else {
-            (720, 420)
+            (760, 460)
         }
     }
 
@@ -210,10 +214,16 @@ impl Figure for HueScatter {
             let (cx, cy, r) = ((x0 + x1) / 2.0, (y0 + y1) / 2.0, ((x1 - x0).max(y1 - y0)) / 2.0);
             (x0, x1, y0, y1) = (cx - r, cx + r, cy - r, cy + r);
         }
-        let mut chart = chart_2d(root, &self.title, 16, x0..x1, y0..y1)?;
-        chart.configure_mesh().x_desc(&self.x_label).y_desc(&self.y_label).label_style((FONT, 12)).draw().map_err(e)?;
+        let mut chart = chart_2d(root, &self.title, x0..x1, y0..y1)?;
         chart
-            .draw_series(self.points.iter().map(|&(x, y, h)| Circle::new((x, y), 4, hue_colour(h).filled())))
+            .configure_mesh()
+            .x_desc(&self.x_label)
+            .y_desc(&self.y_label)
+            .label_style((FONT, LABEL_PX))
+            .draw()
+            .map_err(e)?;
+        chart
+            .draw_series(self.points.iter().map(|&(x, y, h)| Circle::new((x, y), 5, hue_colour(h).filled())))
             .map_err(e)?;
         Ok(())
     }
@@ -227,14 +237,14 @@ pub struct HueScatter3d {
 
 impl Figure for HueScatter3d {
     fn size(&self) -> (u32, u32) {
-        (560, 480)
+        (640, 560)
     }
 
     fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> Result<(), String> {
         let r = |k: usize| finite_range(self.points.iter().map(|p| p.0[k]), 0.05);
         let ((x0, x1), (y0, y1), (z0, z1)) = (r(0), r(1), r(2));
         let mut chart = ChartBuilder::on(root)
-            .caption(&self.title, (FONT, 16))
+            .caption(&self.title, (FONT, TITLE_PX))
             .margin(16)
             .build_cartesian_3d(x0..x1, z0..z1, y0..y1)
             .map_err(e)?;
@@ -244,7 +254,7 @@ impl Figure for HueScatter3d {
             p.scale = 0.85;
             p.into_matrix()
         });
-        chart.configure_axes().label_style((FONT, 10)).draw().map_err(e)?;
+        chart.configure_axes().label_style((FONT, 14)).draw().map_err(e)?;
         chart
             .draw_series(self.points.iter().map(|&(c, h)| Circle::new((c[0], c[2], c[1]), 4, hue_colour(h).filled())))
             .map_err(e)?;
@@ -259,22 +269,36 @@ pub struct AlphaCurves {
     /// (name, colour, points (alpha, value)).
     pub series: Vec<Line>,
     pub y_range: Option<(f64, f64)>,
+    /// A horizontal target line and the tolerance band around it: `(value, half-width)`.
+    pub target: Option<(f64, f64)>,
 }
 
 impl Figure for AlphaCurves {
     fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> Result<(), String> {
         let (x0, x1) = finite_range(self.series.iter().flat_map(|s| s.2.iter().map(|p| p.0)), 0.04);
-        let (y0, y1) = self
-            .y_range
-            .unwrap_or_else(|| finite_range(self.series.iter().flat_map(|s| s.2.iter().map(|p| p.1)), 0.08));
-        let mut chart = chart_2d(root, &self.title, 16, x0..x1, y0..y1)?;
+        let values = self.series.iter().flat_map(|s| s.2.iter().map(|p| p.1));
+        let targets = self.target.iter().flat_map(|&(t, tol)| [t - tol, t + tol]);
+        let (y0, y1) = self.y_range.unwrap_or_else(|| finite_range(values.chain(targets), 0.08));
+        let mut chart = chart_2d(root, &self.title, x0..x1, y0..y1)?;
         chart
             .configure_mesh()
             .x_desc("steering alpha")
             .y_desc(&self.y_label)
-            .label_style((FONT, 12))
+            .label_style((FONT, LABEL_PX))
             .draw()
             .map_err(e)?;
+        if let Some((t, tol)) = self.target {
+            let band = RGBColor(200, 230, 200).mix(0.5);
+            chart
+                .draw_series(std::iter::once(Rectangle::new([(x0, t - tol), (x1, t + tol)], band.filled())))
+                .map_err(e)?;
+            let line = RGBColor(20, 20, 20).stroke_width(2);
+            chart
+                .draw_series(DashedLineSeries::new(vec![(x0, t), (x1, t)], 8, 5, line))
+                .map_err(e)?
+                .label(format!("target ({t:+.0}°, band ±{tol:.0}°)"))
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], line));
+        }
         draw_lines(&mut chart, &self.series)?;
         draw_legend(&mut chart, SeriesLabelPosition::UpperLeft)
     }
@@ -286,15 +310,14 @@ type Chart2d<'a, DB> = ChartContext<'a, DB, Cartesian2d<RangedCoordf64, RangedCo
 fn chart_2d<'a, DB: DrawingBackend>(
     root: &'a DrawingArea<DB, Shift>,
     title: &str,
-    caption_px: u32,
     x: std::ops::Range<f64>,
     y: std::ops::Range<f64>,
 ) -> Result<Chart2d<'a, DB>, String> {
     ChartBuilder::on(root)
-        .caption(title, (FONT, caption_px))
-        .margin(12)
-        .x_label_area_size(36)
-        .y_label_area_size(56)
+        .caption(title, (FONT, TITLE_PX))
+        .margin(14)
+        .x_label_area_size(56)
+        .y_label_area_size(88)
         .build_cartesian_2d(x, y)
         .map_err(e)
 }
@@ -320,7 +343,7 @@ fn draw_legend<'a, DB: DrawingBackend + 'a>(
 ) -> Result<(), String> {
     chart
         .configure_series_labels()
-        .label_font((FONT, 12))
+        .label_font((FONT, 19))
         .background_style(WHITE.mix(0.85))
         .border_style(BLACK.mix(0.3))
         .position(at)

@@ -1,15 +1,24 @@
 //! The report a researcher reads: `report/index.html` (opens from disk: no server, no network), figures as
-//! SVG and PNG, built only from the files a run wrote (`analysis/<set>/…`, `stimuli/<set>/…`,
-//! `steering/<set>/…`), so `huescan report` works offline on any run folder.
+//! SVG and PNG, built only from the files a run wrote (`run.json`, `analysis/<set>/…`, `activations/<set>/
+//! manifest.json`, `stimuli/<set>/…`, `steering/<set>/…`), so `huescan report` works offline on any run folder.
+//!
+//! The report is a function of typed inputs ([`inputs`]): the structs that wrote each file read it back.
 
 mod figures;
+mod heatmap;
 mod html;
+pub mod inputs;
 mod sets;
+mod steering;
+mod table;
+mod tables;
+mod view3d;
 
 use std::path::{Path, PathBuf};
 
 pub use figures::{hue_colour, render, AlphaCurves, Figure, HueScatter, HueScatter3d, LayerLines};
-pub use sets::SetReport;
+pub use html::Section;
+pub use table::esc;
 
 /// What `build` wrote.
 #[derive(Debug)]
@@ -19,20 +28,21 @@ pub struct Report {
     pub sets: Vec<String>,
 }
 
+fn sets_in(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().join("summary.json").exists())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
 /// Builds `<out>/index.html` and `<out>/figures/` from the run folder `run`.
 /// `run` may also be the analysis folder itself (`huescan analyze --out DIR`); then its parent is the run.
 pub fn build(run: &Path, out: &Path) -> crate::Result<Report> {
-    let sets_in = |dir: &Path| -> Vec<String> {
-        let mut names: Vec<String> = std::fs::read_dir(dir)
-            .into_iter()
-            .flatten()
-            .filter_map(|e| e.ok())
-            .filter(|e| e.path().join("summary.json").exists())
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .collect();
-        names.sort();
-        names
-    };
     let mut names = sets_in(&run.join("analysis"));
     let owned_run;
     let run = if names.is_empty() && !sets_in(run).is_empty() && run.file_name().is_some_and(|n| n == "analysis") {
@@ -48,16 +58,39 @@ pub fn build(run: &Path, out: &Path) -> crate::Result<Report> {
             run.display()
         )));
     }
+    let inputs = inputs::RunInputs::load(run, &names)?;
     let fig_dir = out.join("figures");
-    let mut sets = Vec::new();
+    crate::fsx::create_dir_all(&fig_dir)?;
+    let rel = relative_prefix(out, run);
+    let mut sections = vec![html::summary_section(&inputs)];
     let mut figures = Vec::new();
-    for name in &names {
-        let set = sets::build_set(run, name, &fig_dir)?;
-        figures.extend(set.figures.iter().map(|f| fig_dir.join(f)));
-        sets.push(set);
+    for (i, set) in inputs.sets.iter().enumerate() {
+        let figs = sets::draw(run, i, set, &fig_dir)?;
+        figures.extend(figs.files.iter().map(|f| fig_dir.join(f)));
+        sections.push(html::set_section(&inputs, &rel, i, set, &figs));
     }
-    let page = html::page(run, &sets);
+    let page = html::page(&inputs, &rel, &sections);
     let index = out.join("index.html");
     crate::fsx::write_atomic(&index, page.as_bytes())?;
     Ok(Report { index, figures, sets: names })
+}
+
+/// The relative URL prefix from the report folder `out` to the run folder `run` (`../` for the default
+/// `<run>/report`), so data links work when the two folders are copied together. Falls back to an absolute
+/// `file://` prefix when no relative path exists.
+fn relative_prefix(out: &Path, run: &Path) -> String {
+    let (Ok(out), Ok(run)) = (std::fs::canonicalize(out), std::fs::canonicalize(run)) else {
+        return "../".into();
+    };
+    let (o, r): (Vec<_>, Vec<_>) = (out.components().collect(), run.components().collect());
+    let common = o.iter().zip(&r).take_while(|(a, b)| a == b).count();
+    if common == 0 {
+        return format!("file://{}/", run.display());
+    }
+    let mut prefix = "../".repeat(o.len() - common);
+    for c in &r[common..] {
+        prefix.push_str(&c.as_os_str().to_string_lossy());
+        prefix.push('/');
+    }
+    prefix
 }

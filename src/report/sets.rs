@@ -1,251 +1,346 @@
-//! One stimulus set's part of the report: reads its analysis (and stimuli, steering when present) and draws
-//! its figures.
+//! One stimulus set's figures, drawn from its typed inputs.
 
 use std::path::Path;
 
-use serde_json::Value;
-
 use super::figures::{render, AlphaCurves, HueScatter, HueScatter3d, LayerLines, SERIES};
-use crate::fsx;
-use crate::store::MappedFile;
+use super::inputs::SetInputs;
+use super::view3d::View3d;
+use crate::steer::{hue_diff_deg, DirectionKind, SweepRow};
 
-/// Everything the page shows for one set.
+/// A figure on the page: its file stem in `figures/` (SVG + PNG) and caption.
 #[derive(Debug, Clone)]
-pub struct SetReport {
-    pub name: String,
-    pub summary: Value,
-    /// Figure file names (relative to `figures/`), SVG and PNG.
-    pub figures: Vec<String>,
-    /// (figure stem, caption) in page order.
-    pub panels: Vec<(String, String)>,
-    pub preview: Option<String>,
-    /// `steering/<set>/summary.json` if a steering sweep was run, and the sweep rows.
-    pub steering: Option<Value>,
-    pub steering_rows: Vec<Value>,
-    /// Swatch strip of the first pair's steering trajectory.
+pub struct Panel {
+    pub stem: String,
+    pub caption: String,
+}
+
+/// The steering curves of one steered layer.
+#[derive(Debug, Clone)]
+pub struct SteerLayer {
+    pub layer: usize,
+    pub hook: String,
+    /// The layer the analysis chose (shown open; the others fold).
+    pub chosen: bool,
+    pub panels: Vec<Panel>,
+}
+
+/// Everything drawn for one set.
+pub struct SetFigures {
+    /// Figure file names (relative to `figures/`).
+    pub files: Vec<String>,
+    pub stress: Panel,
+    /// (supervised, unsupervised) 2-D projections side by side.
+    pub projections: Vec<Panel>,
+    pub static3d: Option<Panel>,
+    pub views: Vec<View3d>,
+    pub joystick: Option<Panel>,
+    pub steering: Vec<SteerLayer>,
     pub swatches: Option<String>,
+    pub preview: Option<String>,
 }
 
-fn num(v: &Value) -> f64 {
-    v.as_f64().unwrap_or(f64::NAN)
-}
-
-/// The hook name of each of `layers` from the run's store of set `name` (empty when the run has none).
-fn stored_hooks(run: &Path, name: &str, layers: &[usize]) -> Vec<String> {
-    let path = run.join("activations").join(name).join("manifest.json");
-    let Ok(m) = fsx::read_json::<crate::store::Manifest>(&path) else { return vec![] };
-    layers.iter().map(|&l| m.layer(l).map(|e| e.hook.clone()).unwrap_or_default()).collect()
-}
-
-pub(super) fn build_set(run: &Path, name: &str, fig_dir: &Path) -> crate::Result<SetReport> {
-    let dir = run.join("analysis").join(name);
-    let summary: Value = fsx::read_json(&dir.join("summary.json"))?;
-    let mut report = SetReport {
-        name: name.to_string(),
-        summary: summary.clone(),
-        figures: Vec::new(),
-        panels: Vec::new(),
-        preview: None,
-        steering: None,
-        steering_rows: Vec::new(),
-        swatches: None,
-    };
+/// Draws the figures of `set` (position `index` on the page) into `fig_dir`.
+pub(super) fn draw(run: &Path, index: usize, set: &SetInputs, fig_dir: &Path) -> crate::Result<SetFigures> {
+    let mut files = Vec::new();
+    let name = &set.name;
     let stem = |what: &str| format!("{name}-{what}");
-
-    // Stress by layer: the notebook's in-sample stress next to cross-validated stress and the shuffled-label
-    // baseline, so a reader sees that in-sample stress alone is not evidence.
-    let scan = summary["layer_scan"].as_array().cloned().unwrap_or_default();
-    let layers: Vec<usize> = scan.iter().filter_map(|r| r["layer"].as_u64().map(|l| l as usize)).collect();
-    let series = |key: &str| scan.iter().map(|r| 1.0 - num(&r[key])).collect::<Vec<f64>>();
-    let chosen = summary["choice"]["layer"].as_u64().map(|l| l as usize);
-    let hooks = stored_hooks(run, name, &layers);
-    let fig = LayerLines {
-        title: format!("{name}: circular stress (1 - score) by layer"),
-        y_label: "stress (lower is better)".into(),
-        layers,
-        series: vec![
-            ("in-sample (notebook)".into(), SERIES[4], series("in_sample_score")),
-            ("cross-validated".into(), SERIES[0], series("cv_score")),
-            ("shuffled labels (CV)".into(), SERIES[1], series("shuffled_baseline")),
-        ],
-        chosen,
-        hooks,
+    let mut add = |files_: [String; 2], stem: String, caption: String| {
+        files.extend(files_);
+        Panel { stem, caption }
     };
-    add(
-        &mut report,
-        render(&fig, fig_dir, &stem("stress"))?,
-        &stem("stress"),
-        format!(
-        "Circular SMDS stress per layer ({} labels). The notebook picked the layer with the lowest in-sample stress; \
-         with fewer samples than dimensions that is near 0 for any labels, so huescan chooses on the cross-validated \
-         score and shows the shuffled-label baseline.",
-        summary["mode"].as_str().unwrap_or("?")
-    ),
-    );
-
-    // Projections.
-    let proj = dir.join("projection.safetensors");
-    if proj.exists() {
-        let f = MappedFile::open(&proj)?;
-        let (shape, coords) = f.read_f32("coords")?;
-        let (_, hues) = f.read_f32("hue_deg")?;
-        if shape.len() == 2 && shape[1] >= 2 {
-            let k = shape[1];
-            let pts: Vec<(f64, f64, f64)> = hues
-                .iter()
-                .enumerate()
-                .map(|(i, &h)| (coords[i * k] as f64, coords[i * k + 1] as f64, h as f64))
-                .collect();
-            let layer = summary["projection"]["layer"].as_u64().unwrap_or(0);
-            let shape_name = summary["projection"]["shape"].as_str().unwrap_or("?").to_string();
+    let stress = stress_figure(set, fig_dir, &stem("stress"))?;
+    let stress = add(stress.0, stem("stress"), stress.1);
+    let (mut projections, mut static3d, mut views) = (Vec::new(), None, Vec::new());
+    if let Some((coords, hues)) = &set.projection {
+        let a = &set.analysis;
+        let (layer, shape) = (a.projection.layer, a.projection.shape);
+        let pts: Vec<(f64, f64, f64)> =
+            (0..coords.nrows()).map(|i| (coords[[i, 0]], coords[[i, 1]], hues[i])).collect();
+        let fig = HueScatter {
+            title: format!("{name}: SMDS, layer {layer} ({shape} template)"),
+            x_label: "SMDS 1".into(),
+            y_label: "SMDS 2".into(),
+            points: pts,
+            square: true,
+        };
+        projections.push(add(
+            render(&fig, fig_dir, &stem("projection2d"))?,
+            stem("projection2d"),
+            format!(
+                "Supervised: activations at layer {layer} mapped by SMDS onto the (cos θ, sin θ, 0) template of the \
+             winning shape, coloured by stimulus hue. SMDS is fitted to the hue labels, so it can draw a ring even \
+             for a random model; compare the unsupervised view beside it."
+            ),
+        ));
+        if let Ok(p) = &set.pca {
+            let pts: Vec<(f64, f64, f64)> =
+                (0..p.scores.nrows()).map(|i| (p.scores[[i, 0]], p.scores[[i, 1]], hues[i])).collect();
             let fig = HueScatter {
-                title: format!("{name}: layer {layer}, {shape_name} template (2-D)"),
-                x_label: "SMDS 1".into(),
-                y_label: "SMDS 2".into(),
+                title: format!("{name}: PCA, layer {layer} (no labels)"),
+                x_label: format!("PC 1 ({:.0} % of variance)", 100.0 * p.share[0]),
+                y_label: format!("PC 2 ({:.0} %)", 100.0 * p.share[1]),
                 points: pts,
                 square: true,
             };
-            add(
-                &mut report,
-                render(&fig, fig_dir, &stem("projection2d"))?,
-                &stem("projection2d"),
+            projections.push(add(
+                render(&fig, fig_dir, &stem("pca2d"))?,
+                stem("pca2d"),
                 format!(
-                "Activations at layer {layer} mapped by SMDS with the (cos θ, sin θ, 0) template of the winning shape, \
-                 coloured by the stimulus hue. A hue wheel shows as a ring in hue order."
-            ),
-            );
-            if k >= 3 {
-                let pts3: Vec<([f64; 3], f64)> = hues
-                    .iter()
-                    .enumerate()
-                    .map(|(i, &h)| {
-                        ([coords[i * k] as f64, coords[i * k + 1] as f64, coords[i * k + 2] as f64], h as f64)
-                    })
-                    .collect();
-                let fig = HueScatter3d { title: format!("{name}: layer {layer}, 3-D projection"), points: pts3 };
-                add(
-                    &mut report,
-                    render(&fig, fig_dir, &stem("projection3d"))?,
-                    &stem("projection3d"),
-                    "The same fit in three dimensions; the third axis shows what the circle template does not explain."
-                        .into(),
-                );
-            }
+                    "Unsupervised: the first two principal components of the same activations (layer {layer}); PCA \
+                 never sees the hues, so a hue-ordered ring here is the model's own structure."
+                ),
+            ));
+        }
+        if coords.ncols() >= 3 {
+            let pts3: Vec<([f64; 3], f64)> =
+                (0..coords.nrows()).map(|i| ([coords[[i, 0]], coords[[i, 1]], coords[[i, 2]]], hues[i])).collect();
+            let fig = HueScatter3d { title: format!("{name}: SMDS layer {layer}, 3-D (static)"), points: pts3 };
+            static3d = Some(add(
+                render(&fig, fig_dir, &stem("projection3d"))?,
+                stem("projection3d"),
+                "The SMDS fit in three dimensions, for print; the third axis shows what the circle template does not \
+                 explain. The interactive views above rotate."
+                    .into(),
+            ));
+            views.push(view(
+                format!("s{index}-smds"),
+                format!("{name}: SMDS 3-D, layer {layer}"),
+                ["SMDS 1", "SMDS 2", "SMDS 3"],
+                coords,
+                hues,
+                &set.sample_ids,
+            ));
+        }
+        if let Ok(p) = &set.pca {
+            views.push(view(
+                format!("s{index}-pca"),
+                format!("{name}: PCA 3-D, layer {layer} (no labels)"),
+                ["PC 1", "PC 2", "PC 3"],
+                &p.scores,
+                hues,
+                &set.sample_ids,
+            ));
         }
     }
-
-    // The notebook's decoder-only joystick.
-    if let Some(rows) = summary["joystick"]["rows"].as_array() {
-        let fig =
-            alpha_curves(&format!("{name}: decoder-only joystick (outside the model)"), rows, "pair", "decoded_hue");
-        add(&mut report, render(&fig, fig_dir, &stem("joystick"))?, &stem("joystick"), "The seed notebook's \"neural joystick\": a linear decoder to RGB fitted at the chosen layer, fed x_src + α (x_tgt − x_src). It never runs the model, so it shows what a linear read-out can do, not what the model does.".into());
-    }
-
-    // In-model steering, when a sweep was run: at the analysis layer (or the first steered one), one panel per
-    // source/target pair with every direction kind next to the decoder-only joystick on the same activations.
-    let steer_dir = run.join("steering").join(name);
-    if steer_dir.join("sweep.json").exists() {
-        let sweep: Value = fsx::read_json(&steer_dir.join("sweep.json"))?;
-        let rows = sweep["rows"].as_array().cloned().unwrap_or_default();
-        let steered: Vec<u64> =
-            sweep["options"]["layers"].as_array().into_iter().flatten().filter_map(Value::as_u64).collect();
-        let layer = chosen.map(|l| l as u64).filter(|l| steered.contains(l)).or(steered.first().copied());
-        if let Some(layer) = layer {
-            let at: Vec<&Value> = rows.iter().filter(|r| r["layer"].as_u64() == Some(layer)).collect();
-            let mut pairs: Vec<String> = Vec::new();
-            for r in &at {
-                let p = r["pair"].as_str().unwrap_or("?").to_string();
-                if !pairs.contains(&p) {
-                    pairs.push(p);
-                }
-            }
-            for (i, pair) in pairs.iter().enumerate() {
-                let of_pair: Vec<&Value> =
-                    at.iter().copied().filter(|r| r["pair"].as_str() == Some(pair.as_str())).collect();
-                let mut series = Vec::new();
-                for (k, kind) in ["centroid", "manifold", "random"].iter().enumerate() {
-                    let mut pts: Vec<(f64, f64)> = of_pair
-                        .iter()
-                        .filter(|r| r["direction"].as_str() == Some(kind))
-                        .map(|r| (num(&r["alpha"]), num(&r["final_hue_deg"])))
-                        .collect();
-                    if !pts.is_empty() {
-                        unwrap_hues(&mut pts);
-                        series.push((format!("in-model, {kind}"), SERIES[k], pts));
-                    }
-                }
-                let mut joy: Vec<(f64, f64)> = of_pair
-                    .iter()
-                    .filter(|r| r["direction"].as_str() == Some("centroid"))
-                    .map(|r| (num(&r["alpha"]), num(&r["joystick_hue_deg"])))
-                    .collect();
-                unwrap_hues(&mut joy);
-                series.push(("decoder-only joystick".into(), SERIES[4], joy));
-                let fig = AlphaCurves {
-                    title: format!("{name}: steering {pair} at layer {layer}"),
-                    y_label: "hue after steering (deg, unwrapped)".into(),
-                    series,
-                    y_range: None,
-                };
-                let stem = stem(&format!("steer{i}"));
-                add(&mut report, render(&fig, fig_dir, &stem)?, &stem, format!(
-                    "{pair}: the direction is added to the residual stream at layer {layer} and every later layer runs; \
-                     the curves are the hue the model then gives (its RGB output for the autoencoder, else a linear probe \
-                     on the last layer), against the notebook's decoder-only joystick on the same activations."
+    let joystick = match &set.analysis.joystick {
+        Some(j) if !j.rows.is_empty() => {
+            let fig = joystick_curves(&format!("{name}: decoder-only joystick (outside the model)"), &j.rows);
+            Some(add(render(&fig, fig_dir, &stem("joystick"))?, stem("joystick"), "The seed notebook's \"neural \
+                joystick\": a linear decoder to RGB fitted at the chosen layer, fed x_src + α (x_tgt − x_src), drawn as \
+                the hue travelled from the source. It never runs the model, so it shows what a linear read-out can \
+                do, not what the model does.".into()))
+        }
+        _ => None,
+    };
+    let mut steering = Vec::new();
+    let mut swatches = None;
+    if let Some(st) = &set.steering {
+        let chosen = set.analysis.choice.layer;
+        let tol = st.summary.options.tolerance_deg;
+        for &layer in &st.sweep.options.layers {
+            let at: Vec<&SweepRow> = st.sweep.rows.iter().filter(|r| r.layer == layer).collect();
+            let Some(first) = at.first() else { continue };
+            let mut panels = Vec::new();
+            for (i, pair) in pairs_of(&at).iter().enumerate() {
+                let of_pair: Vec<&SweepRow> = at.iter().copied().filter(|r| &r.pair == pair).collect();
+                let fig = steering_curves(name, pair, layer, &of_pair, tol);
+                let s = stem(&format!("steer-L{layer}-{i}"));
+                panels.push(add(
+                    render(&fig, fig_dir, &s)?,
+                    s,
+                    format!(
+                        "{pair} at layer {layer}: the direction is added to the residual stream and every later layer \
+                     runs. Curves are the hue travelled from the source (unwrapped, so a full turn is never \
+                     mistaken for no change), against the target line and its ±{tol}° band; the decoder-only \
+                     joystick on the same activations is grey."
+                    ),
                 ));
             }
-            if let Some(file) = super::html::swatches(&at, fig_dir, &stem("swatches"))? {
-                report.figures.push(file.clone());
-                report.swatches = Some(file);
+            steering.push(SteerLayer { layer, hook: first.hook.clone(), chosen: layer == chosen, panels });
+        }
+        if !steering.iter().any(|l| l.chosen) {
+            if let Some(l) = steering.first_mut() {
+                l.chosen = true;
             }
         }
-        report.steering = Some(fsx::read_json(&steer_dir.join("summary.json"))?);
-        report.steering_rows = rows;
+        let shown = steering.iter().find(|l| l.chosen).map(|l| l.layer);
+        let at: Vec<&SweepRow> = st.sweep.rows.iter().filter(|r| Some(r.layer) == shown).collect();
+        if let Some(file) = super::html::swatches(&at, fig_dir, &stem("swatches"))? {
+            files.push(file.clone());
+            swatches = Some(file);
+        }
     }
-
-    report.preview = super::html::stimulus_preview(run, name, fig_dir)?;
-    Ok(report)
+    let preview = super::html::stimulus_preview(run, name, fig_dir)?;
+    files.extend(preview.clone());
+    Ok(SetFigures { files, stress, projections, static3d, views, joystick, steering, swatches, preview })
 }
 
-fn add(report: &mut SetReport, files: [String; 2], stem: &str, caption: String) {
-    report.figures.extend(files);
-    report.panels.push((stem.to_string(), caption));
+fn view(
+    id: String,
+    title: String,
+    axes: [&str; 3],
+    coords: &ndarray::Array2<f64>,
+    hues: &[f64],
+    ids: &[String],
+) -> View3d {
+    let points = (0..coords.nrows())
+        .map(|i| {
+            let c = |k: usize| if k < coords.ncols() { coords[[i, k]] } else { 0.0 };
+            ([c(0), c(1), c(2)], hues[i], ids.get(i).cloned().unwrap_or_else(|| format!("#{i}")))
+        })
+        .collect();
+    View3d { id, title, axes: axes.map(String::from), points }
 }
 
-/// One curve per value of `group`, points (alpha, value).
-fn alpha_curves(title: &str, rows: &[Value], group: &str, value: &str) -> AlphaCurves {
-    let mut names: Vec<String> = Vec::new();
+/// Stress by layer: the notebook's in-sample stress next to cross-validated stress and the shuffled-label
+/// baseline, so a reader sees that in-sample stress alone is not evidence.
+fn stress_figure(set: &SetInputs, fig_dir: &Path, stem: &str) -> crate::Result<([String; 2], String)> {
+    let a = &set.analysis;
+    let scan = &a.layer_scan;
+    let series = |f: fn(&crate::manifold::LayerScanRow) -> f64| scan.iter().map(|r| 1.0 - f(r)).collect::<Vec<f64>>();
+    let layers: Vec<usize> = scan.iter().map(|r| r.layer).collect();
+    // The hook name of each point, from the run's store (none without one): the figure orders vision and
+    // language points by forward order and marks the boundary.
+    let hooks = set.manifest.as_ref().map_or_else(Vec::new, |m| {
+        layers.iter().map(|&l| m.layer(l).map(|e| e.hook.clone()).unwrap_or_default()).collect()
+    });
+    let fig = LayerLines {
+        title: format!("{}: circular stress (1 − score) by layer", set.name),
+        y_label: "stress (lower is better)".into(),
+        layers,
+        series: vec![
+            ("in-sample (notebook)".into(), SERIES[4], series(|r| r.in_sample_score)),
+            ("cross-validated".into(), SERIES[0], series(|r| r.cv_score)),
+            ("shuffled labels (CV)".into(), SERIES[1], series(|r| r.shuffled_baseline)),
+        ],
+        chosen: Some(a.choice.layer),
+        hooks,
+    };
+    let caption = format!(
+        "Circular SMDS stress per layer ({} labels). The notebook picked the layer with the lowest in-sample stress; \
+         with fewer samples than dimensions that is near 0 for any labels, so huescan chooses on the cross-validated \
+         score and shows the shuffled-label baseline.",
+        a.mode
+    );
+    Ok((render(&fig, fig_dir, stem)?, caption))
+}
+
+fn pairs_of(rows: &[&SweepRow]) -> Vec<String> {
+    let mut pairs: Vec<String> = Vec::new();
     for r in rows {
-        let g = r[group].as_str().unwrap_or("?").to_string();
-        if !names.contains(&g) {
-            names.push(g);
+        if !pairs.contains(&r.pair) {
+            pairs.push(r.pair.clone());
+        }
+    }
+    pairs
+}
+
+/// Every direction kind of one pair at one layer, and the decoder-only joystick, as hue travelled from the
+/// source with the target line.
+fn steering_curves(set: &str, pair: &str, layer: usize, rows: &[&SweepRow], tol: f64) -> AlphaCurves {
+    let Some(first) = rows.first() else {
+        return AlphaCurves {
+            title: String::new(),
+            y_label: String::new(),
+            series: vec![],
+            y_range: None,
+            target: None,
+        };
+    };
+    let source = first.source_deg;
+    let mut series = Vec::new();
+    for (k, kind) in DirectionKind::ALL.iter().enumerate() {
+        let pts: Vec<(f64, f64)> = rows
+            .iter()
+            .filter(|r| r.direction == *kind)
+            .map(|r| (r.alpha, r.final_hue_deg.unwrap_or(f64::NAN)))
+            .collect();
+        if !pts.is_empty() {
+            series.push((format!("in-model, {kind}"), SERIES[k % SERIES.len()], travelled(source, pts)));
+        }
+    }
+    let joy: Vec<(f64, f64)> = rows
+        .iter()
+        .filter(|r| r.direction == DirectionKind::Centroid)
+        .map(|r| (r.alpha, r.joystick_hue_deg.unwrap_or(f64::NAN)))
+        .collect();
+    if joy.iter().any(|p| p.1.is_finite()) {
+        series.push(("decoder-only joystick".into(), SERIES[4], travelled(source, joy)));
+    }
+    AlphaCurves {
+        title: format!("{set}: {pair} at layer {layer}"),
+        y_label: "hue travelled from the source (deg)".into(),
+        series,
+        y_range: None,
+        target: Some((hue_diff_deg(source, first.target_deg), tol)),
+    }
+}
+
+fn joystick_curves(title: &str, rows: &[crate::manifold::JoystickRow]) -> AlphaCurves {
+    let mut names: Vec<&str> = Vec::new();
+    for r in rows {
+        if !names.contains(&r.pair.as_str()) {
+            names.push(&r.pair);
         }
     }
     let series = names
         .iter()
         .enumerate()
         .map(|(i, g)| {
-            let mut pts: Vec<(f64, f64)> = rows
-                .iter()
-                .filter(|r| r[group].as_str() == Some(g.as_str()))
-                .map(|r| (num(&r["alpha"]), num(&r[value])))
-                .collect();
-            unwrap_hues(&mut pts);
-            (g.clone(), SERIES[i % SERIES.len()], pts)
+            let of: Vec<&crate::manifold::JoystickRow> = rows.iter().filter(|r| r.pair == *g).collect();
+            let pts = of.iter().map(|r| (r.alpha, r.decoded_hue)).collect();
+            let target = of.first().map_or(0.0, |r| hue_diff_deg(r.source_deg, r.target_deg));
+            (format!("{g} (target {target:+.0}°)"), SERIES[i % SERIES.len()], travelled(of[0].source_deg, pts))
         })
         .collect();
-    AlphaCurves { title: title.into(), y_label: "hue (deg, unwrapped along the curve)".into(), series, y_range: None }
+    AlphaCurves {
+        title: title.into(),
+        y_label: "hue travelled from the source (deg)".into(),
+        series,
+        y_range: None,
+        target: None,
+    }
 }
 
-/// Makes a hue curve continuous (350° then 10° becomes 350° then 370°), so a sweep through red does not
-/// draw a false jump across the plot.
-fn unwrap_hues(pts: &mut [(f64, f64)]) {
+/// The signed hue travelled from `source` along a curve of `(alpha, hue)`: anchored at the point nearest
+/// alpha 0 (wrapped into [-180, 180)), then unwrapped step by step both ways, so every curve of a pair starts
+/// at the same place and a target 120° away reads +120 whichever way round the numbers wrapped.
+pub(super) fn travelled(source: f64, mut pts: Vec<(f64, f64)>) -> Vec<(f64, f64)> {
     pts.sort_by(|a, b| a.0.total_cmp(&b.0));
-    let mut prev: Option<f64> = None;
-    for p in pts.iter_mut().filter(|p| p.1.is_finite()) {
-        if let Some(q) = prev {
-            p.1 += 360.0 * ((q - p.1) / 360.0).round();
-        }
-        prev = Some(p.1);
+    let finite: Vec<usize> = (0..pts.len()).filter(|&i| pts[i].1.is_finite()).collect();
+    let Some(&anchor) = finite.iter().min_by(|&&a, &&b| pts[a].0.abs().total_cmp(&pts[b].0.abs())) else {
+        return pts;
+    };
+    let raw: Vec<f64> = pts.iter().map(|p| p.1).collect();
+    pts[anchor].1 = hue_diff_deg(source, raw[anchor]);
+    let pos = finite.iter().position(|&i| i == anchor).unwrap_or(0);
+    for w in pos..finite.len().saturating_sub(1) {
+        let (a, b) = (finite[w], finite[w + 1]);
+        pts[b].1 = pts[a].1 + hue_diff_deg(raw[a], raw[b]);
+    }
+    for w in (1..=pos).rev() {
+        let (a, b) = (finite[w], finite[w - 1]);
+        pts[b].1 = pts[a].1 + hue_diff_deg(raw[a], raw[b]);
+    }
+    pts
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn blue_to_red_reads_plus_120_not_minus_240() {
+        // Blue (240) → red (0 = 360): hues 240, 270, 300, 330, 0, 30 must read 0..+150, and a curve that starts
+        // at 238 (just under the source) reads -2 rather than +358.
+        let pts = vec![(0.0, 240.0), (0.2, 270.0), (0.4, 300.0), (0.6, 330.0), (0.8, 0.0), (1.0, 30.0)];
+        let got: Vec<f64> = travelled(240.0, pts).iter().map(|p| p.1).collect();
+        assert_eq!(got, vec![0.0, 30.0, 60.0, 90.0, 120.0, 150.0]);
+        let got = travelled(240.0, vec![(-0.25, 200.0), (0.0, 238.0), (0.5, f64::NAN), (1.0, 359.0)]);
+        assert_eq!(got[0].1, -40.0);
+        assert_eq!(got[1].1, -2.0);
+        assert!(got[2].1.is_nan());
+        assert_eq!(got[3].1, 119.0);
+        assert_eq!(hue_diff_deg(240.0, 0.0), 120.0, "the target line sits at +120");
     }
 }

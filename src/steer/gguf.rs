@@ -9,7 +9,13 @@
 //! huescan's layer index `i` (HF `hidden_states[i]`) is the output of block `l = i - 1`, hook
 //! `blocks.{l}.hook_resid_post`, so a vector steered at index `i` is exported as `direction.{i-1}`. Only
 //! `hook_resid_post` vectors of blocks 1.. can be exported; anything else is a clear error rather than a silently
-//! shifted file. Note that llama.cpp applies the vector at *every* position, whatever the recipe's positions.
+//! shifted file. Note that llama.cpp applies the vector at *every* position, whatever the recipe's positions:
+//! the file records the positions the sweep steered (`huescan.positions`), and `huescan steer --gguf` warns
+//! when they are not `all`.
+//!
+//! `controlvector.model_hint` is the model's llama.cpp architecture name (what `general.architecture` of the
+//! model's own GGUF says, and what llama.cpp's `cvector-generator` copies), e.g. `qwen2vl` for Qwen2.5-VL;
+//! see [`llama_cpp_architecture`].
 
 use std::collections::BTreeMap;
 
@@ -23,6 +29,20 @@ const ALIGNMENT: usize = 32;
 const TYPE_U32: u32 = 4;
 const TYPE_STRING: u32 = 8;
 const GGML_TYPE_F32: u32 = 0;
+
+/// The llama.cpp architecture name of a Hugging Face `model_type`, as llama.cpp's `convert_hf_to_gguf.py`
+/// maps it (Qwen2-VL and Qwen2.5-VL both convert to `qwen2vl`); `None` where llama.cpp has none.
+pub fn llama_cpp_architecture(model_type: &str) -> Option<&'static str> {
+    match model_type {
+        "qwen2_5_vl" | "qwen2_vl" => Some("qwen2vl"),
+        "qwen2" => Some("qwen2"),
+        "llama" => Some("llama"),
+        _ => None,
+    }
+}
+
+/// The metadata key holding the token positions the vectors were steered at (`image`, `all`, `last`, `i,j`).
+pub const POSITIONS_KEY: &str = "huescan.positions";
 
 /// A metadata value of the kinds huescan writes.
 #[derive(Debug, Clone, PartialEq)]
@@ -91,6 +111,19 @@ pub fn to_bytes_with(vectors: &[&SteeringVector], model_hint: &str, recipes: boo
         (format!("{ARCHITECTURE}.layer_count"), Value::U32(by_block.len() as u32)),
     ];
     // Ignored by llama.cpp; keeps the provenance with the file.
+    if recipes {
+        let positions = &first.recipe.positions;
+        if let Some(v) = vectors.iter().find(|v| &v.recipe.positions != positions) {
+            return Err(Error::Gguf {
+                msg: format!(
+                    "the vectors were steered at different positions (`{positions}` and `{}`); export one file per \
+                     position mode",
+                    v.recipe.positions
+                ),
+            });
+        }
+        kv.push((POSITIONS_KEY.into(), Value::String(positions.clone())));
+    }
     for (k, v) in by_block.iter().filter(|_| recipes) {
         let recipe = serde_json::to_string(&v.recipe).expect("plain data");
         kv.push((format!("huescan.direction.{k}.recipe"), Value::String(recipe)));

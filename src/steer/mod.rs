@@ -36,10 +36,10 @@ mod vector;
 pub use direction::{centroid, manifold_rotation, random_control, rows_at_hue, Direction, DirectionContext};
 pub use readout::{ColourWords, HueProbe, DEFAULT_COLOUR_WORDS};
 pub use sweep::{
-    parse_alphas, parse_pair, run_sweep, PairSpec, ProbeInfo, SummaryRow, SweepInput, SweepOptions, SweepResult,
-    SweepRow,
+    parse_alphas, parse_pair, run_sweep, PairSpec, ProbeInfo, SummaryRow, SweepInput, SweepOptions, SweepRecord,
+    SweepResult, SweepRow,
 };
-pub use table::{summary_csv, sweep_csv, write_sweep};
+pub use table::{summary_csv, sweep_csv, write_sweep, SummaryFile, SweepFile};
 pub use vector::{DirectionKind, Normalisation, Recipe, SteeringVector};
 
 /// Errors of steering. Messages are lower-case, say what was expected and how to fix it.

@@ -227,7 +227,28 @@ pub struct SweepResult {
     pub summary: Vec<SummaryRow>,
     pub probes: Vec<ProbeInfo>,
     pub vectors: Vec<SteeringVector>,
-    pub options_json: serde_json::Value,
+    pub options: SweepRecord,
+}
+
+/// The options of a sweep as `sweep.json` and `summary.json` record them (and the report reads them back).
+/// Fields are in alphabetical order, the order the files have always had.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SweepRecord {
+    pub alphas: Vec<f64>,
+    pub directions: Vec<DirectionKind>,
+    pub layer_convention: String,
+    pub layers: Vec<usize>,
+    pub max_new_tokens: usize,
+    pub model_id: String,
+    pub normalisation: Normalisation,
+    pub pairs: Vec<PairSpec>,
+    pub pooling: String,
+    /// Token positions steered: `image`, `all`, `last` or `i,j,…`.
+    pub positions: String,
+    pub probe_ridge: f64,
+    pub seed: u64,
+    pub smds_alpha: f64,
+    pub tolerance_deg: f64,
 }
 
 /// Runs the sweep. `progress(done, total)` is called after every (layer, pair, direction).
@@ -326,23 +347,23 @@ pub fn run_sweep(
         .values()
         .map(|p| ProbeInfo { layer: p.layer_index, hook: p.point.to_string(), train_error_deg: p.train_error_deg })
         .collect();
-    let options_json = serde_json::json!({
-        "layers": opts.layers,
-        "pairs": opts.pairs,
-        "alphas": opts.alphas,
-        "directions": opts.kinds,
-        "positions": super::vector::positions_spec(&opts.positions),
-        "normalisation": opts.normalisation,
-        "seed": opts.seed,
-        "smds_alpha": opts.smds_alpha,
-        "probe_ridge": opts.probe_ridge,
-        "tolerance_deg": opts.tolerance_deg,
-        "max_new_tokens": opts.max_new_tokens,
-        "model_id": store.manifest().provenance.model_id,
-        "pooling": store.manifest().provenance.pooling,
-        "layer_convention": store.manifest().layer_convention,
-    });
-    Ok(SweepResult { rows, summary, probes, vectors, options_json })
+    let options = SweepRecord {
+        alphas: opts.alphas.clone(),
+        directions: opts.kinds.clone(),
+        layer_convention: store.manifest().layer_convention.clone(),
+        layers: opts.layers.clone(),
+        max_new_tokens: opts.max_new_tokens,
+        model_id: store.manifest().provenance.model_id.clone(),
+        normalisation: opts.normalisation,
+        pairs: opts.pairs.clone(),
+        pooling: store.manifest().provenance.pooling.clone(),
+        positions: super::vector::positions_spec(&opts.positions),
+        probe_ridge: opts.probe_ridge,
+        seed: opts.seed,
+        smds_alpha: opts.smds_alpha,
+        tolerance_deg: opts.tolerance_deg,
+    };
+    Ok(SweepResult { rows, summary, probes, vectors, options })
 }
 
 fn check_options(opts: &SweepOptions) -> Result<(), Error> {

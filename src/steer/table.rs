@@ -5,20 +5,37 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-use super::sweep::{SummaryRow, SweepResult};
+use serde::{Deserialize, Serialize};
+
+use super::sweep::{ProbeInfo, SummaryRow, SweepRecord, SweepResult, SweepRow};
 use crate::fsx;
+
+/// `sweep.json`: the options and every row.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SweepFile {
+    pub options: SweepRecord,
+    pub rows: Vec<SweepRow>,
+}
+
+/// `summary.json`: the options, probe quality and one success row per (layer, pair, direction).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SummaryFile {
+    pub options: SweepRecord,
+    pub probes: Vec<ProbeInfo>,
+    pub summary: Vec<SummaryRow>,
+}
 
 /// Writes the four tables into `dir`; returns their paths.
 pub fn write_sweep(dir: &Path, result: &SweepResult) -> crate::Result<Vec<PathBuf>> {
     fsx::create_dir_all(dir)?;
     let paths = ["sweep.csv", "sweep.json", "summary.csv", "summary.json"].map(|f| dir.join(f));
     fsx::write_atomic(&paths[0], sweep_csv(result).as_bytes())?;
-    fsx::write_json(&paths[1], &serde_json::json!({ "options": result.options_json, "rows": result.rows }))?;
+    let sweep = SweepFile { options: result.options.clone(), rows: result.rows.clone() };
+    fsx::write_json(&paths[1], &sweep)?;
     fsx::write_atomic(&paths[2], summary_csv(&result.summary).as_bytes())?;
-    fsx::write_json(
-        &paths[3],
-        &serde_json::json!({ "options": result.options_json, "probes": result.probes, "summary": result.summary }),
-    )?;
+    let summary =
+        SummaryFile { options: result.options.clone(), probes: result.probes.clone(), summary: result.summary.clone() };
+    fsx::write_json(&paths[3], &summary)?;
     Ok(paths.to_vec())
 }
 

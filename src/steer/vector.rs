@@ -95,6 +95,10 @@ pub struct Recipe {
     pub target_hue_deg: f64,
     pub model_id: String,
     pub model_revision: Option<String>,
+    /// The store's checkpoint fingerprints (weights, tokenizer, preprocessor config); empty for stores that
+    /// predate them.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub model_files_sha256: BTreeMap<String, String>,
     /// How the store pooled each sample (`image-mean`, `last`); the direction lives in that space.
     pub pooling: String,
     /// The stimulus set the store was extracted from, and the SHA-256 recorded for it.
@@ -147,6 +151,9 @@ impl SteeringVector {
         put("target_hue_deg", r.target_hue_deg.to_string());
         put("model_id", r.model_id.clone());
         put("model_revision", r.model_revision.clone().unwrap_or_default());
+        if let Some(w) = r.model_files_sha256.get("weights") {
+            put("model_weights_sha256", w.clone());
+        }
         put("pooling", r.pooling.clone());
         put("stimuli_name", r.stimuli_name.clone());
         put("stimuli_sha256", r.stimuli_sha256.clone());

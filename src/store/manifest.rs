@@ -25,6 +25,11 @@ pub struct Provenance {
     pub model_revision: Option<String>,
     /// SHA-256 of the model's `config.json` (or of its weights file for small models).
     pub model_config_sha256: Option<String>,
+    /// Fingerprints of the rest of the checkpoint (`model::hub::checkpoint_hashes`): `weights` (safetensors
+    /// headers and sampled values), `tokenizer.json`, `preprocessor_config.json`, …; empty in stores written
+    /// before huescan recorded them.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub model_files_sha256: BTreeMap<String, String>,
     /// Stimulus-set name and SHA-256 of its spec (or of `stimuli.json`).
     pub stimuli_name: String,
     pub stimuli_sha256: String,

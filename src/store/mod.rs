@@ -11,6 +11,7 @@
 //! Every file is written to a temporary name and renamed; a re-run with the same inputs skips finished
 //! chunks, and merged shards are byte-identical to a single run.
 
+pub mod export;
 mod format;
 pub mod manifest;
 mod merge;

@@ -19,6 +19,7 @@ fn write(dir: &Path, samples: Vec<SampleEntry>, shard: Option<ShardInfo>, offset
             model_id: "test/model".into(),
             model_revision: None,
             model_config_sha256: None,
+            model_files_sha256: Default::default(),
             stimuli_name: "synthetic".into(),
             stimuli_sha256: "0123456789abcdef".into(),
             pooling: "image-mean".into(),
@@ -77,7 +78,7 @@ fn inspect_prints_a_summary_and_verifies() {
 #[test]
 fn inspect_explains_a_missing_or_unfinished_store() {
     let out = huescan().args(["store", "inspect", "/nonexistent/store"]).output().unwrap();
-    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(out.status.code(), Some(1), "a runtime failure, not a usage error");
     assert!(String::from_utf8_lossy(&out.stderr).contains("does not exist"));
     let dir = tmp("unfinished");
     std::fs::create_dir_all(&dir).unwrap();

@@ -87,6 +87,7 @@ fn plan(samples: Vec<SampleInput>, out: &Path, batch: usize, shard: Option<(usiz
             model_id: "fake".into(),
             model_revision: None,
             model_config_sha256: None,
+            model_files_sha256: Default::default(),
             stimuli_name: "test".into(),
             stimuli_sha256: "x".into(),
             pooling: "image-mean".into(),

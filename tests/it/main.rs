@@ -4,8 +4,10 @@
 
 mod common;
 
+mod cli_conventions;
 mod cli_pipeline;
 mod cli_store;
+mod exports;
 mod extract;
 mod hook_points;
 mod manifold_analyze;
@@ -13,6 +15,7 @@ mod manifold_parity;
 mod qwen_errors;
 mod qwen_parity;
 mod qwen_tokenizer;
+mod report;
 mod steer;
 mod steer_cli;
 mod steer_layers;

@@ -57,6 +57,7 @@ fn fixture() -> &'static Fixture {
                 model_id: model.id().to_string(),
                 model_revision: None,
                 model_config_sha256: None,
+                model_files_sha256: Default::default(),
                 stimuli_name: "flat-60-test".into(),
                 stimuli_sha256: "test".into(),
                 pooling: "last".into(),

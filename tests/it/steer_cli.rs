@@ -33,7 +33,7 @@ fn steer_writes_tables_and_vectors_and_rejects_bad_input() {
     assert!(manifold["alpha_reached"].as_f64().is_some_and(|a| a <= 1.0), "{manifold}");
     let v = huescan::steer::SteeringVector::load(&o.join("vectors/L002_240-0_manifold.safetensors")).unwrap();
     assert_eq!((v.recipe.layer_index, v.recipe.model_id.as_str()), (2, "colour-autoencoder"));
-    assert!(!o.join("vectors/240-0_manifold.gguf").exists(), "the bottleneck is not a llama.cpp block output");
+    assert!(!o.join("vectors/L002_240-0_manifold.gguf").exists(), "llama.cpp has no autoencoder architecture");
 
     for (extra, want) in [
         (vec!["--layer", "9", "--out", "x"], "layer 9"),
@@ -46,5 +46,51 @@ fn steer_writes_tables_and_vectors_and_rejects_bad_input() {
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success() && stderr.contains(want), "{extra:?}: {stderr}");
     }
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// `--gguf` on a Qwen checkpoint: one control vector per steered layer, llama.cpp's architecture as the model
+/// hint, the steered positions in the metadata, and a warning that llama.cpp steers every position.
+#[test]
+fn gguf_export_writes_one_file_per_layer_with_the_position_mode() {
+    let dir = crate::common::fresh_dir("steer-cli", "gguf");
+    std::fs::create_dir_all(&dir).unwrap();
+    ok(huescan(&dir, &["stimuli", "render", "simple-60", "--out", "stim"]));
+    ok(huescan(
+        &dir,
+        &["extract", "--model", "qwen-tiny-random", "--stimuli", "stim", "--out", "acts", "--layers", "0-3"],
+    ));
+    let out = Command::new(env!("CARGO_BIN_EXE_huescan"))
+        .current_dir(&dir)
+        .args(["steer", "--model", "qwen-tiny-random", "--acts", "acts", "--stimuli", "stim", "--layer", "1-3"])
+        .args(["--from", "240", "--to", "0", "--direction", "centroid", "--alphas", "0,1", "--gguf", "--out", "o"])
+        .args(["--max-new-tokens", "0"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let v = dir.join("o/vectors");
+    // The fixture has two blocks: index 1 is block 0's output, which llama.cpp cannot steer, and index 3 is the
+    // final norm, no block output; index 2 (block 1) gets its own file, the others a warning each.
+    assert!(!v.join("L001_240-0_centroid.gguf").exists() && !v.join("L003_240-0_centroid.gguf").exists());
+    assert!(stderr.contains("warning: left out of the GGUF files") && stderr.contains("block 0"), "{stderr}");
+    assert!(stderr.contains("ln_final.hook_out"), "{stderr}");
+    let written: Vec<_> = std::fs::read_dir(&v)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().extension().is_some_and(|x| x == "gguf"))
+        .collect();
+    assert_eq!(written.len(), 1, "one file per exportable layer");
+    {
+        let bytes = std::fs::read(v.join("L002_240-0_centroid.gguf")).unwrap();
+        let cv = huescan::steer::gguf::from_bytes(&bytes).unwrap();
+        assert_eq!(cv.directions.keys().copied().collect::<Vec<_>>(), vec![1], "block 1 only: one layer per file");
+        let s = |k: &str| cv.metadata[k].clone();
+        assert_eq!(s("controlvector.model_hint"), huescan::steer::gguf::Value::String("qwen2vl".into()));
+        assert_eq!(s("controlvector.layer_count"), huescan::steer::gguf::Value::U32(1));
+        assert_eq!(s("huescan.positions"), huescan::steer::gguf::Value::String("image".into()));
+    }
+    assert!(stderr.contains("warning: llama.cpp adds a control vector at every token position"), "{stderr}");
+    assert!(!stderr.contains('\x1b'), "{stderr:?}");
     std::fs::remove_dir_all(dir).unwrap();
 }

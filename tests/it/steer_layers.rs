@@ -154,6 +154,7 @@ fn setup(name: &str) -> (PathBuf, Vec<SampleInput>, ActivationStore) {
             model_id: "fake-resid".into(),
             model_revision: Some("0123abc".into()),
             model_config_sha256: None,
+            model_files_sha256: Default::default(),
             stimuli_name: "twelve".into(),
             stimuli_sha256: "x".into(),
             pooling: "image-mean".into(),

@@ -22,6 +22,7 @@ fn provenance() -> Provenance {
         model_id: "test/model".into(),
         model_revision: Some("abc123".into()),
         model_config_sha256: None,
+        model_files_sha256: Default::default(),
         stimuli_name: "synthetic".into(),
         stimuli_sha256: "00".into(),
         pooling: "image-mean".into(),

@@ -86,9 +86,13 @@ pub fn run(args: &AnalyzeArgs, progress: &Progress) -> anyhow::Result<ExitCode> 
             bar.inc(1);
             x.map(|x| (l, x))
         });
-        let analysis =
+        let mut analysis =
             manifold::analyze(iter, &hue, &opts).with_context(|| format!("analysing `{}`", dir.display()))?;
         bar.finish_and_clear();
+        let p = &analysis.projection;
+        let x = store.layer_2d(p.layer)?;
+        let map = manifold::ProjectionMap::fit(x.view(), &hue, p.shape, opts.alpha_fit)?;
+        analysis.projection.map = Some(map);
         let set_dir = args.out.join(&name);
         manifold::write_analysis(&set_dir, &analysis)?;
         for w in &analysis.warnings {

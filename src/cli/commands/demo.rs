@@ -41,7 +41,7 @@ pub fn run(args: &DemoArgs, progress: &Progress) -> anyhow::Result<ExitCode> {
         pool: "image-mean".into(),
         layers: "all".into(),
         permutations: args.permutations,
-        max_new_tokens: 4,
+        max_new_tokens: crate::cli::commands::steer::DEFAULT_MAX_NEW_TOKENS,
     };
     pipeline(&args.model, &args.sets, &args.out, &p, progress)?;
     Ok(ExitCode::SUCCESS)

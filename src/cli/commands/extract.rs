@@ -51,18 +51,33 @@ pub struct ModelArgs {
     /// The question asked with every image.
     #[arg(long)]
     pub prompt: Option<String>,
+    #[command(flatten)]
+    pub ae: AutoencoderArgs,
+}
+
+/// The colour autoencoder's training options: only commands that can run it list them (`ask` cannot).
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Colour autoencoder")]
+pub struct AutoencoderArgs {
     /// Colour autoencoder: where its trained weights are cached [default: <out>/autoencoder.safetensors].
     #[arg(long)]
     pub ae_weights: Option<PathBuf>,
     /// Colour autoencoder: training seed.
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = TrainConfig::default().seed)]
     pub ae_seed: u64,
     /// Colour autoencoder: training epochs.
-    #[arg(long, default_value_t = 500)]
+    #[arg(long, default_value_t = TrainConfig::default().epochs)]
     pub ae_epochs: usize,
     /// Colour autoencoder: train on all hues (no held-out teal-blue slice).
     #[arg(long)]
     pub ae_no_hold_out: bool,
+}
+
+impl Default for AutoencoderArgs {
+    fn default() -> Self {
+        let t = TrainConfig::default();
+        AutoencoderArgs { ae_weights: None, ae_seed: t.seed, ae_epochs: t.epochs, ae_no_hold_out: false }
+    }
 }
 
 impl ModelArgs {
@@ -70,9 +85,9 @@ impl ModelArgs {
         let device = device::parse_device(&self.runtime.device)?;
         let dtype = self.runtime.dtype.as_deref().map(device::parse_dtype).transpose()?;
         let autoencoder = TrainConfig {
-            seed: self.ae_seed,
-            epochs: self.ae_epochs,
-            held_out: if self.ae_no_hold_out { vec![] } else { vec![HueRange::TEAL_BLUE] },
+            seed: self.ae.ae_seed,
+            epochs: self.ae.ae_epochs,
+            held_out: if self.ae.ae_no_hold_out { vec![] } else { vec![HueRange::TEAL_BLUE] },
             ..TrainConfig::default()
         };
         let opts = LoadOptions {
@@ -83,7 +98,7 @@ impl ModelArgs {
             prompt: self.prompt.clone(),
             hub: HubSettings::from_env(&ProcessEnv),
             autoencoder_weights: Some(
-                self.ae_weights.clone().unwrap_or_else(|| default_weights_dir.join("autoencoder.safetensors")),
+                self.ae.ae_weights.clone().unwrap_or_else(|| default_weights_dir.join("autoencoder.safetensors")),
             ),
             autoencoder,
         };
@@ -242,6 +257,7 @@ pub fn run(args: &ExtractArgs, progress: &Progress) -> anyhow::Result<ExitCode> 
             model_id: loaded.id.clone(),
             model_revision: loaded.revision.clone(),
             model_config_sha256: loaded.config_sha256.clone(),
+            model_files_sha256: loaded.file_hashes.clone(),
             stimuli_name: manifest.spec_name.clone(),
             stimuli_sha256,
             pooling: pooling.to_string(),

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use clap::Args;
 
 use crate::cli::commands::analyze::{self, AnalyzeArgs};
-use crate::cli::commands::extract::{self, ExtractArgs, ModelArgs, RuntimeArgs};
+use crate::cli::commands::extract::{self, AutoencoderArgs, ExtractArgs, ModelArgs, RuntimeArgs};
 use crate::cli::commands::steer::{self, SteerArgs};
 use crate::cli::commands::stimuli::{self as stimuli_cmd, RenderArgs};
 use crate::cli::Progress;
@@ -49,7 +49,7 @@ pub struct PipelineArgs {
     #[arg(long, default_value_t = 100)]
     pub permutations: usize,
     /// Answer tokens generated per steered image (models with text output), so the report shows answers.
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = steer::DEFAULT_MAX_NEW_TOKENS)]
     pub max_new_tokens: usize,
 }
 
@@ -84,10 +84,7 @@ impl PipelineArgs {
             runtime: self.runtime.clone(),
             max_pixels: None,
             prompt: None,
-            ae_weights: Some(run.join("autoencoder.safetensors")),
-            ae_seed: 0,
-            ae_epochs: 500,
-            ae_no_hold_out: false,
+            ae: AutoencoderArgs { ae_weights: Some(run.join("autoencoder.safetensors")), ..Default::default() },
         }
     }
 }
@@ -154,9 +151,10 @@ pub fn pipeline(model: &str, sets: &[String], out: &Path, p: &PipelineArgs, prog
     analyze::run(&analyze_args, progress)?;
     for (set, acts) in sets.iter().zip(&analyze_args.stores) {
         let name = StimulusSpec::resolve(set)?.name;
-        let summary: serde_json::Value = crate::fsx::read_json(&out.join("analysis").join(&name).join("summary.json"))?;
+        let analysis: crate::manifold::Analysis =
+            crate::nan_json::read(&out.join("analysis").join(&name).join("summary.json"))?;
         let store = crate::store::ActivationStore::open(acts)?;
-        let layers = steering_layers(summary["choice"]["layer"].as_u64().map(|l| l as usize), &store.layer_indices());
+        let layers = steering_layers(Some(analysis.choice.layer), &store.layer_indices());
         let steer_args = SteerArgs {
             model: p.model_args(model, out),
             acts: acts.clone(),
@@ -227,11 +225,11 @@ fn dry_run(args: &ScanArgs, out: &Path) -> anyhow::Result<ExitCode> {
     // (depth, width) of the vision tower, whose block outputs the default `residual` selection stores too.
     let mut vision: Option<(u64, u64)> = None;
     if let Some(dir) = dir.as_ref().filter(|d| d.join("config.json").exists()) {
-        let v: serde_json::Value = crate::fsx::read_json(&dir.join("config.json"))?;
-        let text = if v.get("text_config").is_some() { &v["text_config"] } else { &v };
-        blocks = text["num_hidden_layers"].as_u64().or(blocks);
-        d_model = text["hidden_size"].as_u64().or(d_model);
-        vision = v["vision_config"]["depth"].as_u64().zip(v["vision_config"]["hidden_size"].as_u64());
+        let v: ConfigDims = crate::fsx::read_json(&dir.join("config.json"))?;
+        let text = v.text_config.as_deref().unwrap_or(&v);
+        blocks = text.num_hidden_layers.or(blocks);
+        d_model = text.hidden_size.or(d_model);
+        vision = v.vision_config.as_ref().and_then(|c| c.depth.zip(c.hidden_size));
         let files = crate::model::hub::weight_files(dir).unwrap_or_default();
         let bytes: u64 = files.iter().filter_map(|f| std::fs::metadata(dir.join(f)).ok()).map(|m| m.len()).sum();
         if bytes > 0 {
@@ -283,6 +281,23 @@ fn dry_run(args: &ScanArgs, out: &Path) -> anyhow::Result<ExitCode> {
         ),
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The two sizes the plan needs from any checkpoint's `config.json` (VLMs nest them in `text_config`); the
+/// model's own config parser is stricter than a plan should be.
+#[derive(Debug, serde::Deserialize)]
+struct ConfigDims {
+    num_hidden_layers: Option<u64>,
+    hidden_size: Option<u64>,
+    text_config: Option<Box<ConfigDims>>,
+    vision_config: Option<VisionDims>,
+}
+
+/// The vision tower's depth and width, whose block outputs the default `residual` selection stores too.
+#[derive(Debug, serde::Deserialize)]
+struct VisionDims {
+    depth: Option<u64>,
+    hidden_size: Option<u64>,
 }
 
 struct Estimate {

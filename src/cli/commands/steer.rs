@@ -1,7 +1,7 @@
 //! `huescan steer`: steer inside a model at one or more layers with directions built from an activation store,
 //! and write the sweep tables, the steering vectors (safetensors, and llama.cpp control vectors with `--gguf`).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -12,12 +12,17 @@ use super::extract::{parse_points, read_stimuli, ModelArgs};
 use crate::cli::{existing, Progress};
 use crate::extract::load_image;
 use crate::model::autoencoder;
+use crate::model::load::LoadedModel;
 use crate::model::preset::ModelKind;
 use crate::steer::{
     self, gguf, parse_alphas, parse_pair, ColourWords, DirectionKind, PairSpec, SteeringVector, SweepInput,
     SweepOptions, DEFAULT_COLOUR_WORDS,
 };
 use crate::store::ActivationStore;
+
+/// `--max-new-tokens` of every command that generates (`steer`, `scan`, `demo`, `ask`): enough for the
+/// one-word colour answer the default prompt asks for.
+pub const DEFAULT_MAX_NEW_TOKENS: usize = 4;
 
 #[derive(Debug, Args)]
 pub struct SteerArgs {
@@ -64,7 +69,7 @@ pub struct SteerArgs {
     #[arg(long, default_value_t = 30.0)]
     pub tolerance: f64,
     /// Answer tokens to generate per steered image (models with text output; 0 = none).
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = DEFAULT_MAX_NEW_TOKENS)]
     pub max_new_tokens: usize,
     /// Images per forward pass [default: 8 on CPU, 32 on GPUs].
     #[arg(long)]
@@ -75,6 +80,44 @@ pub struct SteerArgs {
     /// Output directory: sweep.csv/json, summary.csv/json, vectors/.
     #[arg(long)]
     pub out: PathBuf,
+}
+
+/// One llama.cpp control vector per steered layer (`L{index}_{pair}_{kind}.gguf`): llama.cpp applies every
+/// direction in a file at once, and the sweep measured one layer at a time. Layers llama.cpp cannot steer
+/// (block 0, non-block points) are left out with a warning, and so is everything when llama.cpp has no
+/// architecture for the model.
+fn export_gguf(files: &[(String, &SteeringVector)], dir: &std::path::Path, loaded: &LoadedModel) -> anyhow::Result<()> {
+    let Some(hint) =
+        (loaded.kind == ModelKind::Qwen2_5Vl).then(|| gguf::llama_cpp_architecture("qwen2_5_vl")).flatten()
+    else {
+        tracing::warn!("no GGUF control vectors written: llama.cpp has no architecture for `{}`", loaded.id);
+        return Ok(());
+    };
+    let mut refused = std::collections::BTreeSet::new();
+    let mut positions = std::collections::BTreeSet::new();
+    for (stem, v) in files {
+        match gguf::block_index(&v.recipe.hook) {
+            Ok(_) => {
+                crate::fsx::write_atomic(&dir.join(format!("{stem}.gguf")), &gguf::to_bytes(&[*v], hint)?)?;
+                positions.insert(v.recipe.positions.clone());
+            }
+            Err(e) => {
+                refused.insert(e.to_string());
+            }
+        }
+    }
+    for reason in refused {
+        tracing::warn!("left out of the GGUF files: {reason}");
+    }
+    for p in positions.iter().filter(|p| *p != "all") {
+        tracing::warn!(
+            "llama.cpp adds a control vector at every token position, but these were measured steering `{p}` \
+             positions only (recorded as `{}` in each file); re-run with --positions all for vectors that mean \
+             in llama.cpp what the sweep measured",
+            gguf::POSITIONS_KEY
+        );
+    }
+    Ok(())
 }
 
 /// `centroid,manifold` or `all`.
@@ -156,30 +199,15 @@ pub fn run(args: &SteerArgs, progress: &Progress) -> anyhow::Result<ExitCode> {
     bar.finish_and_clear();
     steer::write_sweep(&args.out, &result)?;
     let vec_dir = args.out.join("vectors");
-    let mut groups: BTreeMap<(String, DirectionKind), Vec<&SteeringVector>> = BTreeMap::new();
+    let mut files = Vec::new();
     for v in &result.vectors {
         let r = &v.recipe;
-        let pair = format!("{}-{}", r.source_hue_deg, r.target_hue_deg);
-        v.save(&vec_dir.join(format!("L{:03}_{pair}_{}.safetensors", r.layer_index, r.kind)))?;
-        groups.entry((pair, r.kind)).or_default().push(v);
+        let stem = format!("L{:03}_{}-{}_{}", r.layer_index, r.source_hue_deg, r.target_hue_deg, r.kind);
+        v.save(&vec_dir.join(format!("{stem}.safetensors")))?;
+        files.push((stem, v));
     }
     if args.gguf {
-        let mut refused = std::collections::BTreeSet::new();
-        for ((pair, kind), vs) in &groups {
-            // Layers llama.cpp cannot steer (block 0, non-block points) are left out of the file, with a warning.
-            let (ok, bad): (Vec<&SteeringVector>, Vec<&SteeringVector>) =
-                vs.iter().partition(|v| gguf::block_index(&v.recipe.hook).is_ok());
-            for v in bad {
-                refused.insert(gguf::block_index(&v.recipe.hook).unwrap_err().to_string());
-            }
-            if !ok.is_empty() {
-                let bytes = gguf::to_bytes(&ok, &loaded.id)?;
-                crate::fsx::write_atomic(&vec_dir.join(format!("{pair}_{kind}.gguf")), &bytes)?;
-            }
-        }
-        for reason in refused {
-            progress.say(format!("warning: left out of the GGUF files: {reason}"));
-        }
+        export_gguf(&files, &vec_dir, &loaded)?;
     }
     for s in &result.summary {
         let a = |x: Option<f64>| x.map_or("never".to_string(), |v| format!("alpha {v}"));

@@ -22,6 +22,32 @@ pub struct InspectArgs {
     pub no_verify: bool,
 }
 
+/// What `store export` writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ExportFormat {
+    /// One .npz: `X_<layer index>` float32 per layer, `hue_deg`, `sample_id`, `layer_index`, `hook`.
+    Npz,
+    /// A folder of the stimulus images with `metadata.jsonl` (`datasets.load_dataset("imagefolder", …)`).
+    Datasets,
+}
+
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// Store directory (the one holding manifest.json).
+    pub dir: PathBuf,
+    #[arg(long, value_enum, default_value_t = ExportFormat::Npz)]
+    pub format: ExportFormat,
+    /// Output: the .npz file, or the folder for `--format datasets`.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// npz: layers to export, `all` or indices/ranges like `0,4,8-12` (store indices).
+    #[arg(long, default_value = "all")]
+    pub layers: String,
+    /// datasets: the rendered stimulus set [default: the run folder's stimuli/<set> next to activations/<set>].
+    #[arg(long)]
+    pub stimuli: Option<PathBuf>,
+}
+
 #[derive(Debug, Args)]
 pub struct MergeArgs {
     /// The sharded run's output directory: shards are read from DIR/shards/shard-*/ and merged into DIR.
@@ -114,4 +140,43 @@ pub fn merge(args: &MergeArgs, progress: &Progress) -> anyhow::Result<ExitCode> 
 
 fn short(hash: &str) -> &str {
     &hash[..hash.len().min(12)]
+}
+
+pub fn export(args: &ExportArgs, progress: &Progress) -> anyhow::Result<ExitCode> {
+    let dir = existing(&args.dir, "store directory")?;
+    let store = ActivationStore::open(&dir)?;
+    match args.format {
+        ExportFormat::Npz => {
+            let stored = store.layer_indices();
+            let layers = if args.layers == "all" {
+                stored
+            } else {
+                let wanted = super::extract::parse_layers(&args.layers, stored.iter().max().map_or(0, |m| m + 1))?;
+                if let Some(l) = wanted.iter().find(|l| !stored.contains(l)) {
+                    anyhow::bail!("the store has no layer {l}; it holds {stored:?}");
+                }
+                wanted
+            };
+            let names = store::export::write_npz(&store, &layers, &args.out)?;
+            progress.say(format!("wrote {} arrays ({}) to {}", names.len(), names.join(", "), args.out.display()));
+        }
+        ExportFormat::Datasets => {
+            let name = &store.manifest().provenance.stimuli_name;
+            let stimuli = match &args.stimuli {
+                Some(s) => s.clone(),
+                None => dir
+                    .parent()
+                    .and_then(|p| p.parent())
+                    .map(|run| run.join("stimuli").join(name))
+                    .ok_or_else(|| anyhow::anyhow!("pass --stimuli: the store is not inside a run folder"))?,
+            };
+            let stimuli = existing(&stimuli, "stimulus folder (pass --stimuli)")?;
+            let n = store::export::write_datasets_folder(&stimuli, &args.out)?;
+            progress.say(format!(
+                "wrote {n} images and metadata.jsonl to {} (datasets.load_dataset(\"imagefolder\", data_dir=...))",
+                args.out.display()
+            ));
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
