@@ -1,5 +1,6 @@
 //! The `huescan` binary: parse, run, print the error chain once, map to an exit code.
 
+use std::io::Write;
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -17,7 +18,8 @@ fn main() -> ExitCode {
             {
                 return ExitCode::SUCCESS;
             }
-            eprintln!("error: {err:#}");
+            // stderr may itself be closed or full; there is nobody left to tell, so the exit code says it.
+            let _ = writeln!(std::io::stderr(), "error: {err:#}");
             ExitCode::from(2)
         }
     }

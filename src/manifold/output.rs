@@ -2,15 +2,14 @@
 //! projection.safetensors and summary.json per set, and global.csv across sets. Every file is written
 //! atomically; columns have a fixed order; every row names its dataset and label mode.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::Path;
 
-use safetensors::tensor::TensorView;
-use safetensors::Dtype;
 
 use super::analyze::{global_winner, Analysis, METRICS};
 use crate::fsx::{write_atomic, write_json};
+use crate::store::{serialize_raw, RawTensor};
 use crate::Result;
 
 fn csv(header: &[String], rows: impl IntoIterator<Item = Vec<String>>) -> String {
@@ -237,24 +236,26 @@ pub fn write_analysis(dir: &Path, a: &Analysis) -> Result<()> {
     let coords: Vec<u8> = a.projection.coords.iter().flat_map(|v| v.to_le_bytes()).collect();
     let hues: Vec<u8> = a.hue_deg.iter().flat_map(|v| v.to_le_bytes()).collect();
     let (n, k) = a.projection.coords.dim();
+    let (coords_shape, hue_shape) = ([n, k], [a.hue_deg.len()]);
+    if n != a.hue_deg.len() {
+        return Err(crate::Error::Msg(format!("projection has {n} rows but there are {} hue labels", a.hue_deg.len())));
+    }
     let views = [
-        ("coords", TensorView::new(Dtype::F64, vec![n, k], &coords).map_err(st_err)?),
-        ("hue_deg", TensorView::new(Dtype::F64, vec![n], &hues).map_err(st_err)?),
+        RawTensor { name: "coords", dtype: "F64", shape: &coords_shape, bytes: &coords },
+        RawTensor { name: "hue_deg", dtype: "F64", shape: &hue_shape, bytes: &hues },
     ];
-    let meta = HashMap::from([
+    // The store's serialiser sorts the metadata; the safetensors crate writes a HashMap in hash order, which
+    // made every projection.safetensors differ from the last.
+    let meta = BTreeMap::from([
         ("dataset".to_string(), a.dataset.clone()),
         ("mode".to_string(), mode.clone()),
         ("layer".to_string(), a.projection.layer.to_string()),
         ("shape".to_string(), a.projection.shape.to_string()),
         ("template".to_string(), "(cos theta, sin theta, 0)".to_string()),
     ]);
-    let bytes = safetensors::serialize(views, Some(meta)).map_err(st_err)?;
+    let bytes = serialize_raw(&views, &meta);
     write_atomic(&dir.join("projection.safetensors"), &bytes)?;
     write_json(&dir.join("summary.json"), a)
-}
-
-fn st_err(e: safetensors::SafeTensorError) -> crate::Error {
-    crate::Error::Msg(format!("cannot serialise projection: {e}"))
 }
 
 /// Writes `global.csv`, the notebook's per-shape means across sets, into `dir`.

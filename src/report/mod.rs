@@ -29,6 +29,7 @@ pub fn build(run: &Path, out: &Path) -> crate::Result<Report> {
             .filter_map(|e| e.ok())
             .filter(|e| e.path().join("summary.json").exists())
             .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| crate::stimuli::check_set_name(n).is_ok())
             .collect();
         names.sort();
         names
@@ -48,7 +49,10 @@ pub fn build(run: &Path, out: &Path) -> crate::Result<Report> {
             run.display()
         )));
     }
+    warn_skipped_sets(&run.join("analysis"));
     let fig_dir = out.join("figures");
+    crate::fsx::remove_stale_temps(out)?;
+    crate::fsx::remove_stale_temps(&fig_dir)?;
     let mut sets = Vec::new();
     let mut figures = Vec::new();
     for name in &names {
@@ -60,4 +64,19 @@ pub fn build(run: &Path, out: &Path) -> crate::Result<Report> {
     let index = out.join("index.html");
     crate::fsx::write_atomic(&index, page.as_bytes())?;
     Ok(Report { index, figures, sets: names })
+}
+
+/// Says which folders of `analysis/` the report leaves out and why, so a set never silently vanishes.
+fn warn_skipped_sets(dir: &Path) {
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if !e.path().is_dir() {
+            continue;
+        }
+        if let Err(why) = crate::stimuli::check_set_name(&name) {
+            tracing::warn!("report leaves out `{}`: its name is not a set name ({why})", e.path().display());
+        } else if !e.path().join("summary.json").is_file() {
+            tracing::warn!("report leaves out set `{name}`: `{}` has no summary.json (re-run `huescan analyze`)", e.path().display());
+        }
+    }
 }

@@ -156,6 +156,7 @@ pub fn load_photos(dir: &Path, width: u32, height: u32) -> crate::Result<Vec<Pho
         .par_iter()
         .map(|path| {
             let bytes = fsx::read(path)?;
+            check_jpeg_complete(path, &bytes)?;
             let decoded = image::load_from_memory(&bytes)
                 .map_err(|e| Error::PhotoUnreadable { path: path.clone(), message: e.to_string() })?;
             let image = decoded.resize_to_fill(width, height, image::imageops::FilterType::Lanczos3).to_rgb8();
@@ -178,6 +179,24 @@ pub fn load_photos(dir: &Path, width: u32, height: u32) -> crate::Result<Vec<Pho
             Ok(Photo { file, sha256: fsx::sha256_hex(&bytes), image, dominant_hue_deg })
         })
         .collect()
+}
+
+/// The JPEG decoder fills a truncated file's missing rows with grey and reports success, which would bake grey
+/// into every stimulus made from the photo; a complete JPEG ends with the end-of-image marker `FF D9`
+/// (trailing zero padding allowed), so one that does not is refused with the file named.
+fn check_jpeg_complete(path: &Path, bytes: &[u8]) -> crate::Result<()> {
+    if !bytes.starts_with(&[0xFF, 0xD8]) {
+        return Ok(());
+    }
+    let end = bytes.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
+    if bytes[..end].ends_with(&[0xFF, 0xD9]) {
+        return Ok(());
+    }
+    Err(Error::PhotoUnreadable {
+        path: path.to_path_buf(),
+        message: "the JPEG is truncated (no end-of-image marker); re-copy or re-export it".into(),
+    }
+    .into())
 }
 
 /// Rotates every pixel's HSV hue by `target − dominant`, keeping each pixel's saturation and value.
@@ -270,8 +289,18 @@ pub fn render(spec: &StimulusSpec, out_dir: &Path, opts: &RenderOptions) -> crat
     };
     let n_variants = if photos.is_empty() { spec.variants } else { photos.len() as u32 };
     let list = stimuli(spec, n_variants);
+    let mut names = HashSet::new();
+    if let Some(dup) = list.iter().find(|s| !names.insert(s.file.as_str())) {
+        return Err(Error::SpecInvalid {
+            path: spec.origin.clone(),
+            field: "hues",
+            message: format!("two stimuli would both be written to `{}`; use a grid whose hues differ", dup.file),
+        }
+        .into());
+    }
     check_out_dir(out_dir, &list)?;
     fsx::create_dir_all(out_dir)?;
+    fsx::remove_stale_temps(out_dir)?;
 
     let thr = ChromaticThreshold::default();
     let done = AtomicUsize::new(0);

@@ -62,6 +62,8 @@ pub struct StoreWriter {
     done: Vec<bool>,
     /// Per-layer sample shape (without the sample axis), fixed by the first chunk.
     sample_shapes: BTreeMap<usize, Vec<usize>>,
+    /// Held while this writer may write (none when the store was already finished).
+    lock: Option<fsx::DirLock>,
 }
 
 impl StoreWriter {
@@ -72,7 +74,6 @@ impl StoreWriter {
         if spec.layers.is_empty() {
             return Err(Error::Manifest { msg: "no layers requested".into() }.into());
         }
-        fsx::create_dir_all(&dir.join(".partial"))?;
         let inputs_sha256 = spec.inputs_sha256(chunk_size);
         let n_chunks = spec.samples.len().div_ceil(chunk_size);
         let mut writer = StoreWriter {
@@ -82,8 +83,23 @@ impl StoreWriter {
             inputs_sha256,
             done: vec![false; n_chunks],
             sample_shapes: BTreeMap::new(),
+            lock: None,
         };
         writer.check_existing_store()?;
+        // A finished store of these inputs is only read: no lock taken, no `.partial/` made, so a re-run over
+        // it works on read-only media and leaves the tree as it was.
+        if writer.is_complete() {
+            fsx::DirLock::tidy(dir);
+            return Ok(writer);
+        }
+        writer.lock = Some(fsx::DirLock::acquire(dir, "extract")?);
+        // The holder of the lock may have finished between the check above and taking the lock.
+        if writer.is_complete() {
+            return Ok(writer);
+        }
+        fsx::remove_stale_temps(dir)?;
+        fsx::remove_stale_temps(&dir.join(".partial"))?;
+        fsx::create_dir_all(&dir.join(".partial"))?;
         writer.scan_partial()?;
         Ok(writer)
     }
@@ -220,7 +236,8 @@ impl StoreWriter {
                     hook: hook.clone(),
                     sample: self.spec.samples[chunk.range.start + s].id.clone(),
                     value: v,
-                }
+                    hint: super::non_finite_hint(self.spec.provenance.settings.get("dtype").map(String::as_str)),
+            }
                 .into());
             }
             owned.push((a.shape().to_vec(), a.as_standard_layout().iter().copied().collect::<Vec<f32>>()));
@@ -293,7 +310,9 @@ impl StoreWriter {
             self.spec.shard,
         )?;
         let _ = std::fs::remove_dir_all(self.dir.join(".partial"));
-        ActivationStore::open(&self.dir)
+        let store = ActivationStore::open(&self.dir);
+        drop(self.lock);
+        store
     }
 }
 

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use clap::Args;
 
 use crate::cli::commands::extract::ModelArgs;
-use crate::cli::{existing, Progress};
+use crate::cli::{existing, values, Progress};
 use crate::model::HookSet;
 
 #[derive(Debug, Args)]
@@ -27,6 +27,8 @@ pub struct AskArgs {
 
 pub fn run(args: &AskArgs, progress: &Progress) -> anyhow::Result<ExitCode> {
     let image_path = existing(&args.image, "image")?;
+    let n = args.max_new_tokens;
+    values::check_cap("--max-new-tokens", n as u64, values::MAX_NEW_TOKENS as u64, &format!("{n} decoder steps"))?;
     let mut model_args = args.model.clone();
     if args.question.is_some() {
         model_args.prompt = args.question.clone();
@@ -36,7 +38,7 @@ pub fn run(args: &AskArgs, progress: &Progress) -> anyhow::Result<ExitCode> {
     let Some(qwen) = &loaded.qwen else {
         anyhow::bail!("`{}` does not generate text; `huescan ask` needs a Qwen2.5-VL model", loaded.id);
     };
-    let image = image::open(&image_path)
+    let image = image::load_from_memory(&crate::fsx::read(&image_path)?)
         .map_err(|e| anyhow::anyhow!("cannot read image `{}`: {e}", image_path.display()))?
         .to_rgb8();
     let sample = qwen.prepare(&image)?;
@@ -44,6 +46,6 @@ pub fn run(args: &AskArgs, progress: &Progress) -> anyhow::Result<ExitCode> {
     let prompt = qwen.prompt().expect("a loaded Qwen model always has a prompt");
     let answer = prompt.decode(&ids)?;
     progress.say(format!("{} ({} tokens):", loaded.id, ids.len()));
-    println!("{}", answer.trim());
+    outln!("{}", answer.trim());
     Ok(ExitCode::SUCCESS)
 }
