@@ -357,7 +357,7 @@ fn check_row_finite(r: &SweepRow) -> Result<(), Error> {
     match values.iter().find(|(_, v)| !v.is_finite()) {
         None => Ok(()),
         Some((what, v)) => Err(Error::Msg(format!(
-            "steering at layer {} ({}, {} direction, alpha {}) gave a non-finite {what} ({v}); the steered \
+            "steering at layer {} ({}, {} direction, alpha {:?}) gave a non-finite {what} ({v}); the steered \
              activations overflowed: use smaller --alphas",
             r.layer, r.pair, r.direction, r.alpha
         ))),

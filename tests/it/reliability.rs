@@ -275,7 +275,7 @@ fn hostile_or_absurd_stimulus_specs_are_refused() {
                 .replace("step = 30", "step = 0.001")
                 .replace("end = 330", "end = 359.999")
                 .replace("[flat-hsv]\nsaturation = 1.0\nvalue = 1.0", "[textured]"),
-            "the image count 359999000 is above the cap",
+            "the image count 360000000 is above the cap",
         ),
     ];
     for (i, (text, want)) in cases.iter().enumerate() {
