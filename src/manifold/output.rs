@@ -40,6 +40,8 @@ fn strings(v: &[&str]) -> Vec<String> {
 
 /// Writes one set's tables into `dir` (created if missing).
 pub fn write_analysis(dir: &Path, a: &Analysis) -> Result<()> {
+    // Temporaries of a killed earlier run would otherwise stay next to the finished files for ever.
+    crate::fsx::remove_stale_temps(dir)?;
     let (ds, mode) = (quote(&a.dataset), a.mode.to_string());
     let chosen = a.choice.layer;
     let mut header = strings(&[
@@ -260,6 +262,7 @@ pub fn write_analysis(dir: &Path, a: &Analysis) -> Result<()> {
 
 /// Writes `global.csv`, the notebook's per-shape means across sets, into `dir`.
 pub fn write_global(dir: &Path, analyses: &[Analysis]) -> Result<()> {
+    crate::fsx::remove_stale_temps(dir)?;
     let mut modes: Vec<String> = analyses.iter().map(|a| a.mode.to_string()).collect();
     modes.dedup();
     let mode = modes.join("+");

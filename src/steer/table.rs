@@ -11,6 +11,8 @@ use crate::fsx;
 /// Writes the four tables into `dir`; returns their paths.
 pub fn write_sweep(dir: &Path, result: &SweepResult) -> crate::Result<Vec<PathBuf>> {
     fsx::create_dir_all(dir)?;
+    fsx::remove_stale_temps(dir)?;
+    fsx::remove_stale_temps(&dir.join("vectors"))?;
     let paths = ["sweep.csv", "sweep.json", "summary.csv", "summary.json"].map(|f| dir.join(f));
     fsx::write_atomic(&paths[0], sweep_csv(result).as_bytes())?;
     fsx::write_json(&paths[1], &serde_json::json!({ "options": result.options_json, "rows": result.rows }))?;

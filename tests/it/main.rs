@@ -8,6 +8,7 @@ mod cli_pipeline;
 mod cli_store;
 mod extract;
 mod fuzz;
+mod kill_resume;
 mod manifold_analyze;
 mod manifold_parity;
 mod qwen_errors;
