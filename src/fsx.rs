@@ -113,7 +113,9 @@ impl DirLock {
             )));
         }
         let who = format!("huescan {command} (pid {})\n", std::process::id());
-        file.set_len(0).and_then(|()| file.write_all(who.as_bytes())).map_err(|e| Error::io("cannot write", &path, e))?;
+        file.set_len(0)
+            .and_then(|()| file.write_all(who.as_bytes()))
+            .map_err(|e| Error::io("cannot write", &path, e))?;
         Ok(DirLock { file })
     }
 }

@@ -6,7 +6,6 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::Path;
 
-
 use super::analyze::{global_winner, Analysis, METRICS};
 use crate::fsx::{write_atomic, write_json};
 use crate::store::{serialize_raw, RawTensor};

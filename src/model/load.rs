@@ -90,7 +90,11 @@ fn load_autoencoder(p: &Preset, opts: &LoadOptions) -> crate::Result<LoadedModel
     // The autoencoder reads pixels only, at its own size: a prompt or a pixel cap would be silently ignored.
     let ignored = [("--prompt", opts.prompt.is_some()), ("--max-pixels", opts.max_pixels.is_some())];
     if let Some((flag, _)) = ignored.iter().find(|(_, given)| *given) {
-        return Err(Error::Msg(format!("{flag} does not apply to `{}`, which takes no text and no image size", p.name)).into());
+        return Err(Error::Msg(format!(
+            "{flag} does not apply to `{}`, which takes no text and no image size",
+            p.name
+        ))
+        .into());
     }
     let mut cfg = opts.autoencoder.clone();
     if let Some(seed) = p.seed {

@@ -76,7 +76,10 @@ fn warn_skipped_sets(dir: &Path) {
         if let Err(why) = crate::stimuli::check_set_name(&name) {
             tracing::warn!("report leaves out `{}`: its name is not a set name ({why})", e.path().display());
         } else if !e.path().join("summary.json").is_file() {
-            tracing::warn!("report leaves out set `{name}`: `{}` has no summary.json (re-run `huescan analyze`)", e.path().display());
+            tracing::warn!(
+                "report leaves out set `{name}`: `{}` has no summary.json (re-run `huescan analyze`)",
+                e.path().display()
+            );
         }
     }
 }

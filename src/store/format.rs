@@ -29,7 +29,8 @@ pub fn serialize_f32(tensors: &[F32Tensor<'_>], metadata: &BTreeMap<String, Stri
     for t in &order {
         assert_eq!(t.shape.iter().product::<usize>(), t.data.len(), "tensor `{}` shape/data mismatch", t.name);
     }
-    let entries: Vec<(&str, &str, &[usize], usize)> = order.iter().map(|t| (t.name, "F32", t.shape, t.data.len() * 4)).collect();
+    let entries: Vec<(&str, &str, &[usize], usize)> =
+        order.iter().map(|t| (t.name, "F32", t.shape, t.data.len() * 4)).collect();
     let (mut out, total) = header(&entries, metadata);
     out.reserve(total);
     for t in &order {
@@ -51,7 +52,8 @@ pub struct RawTensor<'a> {
 pub fn serialize_raw(tensors: &[RawTensor<'_>], metadata: &BTreeMap<String, String>) -> Vec<u8> {
     let mut order: Vec<&RawTensor<'_>> = tensors.iter().collect();
     order.sort_by_key(|t| t.name);
-    let entries: Vec<(&str, &str, &[usize], usize)> = order.iter().map(|t| (t.name, t.dtype, t.shape, t.bytes.len())).collect();
+    let entries: Vec<(&str, &str, &[usize], usize)> =
+        order.iter().map(|t| (t.name, t.dtype, t.shape, t.bytes.len())).collect();
     let (mut out, total) = header(&entries, metadata);
     out.reserve(total);
     for t in &order {
@@ -69,7 +71,10 @@ fn header(entries: &[(&str, &str, &[usize], usize)], metadata: &BTreeMap<String,
     }
     let mut offset = 0usize;
     for &(name, dtype, shape, bytes) in entries {
-        header.insert(name.to_string(), json!({"dtype": dtype, "shape": shape, "data_offsets": [offset, offset + bytes]}));
+        header.insert(
+            name.to_string(),
+            json!({"dtype": dtype, "shape": shape, "data_offsets": [offset, offset + bytes]}),
+        );
         offset += bytes;
     }
     // serde_json's Map is a BTreeMap without the `preserve_order` feature, so keys come out sorted.

@@ -130,8 +130,8 @@ fn existing_merge(
         return Ok(None);
     }
     let conflict = |msg: String| Error::Conflict { path: out.to_path_buf(), msg };
-    let existing = ActivationStore::open(out)
-        .map_err(|e| conflict(format!("its manifest does not read as a store: {e}")))?;
+    let existing =
+        ActivationStore::open(out).map_err(|e| conflict(format!("its manifest does not read as a store: {e}")))?;
     let m = existing.manifest();
     let same = m.provenance == first.provenance
         && m.layer_convention == first.layer_convention

@@ -237,7 +237,7 @@ impl StoreWriter {
                     sample: self.spec.samples[chunk.range.start + s].id.clone(),
                     value: v,
                     hint: super::non_finite_hint(self.spec.provenance.settings.get("dtype").map(String::as_str)),
-            }
+                }
                 .into());
             }
             owned.push((a.shape().to_vec(), a.as_standard_layout().iter().copied().collect::<Vec<f32>>()));

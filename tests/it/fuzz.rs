@@ -17,8 +17,25 @@ fn cases() -> usize {
 
 /// Values that have broken parsers before: zero, negatives, overflow, non-finite, empty and huge strings.
 const NASTY: &[&str] = &[
-    "0", "-1", "-0", "1e16", "1e309", "-1e309", "nan", "inf", "4294967296", "18446744073709551616", "0.0001",
-    "\"\"", "\"<script>\"", "[]", "{}", "null", "true", "999999999999", "1e-320",
+    "0",
+    "-1",
+    "-0",
+    "1e16",
+    "1e309",
+    "-1e309",
+    "nan",
+    "inf",
+    "4294967296",
+    "18446744073709551616",
+    "0.0001",
+    "\"\"",
+    "\"<script>\"",
+    "[]",
+    "{}",
+    "null",
+    "true",
+    "999999999999",
+    "1e-320",
 ];
 
 /// One random edit of `input`: flip, insert, delete, duplicate, truncate, or replace a number by a nasty value.

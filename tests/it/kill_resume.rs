@@ -49,7 +49,8 @@ fn kill_and_resume(name: &str, setup: &dyn Fn(&Path), args: &[&str]) -> usize {
     let r = run_in(&dir, &os(args));
     assert_eq!(r.code, Some(0), "{name}: run after kills failed:\n{}", r.stderr);
     let after = tree(&dir);
-    let names = |t: &[(std::path::PathBuf, Vec<u8>)]| t.iter().map(|(p, _)| p.display().to_string()).collect::<Vec<_>>();
+    let names =
+        |t: &[(std::path::PathBuf, Vec<u8>)]| t.iter().map(|(p, _)| p.display().to_string()).collect::<Vec<_>>();
     assert_eq!(names(&after), names(&reference), "{name}: files differ after kill -9 and re-run");
     for ((p, a), (_, b)) in after.iter().zip(&reference) {
         assert!(a == b, "{name}: `{}` differs after kill -9 and re-run", p.display());
@@ -99,17 +100,23 @@ fn merge_analyze_steer_and_report_survive_kill_9() {
         ("merge", kill_and_resume("merge", &shards, &["-q", "merge", "sharded"])),
         (
             "analyze",
-            kill_and_resume("analyze", &|d| copy_from_world(d, &["acts"]), &[
-                "-q", "analyze", "acts", "--out", "analysis", "--permutations", "20", "--bootstrap", "50",
-            ]),
+            kill_and_resume(
+                "analyze",
+                &|d| copy_from_world(d, &["acts"]),
+                &["-q", "analyze", "acts", "--out", "analysis", "--permutations", "20", "--bootstrap", "50"],
+            ),
         ),
         (
             "steer",
             kill_and_resume(
                 "steer",
                 &|d| copy_from_world(d, &["acts", "stim", "ae.safetensors"]),
-                &[&["-q", "steer"][..], &AE, &["--acts", "acts", "--stimuli", "stim", "--layer", "2", "--out", "steer"]]
-                    .concat(),
+                &[
+                    &["-q", "steer"][..],
+                    &AE,
+                    &["--acts", "acts", "--stimuli", "stim", "--layer", "2", "--out", "steer"],
+                ]
+                .concat(),
             ),
         ),
         (

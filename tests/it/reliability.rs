@@ -36,10 +36,7 @@ pub fn wait_limited(mut child: Child, limit: Duration, what: &str) -> Ran {
         std::thread::sleep(Duration::from_millis(20));
     }
     let out = child.wait_with_output().unwrap();
-    Ran {
-        code: out.status.code(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
+    Ran { code: out.status.code(), stderr: String::from_utf8_lossy(&out.stderr).into_owned() }
 }
 
 pub fn run_in(dir: &Path, args: &[OsString]) -> Ran {
@@ -68,7 +65,11 @@ fn assert_no_crash(what: &str, r: &Ran) {
 fn assert_refused(what: &str, r: &Ran, want: &str) {
     assert_no_crash(what, r);
     assert!(r.code != Some(0), "{what}: exit 0, expected a refusal containing {want:?}\n{}", r.stderr);
-    assert!(r.stderr.lines().any(|l| l.contains(want)), "{what}: expected {want:?} on one line of stderr, got\n{}", r.stderr);
+    assert!(
+        r.stderr.lines().any(|l| l.contains(want)),
+        "{what}: expected {want:?} on one line of stderr, got\n{}",
+        r.stderr
+    );
 }
 
 /// Copies a directory tree (plain files and folders).
@@ -207,7 +208,15 @@ fn command_line_numbers_and_ranges_are_checked_before_use() {
         ),
         (
             strings(&[
-                "extract", "--model", "qwen-tiny-random", "--stimuli", "stim", "--out", "ex-q", "--prompt", "which?",
+                "extract",
+                "--model",
+                "qwen-tiny-random",
+                "--stimuli",
+                "stim",
+                "--out",
+                "ex-q",
+                "--prompt",
+                "which?",
             ]),
             "--prompt does not apply",
         ),
@@ -221,7 +230,19 @@ fn command_line_numbers_and_ranges_are_checked_before_use() {
             "is not the set the store was extracted from",
         ),
         (
-            strings(&["steer", "--acts", "acts", "--stimuli", "stim", "--out", "s", "--layer", "2", "--model", "qwen-tiny-random"]),
+            strings(&[
+                "steer",
+                "--acts",
+                "acts",
+                "--stimuli",
+                "stim",
+                "--out",
+                "s",
+                "--layer",
+                "2",
+                "--model",
+                "qwen-tiny-random",
+            ]),
             "the store was extracted from `colour-autoencoder`",
         ),
     ];
@@ -298,7 +319,8 @@ fn a_truncated_photo_is_refused_with_its_name() {
     image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, 90).encode_image(&img).unwrap();
     fs::write(photos.join("whole.jpg"), &jpeg).unwrap();
     fs::write(photos.join("cut.jpg"), &jpeg[..jpeg.len() * 2 / 3]).unwrap();
-    let spec = "name = \"p\"\nkind = \"photo\"\nwidth = 16\nheight = 16\n[hues]\nstart = 0\nend = 300\nstep = 60\n[photo]\n";
+    let spec =
+        "name = \"p\"\nkind = \"photo\"\nwidth = 16\nheight = 16\n[hues]\nstart = 0\nend = 300\nstep = 60\n[photo]\n";
     fs::write(dir.join("p.toml"), spec).unwrap();
     let r = run_in(&dir, &os(&["stimuli", "render", "p.toml", "--photos", "photos", "--out", "out"]));
     assert_refused("truncated jpeg", &r, "cut.jpg");
@@ -346,7 +368,8 @@ fn only_regular_files_are_read_as_layers() {
         // Both used to block forever in open().
         let r = run_in(&world().dir, &[OsString::from("store"), "inspect".into(), store.clone().into()]);
         assert_refused("fifo inspect", &r, "not a regular file");
-        let r = run_in(&world().dir, &[OsString::from("analyze"), store.clone().into(), "--out".into(), "an-fifo".into()]);
+        let r =
+            run_in(&world().dir, &[OsString::from("analyze"), store.clone().into(), "--out".into(), "an-fifo".into()]);
         assert_refused("fifo analyze", &r, "not a regular file");
         fs::remove_file(&layer).unwrap();
     }

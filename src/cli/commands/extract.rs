@@ -145,7 +145,10 @@ pub fn parse_layers(spec: &str, n_points: usize) -> anyhow::Result<Vec<usize>> {
         if i < n_points {
             Ok(i)
         } else {
-            anyhow::bail!("--layers `{spec}`: layer {i} does not exist; there are {n_points} (0..={})", n_points.saturating_sub(1))
+            anyhow::bail!(
+                "--layers `{spec}`: layer {i} does not exist; there are {n_points} (0..={})",
+                n_points.saturating_sub(1)
+            )
         }
     };
     for part in spec.split(',').map(str::trim) {

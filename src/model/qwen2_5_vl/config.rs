@@ -277,12 +277,20 @@ impl Config {
         if eos_token_ids.is_empty() {
             return Err("no `eos_token_id`".into());
         }
-        for (field, x) in [("rms_norm_eps", text.rms_norm_eps), ("rope_theta", rope_theta), ("vision_config.rope_theta", vision.rope_theta)] {
+        for (field, x) in [
+            ("rms_norm_eps", text.rms_norm_eps),
+            ("rope_theta", rope_theta),
+            ("vision_config.rope_theta", vision.rope_theta),
+        ] {
             if !(x.is_finite() && x > 0.0) {
                 return Err(format!("`{field}` must be a finite number > 0, got {x}"));
             }
         }
-        let ids = [("image_token_id", id("image_token_id")?), ("vision_start_token_id", id("vision_start_token_id")?), ("vision_end_token_id", id("vision_end_token_id")?)];
+        let ids = [
+            ("image_token_id", id("image_token_id")?),
+            ("vision_start_token_id", id("vision_start_token_id")?),
+            ("vision_end_token_id", id("vision_end_token_id")?),
+        ];
         let eos = eos_token_ids.iter().map(|&i| ("eos_token_id", i));
         if let Some((field, i)) = ids.into_iter().chain(eos).find(|(_, i)| *i as usize >= text.vocab_size) {
             return Err(format!(
