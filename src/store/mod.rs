@@ -95,6 +95,13 @@ mod tests {
     use super::*;
 
     #[test]
+    fn non_finite_hint_suggests_f32_only_to_runs_that_were_not_f32() {
+        assert!(!non_finite_hint(Some("f32")).contains("--dtype f32"));
+        assert!(non_finite_hint(Some("bf16")).contains("try --dtype f32"));
+        assert!(!non_finite_hint(None).contains("--dtype"));
+    }
+
+    #[test]
     fn shards_tile_the_samples() {
         for total in [0, 1, 7, 60, 361] {
             for count in 1..9 {
