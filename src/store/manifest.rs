@@ -108,8 +108,9 @@ impl Manifest {
             if !seen.insert(&s.id) {
                 return bad(format!("sample id `{}` appears twice", s.id));
             }
-            if !(0.0..360.0).contains(&s.hue_deg) {
-                return bad(format!("sample `{}` has hue_deg {}, expected a hue in [0, 360)", s.id, s.hue_deg));
+            // 360 is accepted as the same hue as 0 (stores converted from other tools label it so).
+            if !(0.0..=360.0).contains(&s.hue_deg) {
+                return bad(format!("sample `{}` has hue_deg {}, expected a hue in [0, 360]", s.id, s.hue_deg));
             }
         }
         if self.dtype != "f32" {

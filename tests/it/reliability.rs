@@ -335,8 +335,8 @@ fn a_truncated_photo_is_refused_with_its_name() {
 fn manifests_that_contradict_their_data_are_refused() {
     type Edit = fn(&mut serde_json::Value);
     let cases: [(&str, Edit, &str); 6] = [
-        ("hue-400", |m| m["samples"][0]["hue_deg"] = 400.0.into(), "expected a hue in [0, 360)"),
-        ("hue-neg", |m| m["samples"][0]["hue_deg"] = (-90.0).into(), "expected a hue in [0, 360)"),
+        ("hue-400", |m| m["samples"][0]["hue_deg"] = 400.0.into(), "expected a hue in [0, 360]"),
+        ("hue-neg", |m| m["samples"][0]["hue_deg"] = (-90.0).into(), "expected a hue in [0, 360]"),
         ("dtype", |m| m["dtype"] = "f16".into(), "dtype is `f16`"),
         (
             "one-file",
