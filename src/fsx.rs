@@ -82,11 +82,12 @@ pub fn remove_stale_temps(dir: &Path) -> Result<usize> {
 pub const LOCK_FILE: &str = ".huescan.lock";
 
 /// An exclusive lock on an output directory, held while a command writes into it, so a second writer is
-/// refused instead of interleaving files. It is an OS lock (`flock`) on `<dir>/.huescan.lock`: a killed
-/// holder releases it. While held, the file names the holder; it is emptied on release, so a finished tree
-/// is the same whether or not an earlier run was killed.
+/// refused instead of interleaving files. It is an OS lock (`flock`) on `<dir>/.huescan.lock`, which names the
+/// holder while it is held and is removed on release, so a finished tree holds no lock file. A killed holder
+/// releases the OS lock at once; the file it leaves is removed by the next run that takes the lock.
 pub struct DirLock {
     file: File,
+    path: PathBuf,
 }
 
 impl DirLock {
@@ -95,44 +96,49 @@ impl DirLock {
         use fs2::FileExt;
         create_dir_all(dir)?;
         let path = dir.join(LOCK_FILE);
-        let mut file = fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)
-            .map_err(|e| Error::io("cannot open lock file", &path, e))?;
-        if file.try_lock_exclusive().is_err() {
-            let mut holder = String::new();
-            let _ = file.read_to_string(&mut holder);
-            let holder = holder.trim();
-            let holder = if holder.is_empty() { "another process".to_string() } else { holder.to_string() };
-            return Err(Error::Msg(format!(
-                "`{}` is being written by {holder}; wait for it to finish, or write elsewhere",
-                dir.display()
-            )));
+        // A holder removes the file as it releases it; a lock won on the removed file's inode is retried on
+        // the new one, so two writers never both hold "the" lock.
+        for _ in 0..8 {
+            let mut file = fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(&path)
+                .map_err(|e| Error::io("cannot open lock file", &path, e))?;
+            if file.try_lock_exclusive().is_err() {
+                let mut holder = String::new();
+                let _ = file.read_to_string(&mut holder);
+                let holder = holder.trim();
+                let holder = if holder.is_empty() { "another process" } else { holder };
+                return Err(Error::Msg(format!(
+                    "`{}` is being written by {holder}; wait for it to finish, or write elsewhere",
+                    dir.display()
+                )));
+            }
+            if !same_file(&file, &path) {
+                continue;
+            }
+            let who = format!("huescan {command} (pid {})\n", std::process::id());
+            file.set_len(0)
+                .and_then(|()| file.write_all(who.as_bytes()))
+                .map_err(|e| Error::io("cannot write", &path, e))?;
+            return Ok(DirLock { file, path });
         }
-        let who = format!("huescan {command} (pid {})\n", std::process::id());
-        file.set_len(0)
-            .and_then(|()| file.write_all(who.as_bytes()))
-            .map_err(|e| Error::io("cannot write", &path, e))?;
-        Ok(DirLock { file })
+        Err(Error::Msg(format!("`{}` keeps changing hands between other writers; try again", dir.display())))
     }
-}
 
-impl DirLock {
-    /// Empties the lock file a killed holder left naming itself, where that is possible without waiting;
-    /// best effort (read-only media keep it), so reading a finished tree never fails for it.
+    /// Removes the lock file a killed holder left, where that is possible without waiting; best effort
+    /// (read-only media keep it), so reading a finished tree never fails for it.
     pub fn tidy(dir: &Path) {
         use fs2::FileExt;
         let path = dir.join(LOCK_FILE);
-        if fs::metadata(&path).map_or(true, |m| m.len() == 0) {
+        if !path.is_file() {
             return;
         }
-        if let Ok(file) = fs::OpenOptions::new().write(true).open(&path) {
-            if file.try_lock_exclusive().is_ok() {
-                let _ = file.set_len(0);
-                let _ = FileExt::unlock(&file);
+        if let Ok(file) = fs::OpenOptions::new().read(true).open(&path) {
+            if file.try_lock_exclusive().is_ok() && same_file(&file, &path) {
+                let _ = fs::remove_file(&path);
             }
         }
     }
@@ -141,8 +147,26 @@ impl DirLock {
 impl Drop for DirLock {
     fn drop(&mut self) {
         use fs2::FileExt;
-        let _ = self.file.set_len(0);
+        // Removed while still locked, so whoever opens the path next gets a new file.
+        let _ = fs::remove_file(&self.path);
         let _ = FileExt::unlock(&self.file);
+    }
+}
+
+/// Whether the open `file` is still the file at `path` (not removed or replaced meanwhile).
+fn same_file(file: &File, path: &Path) -> bool {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        match (file.metadata(), fs::metadata(path)) {
+            (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+            _ => false,
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (file, path);
+        true
     }
 }
 
@@ -243,15 +267,19 @@ mod tests {
     }
 
     #[test]
-    fn a_second_lock_names_the_holder_and_release_empties_the_file() {
+    fn a_second_lock_names_the_holder_and_release_removes_the_file() {
         let dir = std::env::temp_dir().join(format!("huescan-fsx-lock-{}", std::process::id()));
         let _ = fs::remove_dir_all(&dir);
         let held = DirLock::acquire(&dir, "extract").unwrap();
         let e = DirLock::acquire(&dir, "extract").err().unwrap().to_string();
         assert!(e.contains("being written by huescan extract (pid"), "{e}");
         drop(held);
-        assert_eq!(fs::read(dir.join(LOCK_FILE)).unwrap(), b"");
+        assert!(!dir.join(LOCK_FILE).exists());
         drop(DirLock::acquire(&dir, "merge").unwrap());
+        // A killed holder's file (content, no OS lock) is tidied away.
+        fs::write(dir.join(LOCK_FILE), b"huescan extract (pid 1)").unwrap();
+        DirLock::tidy(&dir);
+        assert!(!dir.join(LOCK_FILE).exists());
         fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -74,6 +74,8 @@ pub fn run(args: &AnalyzeArgs, progress: &Progress) -> anyhow::Result<ExitCode> 
     let shapes = args.shapes.split(',').map(|s| s.trim().parse::<Shape>()).collect::<Result<Vec<_>, _>>()?;
     let mode: LabelMode = args.mode.parse()?;
     check_inputs(args)?;
+    // Taken before the first write, not before the first check, so a refused run leaves no folder behind.
+    let mut lock = None;
     let mut analyses = Vec::with_capacity(args.stores.len());
     for dir in &args.stores {
         let dir = existing(dir, "activation store")?;
@@ -114,6 +116,9 @@ pub fn run(args: &AnalyzeArgs, progress: &Progress) -> anyhow::Result<ExitCode> 
             manifold::analyze(iter, &hue, &opts).with_context(|| format!("analysing `{}`", dir.display()))?;
         bar.finish_and_clear();
         let set_dir = args.out.join(&name);
+        if lock.is_none() {
+            lock = Some(crate::fsx::DirLock::acquire(&args.out, "analyze")?);
+        }
         manifold::write_analysis(&set_dir, &analysis)?;
         for w in &analysis.warnings {
             tracing::warn!("{name}: {w}");
@@ -137,5 +142,6 @@ pub fn run(args: &AnalyzeArgs, progress: &Progress) -> anyhow::Result<ExitCode> 
             progress.say(format!("global winner across {} sets: {}", analyses.len(), g.shape));
         }
     }
+    drop(lock);
     Ok(ExitCode::SUCCESS)
 }

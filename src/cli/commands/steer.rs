@@ -119,6 +119,7 @@ pub fn run(args: &SteerArgs, progress: &Progress) -> anyhow::Result<ExitCode> {
     values::check_cap("--max-new-tokens", n as u64, values::MAX_NEW_TOKENS as u64, &format!("{n} decoder steps"))?;
     let (stim_manifest, stim_dir, samples) = read_stimuli(&args.stimuli)?;
     check_stimuli_provenance(&store, &stim_manifest.spec_name, &stim_dir)?;
+    let _lock = crate::fsx::DirLock::acquire(&args.out, "steer")?;
     let by_id: HashMap<&str, &crate::extract::SampleInput> = samples.iter().map(|s| (s.id.as_str(), s)).collect();
     let rows: Vec<&crate::extract::SampleInput> = store
         .sample_ids()

@@ -25,6 +25,7 @@ pub fn render(args: &RenderArgs, progress: &Progress) -> anyhow::Result<ExitCode
     let n = spec.hue_mdegs().len() as u64 * u64::from(spec.variants);
     let png_mb = n as f64 * f64::from(spec.width) * f64::from(spec.height) * 3.0 / 1e6;
     values::check_cap("the image count", n, values::MAX_IMAGES, &format!("up to {png_mb:.0} MB of PNGs"))?;
+    let _lock = crate::fsx::DirLock::acquire(&args.out, "stimuli render")?;
     let bar = progress.bar(0, "rendering");
     let tick = |done: usize, total: usize| {
         bar.set_length(total as u64);
