@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# kill -9 campaign: every command is killed KILLS times at random points of its run and re-run in the same
-# folder; every few kills the command is run to the end and the folder is compared, byte for byte (hidden
-# files included), with the tree of an uninterrupted run. Prints one line per command and exits non-zero if any
-# tree differed.
+# kill -9 campaign: every command is killed at random points of its run until KILLS kills have landed while it
+# was running (at most 3 x KILLS attempts), re-run in the same folder each time; every few kills the command is
+# run to the end and the folder is compared, byte for byte (hidden files included), with the tree of an
+# uninterrupted run. Prints one line per command and exits non-zero if any tree differed.
 #
 #   scripts/kill_campaign.sh [KILLS_PER_COMMAND (20)] [COMMANDS (all)]
 #   HUESCAN=target/release/huescan WORK=/tmp/campaign MAX_SECONDS=1800 scripts/kill_campaign.sh 20 "extract merge"
@@ -79,10 +79,10 @@ for c in $COMMANDS; do
     ms=$(( ($(date +%s%N) - t0) / 1000000 ))
     fingerprint "$dir" > "$WORK/$c.ref"
     kills=0 interrupted=0 same=0 rounds=0
-    while [ $kills -lt "$KILLS" ] && [ $((SECONDS - START)) -lt "$MAX_SECONDS" ]; do
+    while [ $interrupted -lt "$KILLS" ] && [ $kills -lt $((3 * KILLS)) ] && [ $((SECONDS - START)) -lt "$MAX_SECONDS" ]; do
         fresh "$dir" "$c"
         for _ in $(seq "$ROUND"); do
-            [ $kills -ge "$KILLS" ] && break
+            [ $interrupted -ge "$KILLS" ] && break
             delay_ms=$(( RANDOM * ms / 32768 ))
             (cd "$dir" && EXEC=1 "cmd_$c" > /dev/null 2>&1) &
             pid=$!
@@ -101,6 +101,6 @@ for c in $COMMANDS; do
             failed=1
         fi
     done
-    echo "$c: $kills kills ($interrupted while running; uninterrupted run ${ms} ms), $same of $rounds re-runs byte-identical"
+    echo "$c: $interrupted kills while running ($kills attempts; uninterrupted run ${ms} ms), $same of $rounds re-runs byte-identical"
 done
 exit $failed
