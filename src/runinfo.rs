@@ -1,5 +1,6 @@
-//! `run.json`: how a run folder was made (command line, tool version, model, sets, time), so every table and
-//! figure in it can be traced back and re-made.
+//! `run.json`: how a run folder was made (command line, tool version, model, sets), so every table and
+//! figure in it can be traced back and re-made. No clock time: a run folder is byte-identical whenever, and
+//! however often killed and resumed, the same command made it.
 
 use std::path::Path;
 
@@ -8,14 +9,12 @@ use serde_json::json;
 /// Writes `<dir>/run.json`. The command line is the process's own.
 pub fn write(dir: &Path, model: &str, sets: &[String]) -> crate::Result<()> {
     let argv: Vec<String> = std::env::args().collect();
-    let unix = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
     let info = json!({
         "tool": "huescan",
         "tool_version": env!("CARGO_PKG_VERSION"),
         "command_line": argv,
         "model": model,
         "stimulus_sets": sets,
-        "started_unix_s": unix,
         "seeds": {"stimuli": "each spec's `seed` (stimuli/<set>/stimuli.json records every image's own seed)",
                   "analysis": 0, "steering": 0, "autoencoder": 0},
         "note": "stores record model revision, config and stimulus hashes in activations/<set>/manifest.json",

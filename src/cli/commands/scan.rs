@@ -116,6 +116,7 @@ pub fn run(args: &ScanArgs, progress: &Progress) -> anyhow::Result<ExitCode> {
 /// Render every set (unless already rendered), extract, analyse all sets together, and write the report.
 pub fn pipeline(model: &str, sets: &[String], out: &Path, p: &PipelineArgs, progress: &Progress) -> anyhow::Result<()> {
     crate::fsx::create_dir_all(out)?;
+    crate::fsx::remove_stale_temps(out)?;
     crate::runinfo::write(out, model, sets)?;
     let mut stores = Vec::new();
     for set in sets {
