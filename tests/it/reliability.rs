@@ -259,12 +259,16 @@ fn strings(args: &[&str]) -> Vec<String> {
 
 #[test]
 fn closed_stdout_ends_quietly_and_a_full_one_is_an_error() {
-    // `huescan stimuli list | head -0`: the reader is gone before huescan writes.
-    let mut child = huescan().args(["stimuli", "list"]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
-    drop(child.stdout.take());
-    let r = wait_limited(child, CASE_LIMIT, "stimuli list | closed");
-    assert_no_crash("stimuli list | closed", &r);
-    assert_eq!(r.code, Some(0), "a closed pipe is not an error: {}", r.stderr);
+    // `huescan stimuli list | head -0` and `huescan ask … | true`: the reader is gone before huescan writes.
+    let image = qwen_fixture().join("image_a.png");
+    let ask = [OsString::from("ask"), "--model".into(), "qwen-tiny-random".into(), "--image".into(), image.into()];
+    for args in [os(&["stimuli", "list"]), ask.to_vec()] {
+        let mut child = huescan().args(&args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+        drop(child.stdout.take());
+        let r = wait_limited(child, CASE_LIMIT, "closed stdout");
+        assert_no_crash(&format!("{args:?} | closed"), &r);
+        assert_eq!(r.code, Some(0), "{args:?}: a closed pipe is not an error: {}", r.stderr);
+    }
     if Path::new("/dev/full").exists() {
         let full = fs::OpenOptions::new().write(true).open("/dev/full").unwrap();
         let child = huescan().args(["stimuli", "list"]).stdout(full).stderr(Stdio::piped()).spawn().unwrap();
