@@ -274,6 +274,10 @@ fn closed_stdout_ends_quietly_and_a_full_one_is_an_error() {
         let child = huescan().args(["stimuli", "list"]).stdout(full).stderr(Stdio::piped()).spawn().unwrap();
         let r = wait_limited(child, CASE_LIMIT, "stimuli list > /dev/full");
         assert_refused("stimuli list > /dev/full", &r, "cannot write `<standard output>`: out of space");
+        // With stderr full too there is nobody to tell, but the exit code still says it, without a panic.
+        let full = fs::OpenOptions::new().write(true).open("/dev/full").unwrap();
+        let status = huescan().args(["stimuli", "render", "no-such-set", "--out", "x"]).stderr(full).status().unwrap();
+        assert_eq!(status.code(), Some(2), "a refusal with a full stderr");
     }
 }
 
