@@ -200,7 +200,8 @@ pub fn default_batch_size(device_is_cpu: bool) -> usize {
 
 /// Opens an image as 8-bit RGB, naming the file in any error.
 pub fn load_image(sample: &SampleInput) -> Result<image::RgbImage> {
-    let img = image::open(&sample.image).map_err(|e| {
+    let bytes = crate::fsx::read(&sample.image)?;
+    let img = image::load_from_memory(&bytes).map_err(|e| {
         Error::Msg(format!("cannot read image `{}` of stimulus `{}`: {e}", sample.image.display(), sample.id))
     })?;
     Ok(img.to_rgb8())

@@ -139,11 +139,14 @@ pub fn rows_at_hue(hues: &[f64], hue_deg: f64) -> Result<Vec<usize>, Error> {
     if hues.is_empty() {
         return Err(Error::Msg("the store holds no samples".into()));
     }
+    if !hue_deg.is_finite() {
+        return Err(Error::Msg(format!("hue {hue_deg} is not a finite number of degrees")));
+    }
     let dist: Vec<f64> = hues.iter().map(|h| hue_diff_deg(*h, hue_deg).abs()).collect();
     let min = dist.iter().cloned().fold(f64::INFINITY, f64::min);
     let tolerance = (median_spacing_deg(hues) / 4.0).max(1e-9);
     if min > tolerance {
-        let nearest = hues[dist.iter().position(|d| *d == min).expect("non-empty")];
+        let nearest = dist.iter().position(|d| *d == min).map_or(f64::NAN, |i| hues[i]);
         return Err(Error::HueNotInSet { hue_deg, nearest_deg: nearest, tolerance_deg: tolerance });
     }
     Ok((0..hues.len()).filter(|&i| dist[i] == min).collect())

@@ -114,6 +114,7 @@ impl StimulusManifest {
         if self.stimuli.is_empty() {
             return Err(invalid(path, "the manifest lists no stimuli".into()));
         }
+        super::check_set_name(&self.spec_name).map_err(|msg| invalid(path, format!("spec_name: {msg}")))?;
         let mut ids = HashSet::new();
         let mut files = HashSet::new();
         for rec in &self.stimuli {

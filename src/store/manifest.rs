@@ -145,10 +145,18 @@ impl Manifest {
             if !seen.insert(&s.id) {
                 return bad(format!("sample id `{}` appears twice", s.id));
             }
-            if !s.hue_deg.is_finite() {
-                return bad(format!("sample `{}` has a non-finite hue_deg", s.id));
+            // 360 is accepted as the same hue as 0 (stores converted from other tools label it so).
+            if !(0.0..=360.0).contains(&s.hue_deg) {
+                return bad(format!("sample `{}` has hue_deg {}, expected a hue in [0, 360]", s.id, s.hue_deg));
             }
         }
+        if self.dtype != "f32" {
+            return bad(format!("dtype is `{}`, but huescan stores write (and this reader expects) `f32`", self.dtype));
+        }
+        if let Err(msg) = crate::stimuli::check_set_name(&self.provenance.stimuli_name) {
+            return bad(format!("provenance.stimuli_name: {msg}"));
+        }
+        let mut files = std::collections::BTreeSet::new();
         let mut idx = std::collections::BTreeSet::new();
         for l in &self.layers {
             if !idx.insert(l.index) {
@@ -162,8 +170,11 @@ impl Manifest {
                     l.index, l.shape
                 ));
             }
-            if l.file.contains('/') || l.file.contains("..") {
+            if l.file.contains('/') || l.file.contains('\\') || l.file.contains("..") || l.file.is_empty() {
                 return bad(format!("layer {} file `{}` must be a plain name inside the store", l.index, l.file));
+            }
+            if !files.insert(&l.file) {
+                return bad(format!("layer {} points at `{}`, which another layer already uses", l.index, l.file));
             }
         }
         if let Some(tokens) = &self.tokens {

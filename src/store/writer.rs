@@ -66,6 +66,8 @@ pub struct StoreWriter {
     modules: BTreeMap<usize, String>,
     /// Per sample, its prompt layout ([`StoreWriter::set_tokens`]).
     tokens: Option<Vec<manifest::SampleTokens>>,
+    /// Held while this writer may write (none when the store was already finished).
+    lock: Option<fsx::DirLock>,
 }
 
 impl StoreWriter {
@@ -76,7 +78,6 @@ impl StoreWriter {
         if spec.layers.is_empty() {
             return Err(Error::Manifest { msg: "no layers requested".into() }.into());
         }
-        fsx::create_dir_all(&dir.join(".partial"))?;
         let inputs_sha256 = spec.inputs_sha256(chunk_size);
         let n_chunks = spec.samples.len().div_ceil(chunk_size);
         let mut writer = StoreWriter {
@@ -88,8 +89,23 @@ impl StoreWriter {
             sample_shapes: BTreeMap::new(),
             modules: BTreeMap::new(),
             tokens: None,
+            lock: None,
         };
         writer.check_existing_store()?;
+        // A finished store of these inputs is only read: no lock taken, no `.partial/` made, so a re-run over
+        // it works on read-only media and leaves the tree as it was.
+        if writer.is_complete() {
+            fsx::DirLock::tidy(dir);
+            return Ok(writer);
+        }
+        writer.lock = Some(fsx::DirLock::acquire(dir, "extract")?);
+        // The holder of the lock may have finished between the check above and taking the lock.
+        if writer.is_complete() {
+            return Ok(writer);
+        }
+        fsx::remove_stale_temps(dir)?;
+        fsx::remove_stale_temps(&dir.join(".partial"))?;
+        fsx::create_dir_all(&dir.join(".partial"))?;
         writer.scan_partial()?;
         Ok(writer)
     }
@@ -237,6 +253,7 @@ impl StoreWriter {
                     hook: hook.clone(),
                     sample: self.spec.samples[chunk.range.start + s].id.clone(),
                     value: v,
+                    hint: super::non_finite_hint(self.spec.provenance.settings.get("dtype").map(String::as_str)),
                 }
                 .into());
             }
@@ -312,7 +329,9 @@ impl StoreWriter {
             self.tokens,
         )?;
         let _ = std::fs::remove_dir_all(self.dir.join(".partial"));
-        ActivationStore::open(&self.dir)
+        let store = ActivationStore::open(&self.dir);
+        drop(self.lock);
+        store
     }
 }
 

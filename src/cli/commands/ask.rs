@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use clap::Args;
 
 use crate::cli::commands::extract::{AutoencoderArgs, ModelArgs, RuntimeArgs};
-use crate::cli::{existing, Progress};
+use crate::cli::{existing, values, Progress};
 use crate::model::{Component, HookPoint, HookSet, Intervention, InterventionOp, Model, Positions};
 use crate::steer::SteeringVector;
 
@@ -96,6 +96,9 @@ pub fn run(args: &AskArgs, progress: &Progress) -> anyhow::Result<ExitCode> {
             "without --image, give the question to ask, e.g. `huescan ask --model M \"What colour is a banana?\"`"
         );
     }
+    let n = args.max_new_tokens;
+    values::check_cap("--max-new-tokens", n as u64, values::MAX_NEW_TOKENS as u64, &format!("{n} decoder steps"))?;
+    }
     let model_args = ModelArgs {
         model: args.model.model.clone(),
         runtime: args.model.runtime.clone(),
@@ -110,7 +113,7 @@ pub fn run(args: &AskArgs, progress: &Progress) -> anyhow::Result<ExitCode> {
     };
     let sample = match &image_path {
         Some(path) => {
-            let image = image::open(path)
+            let image = image::load_from_memory(&crate::fsx::read(path)?)
                 .map_err(|e| anyhow::anyhow!("cannot read image `{}`: {e}", path.display()))?
                 .to_rgb8();
             qwen.prepare(&image)?
@@ -122,6 +125,6 @@ pub fn run(args: &AskArgs, progress: &Progress) -> anyhow::Result<ExitCode> {
     let prompt = qwen.prompt().expect("a loaded Qwen model always has a prompt");
     let answer = prompt.decode(&ids)?;
     progress.say(format!("{} ({} tokens):", loaded.id, ids.len()));
-    println!("{}", answer.trim());
+    outln!("{}", answer.trim());
     Ok(ExitCode::SUCCESS)
 }

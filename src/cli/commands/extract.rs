@@ -155,12 +155,23 @@ pub fn read_stimuli(path: &Path) -> anyhow::Result<(StimulusManifest, PathBuf, V
     Ok((manifest, dir, samples))
 }
 
-/// `all` or `0,4,8-12`.
+/// `all` or `0,4,8-12`, each index below `n_points` (the model's hook points or the store's layers). Bounds
+/// are checked before a range is expanded, so `0-4000000000` is a sentence, not a 32 GB allocation.
 pub fn parse_layers(spec: &str, n_points: usize) -> anyhow::Result<Vec<usize>> {
     if spec == "all" {
         return Ok((0..n_points).collect());
     }
     let mut out = Vec::new();
+    let in_range = |i: usize| -> anyhow::Result<usize> {
+        if i < n_points {
+            Ok(i)
+        } else {
+            anyhow::bail!(
+                "--layers `{spec}`: layer {i} does not exist; there are {n_points} (0..={})",
+                n_points.saturating_sub(1)
+            )
+        }
+    };
     for part in spec.split(',').map(str::trim) {
         let bad = || anyhow::anyhow!("invalid --layers `{spec}`: expected `all` or indices/ranges like `0,4,8-12`");
         match part.split_once('-') {
@@ -169,9 +180,9 @@ pub fn parse_layers(spec: &str, n_points: usize) -> anyhow::Result<Vec<usize>> {
                 if a > b {
                     return Err(bad());
                 }
-                out.extend(a..=b);
+                out.extend(in_range(a)?..=in_range(b)?);
             }
-            None => out.push(part.parse().map_err(|_| bad())?),
+            None => out.push(in_range(part.parse().map_err(|_| bad())?)?),
         }
     }
     out.sort_unstable();
@@ -367,6 +378,8 @@ mod tests {
         assert_eq!(parse_layers("8-10,0,9", 37).unwrap(), vec![0, 8, 9, 10]);
         assert!(parse_layers("3-1", 5).is_err());
         assert!(parse_layers("x", 5).is_err());
+        let e = parse_layers("0-4000000000", 5).unwrap_err().to_string();
+        assert!(e.contains("layer 4000000000 does not exist") && e.contains("0..=4"), "{e}");
         let slurm: HashMap<&str, &str> = HashMap::from([("SLURM_ARRAY_TASK_ID", "3"), ("SLURM_ARRAY_TASK_COUNT", "8")]);
         assert_eq!(resolve_shard(None, &slurm).unwrap(), Some((3, 8)));
         assert_eq!(resolve_shard(Some("1/2"), &slurm).unwrap(), Some((1, 2)));

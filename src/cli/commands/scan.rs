@@ -114,6 +114,7 @@ pub fn run(args: &ScanArgs, progress: &Progress) -> anyhow::Result<ExitCode> {
 /// Render every set (unless already rendered), extract, analyse all sets together, and write the report.
 pub fn pipeline(model: &str, sets: &[String], out: &Path, p: &PipelineArgs, progress: &Progress) -> anyhow::Result<()> {
     crate::fsx::create_dir_all(out)?;
+    crate::fsx::remove_stale_temps(out)?;
     crate::runinfo::write(out, model, sets)?;
     let mut stores = Vec::new();
     for set in sets {
@@ -183,7 +184,7 @@ pub fn pipeline(model: &str, sets: &[String], out: &Path, p: &PipelineArgs, prog
 }
 
 fn dry_run(args: &ScanArgs, out: &Path) -> anyhow::Result<ExitCode> {
-    println!("plan for `{}` into {}", args.model, out.display());
+    outln!("plan for `{}` into {}", args.model, out.display());
     let mut total_samples = 0usize;
     let mut sizes = Vec::new();
     for set in &args.sets {
@@ -191,12 +192,12 @@ fn dry_run(args: &ScanArgs, out: &Path) -> anyhow::Result<ExitCode> {
         let n = crate::stimuli::render::stimuli(&spec, spec.variants).len();
         total_samples += n;
         sizes.extend(std::iter::repeat_n((spec.height as usize, spec.width as usize), n));
-        println!("  set {:<16} {n:>5} images  ({})", spec.name, spec.description);
+        outln!("  set {:<16} {n:>5} images  ({})", spec.name, spec.description);
     }
     let preset = crate::model::preset::find(&args.model);
     match &preset {
-        Some(p) => println!("  model        preset {} ({})", p.name, p.description),
-        None => println!("  model        {}", args.model),
+        Some(p) => outln!("  model        preset {} ({})", p.name, p.description),
+        None => outln!("  model        {}", args.model),
     }
     // The checkpoint if it is on disk already (a preset's path, a directory, or the hub cache, offline).
     let hub = crate::model::hub::HubSettings {
@@ -235,9 +236,9 @@ fn dry_run(args: &ScanArgs, out: &Path) -> anyhow::Result<ExitCode> {
         if bytes > 0 {
             weights_gb = Some(bytes as f64 / 1e9);
         }
-        println!("  checkpoint   {} (on disk)", dir.display());
+        outln!("  checkpoint   {} (on disk)", dir.display());
     } else {
-        println!("  checkpoint   not on disk yet: it is downloaded into {} on first use", hub.cache_dir.display());
+        outln!("  checkpoint   not on disk yet: it is downloaded into {} on first use", hub.cache_dir.display());
     }
     match (blocks, d_model) {
         (Some(l), Some(d)) => {
@@ -247,26 +248,26 @@ fn dry_run(args: &ScanArgs, out: &Path) -> anyhow::Result<ExitCode> {
                 _ => (0, String::new()),
             };
             let bytes = total_samples as u64 * ((l + 1) * d + vision_floats) * 4;
-            println!(
+            outln!(
                 "  disk         {:.1} MB of activations ({} layers x d_model {d}{vision_note}, f32, pooled) + stimuli",
                 bytes as f64 / 1e6,
                 l + 1
             );
         }
-        _ => println!("  disk         (layers + 1) x d_model x 4 bytes per image of activations, plus stimuli"),
+        _ => outln!("  disk         (layers + 1) x d_model x 4 bytes per image of activations, plus stimuli"),
     }
     match weights_gb {
         Some(w) if w < 1.0 => {
-            println!("  memory       about {:.1} MB of weights (as stored) plus one batch of activations", w * 1e3)
+            outln!("  memory       about {:.1} MB of weights (as stored) plus one batch of activations", w * 1e3)
         }
-        Some(w) => println!("  memory       about {w:.1} GB of weights (as stored) plus one batch of activations"),
-        None => println!("  memory       the checkpoint's weights plus one batch of activations"),
+        Some(w) => outln!("  memory       about {w:.1} GB of weights (as stored) plus one batch of activations"),
+        None => outln!("  memory       the checkpoint's weights plus one batch of activations"),
     }
-    println!(
+    outln!(
         "  steps        render -> extract (resumable) -> analyze -> steer -> report; re-run the same command to resume"
     );
     match estimate_extract_seconds(args, preset.as_ref(), dir.as_deref(), &sizes) {
-        Ok(e) => println!(
+        Ok(e) => outln!(
             "  time         about {} to extract ({:.2} TFLOP at {:.0} GFLOP/s: {:.0} % of the {} matmul rate measured \
              just now on {}); analysis and steering come on top",
             human_duration(e.seconds),
@@ -276,7 +277,7 @@ fn dry_run(args: &ScanArgs, out: &Path) -> anyhow::Result<ExitCode> {
             e.dtype,
             args.run.runtime.device,
         ),
-        Err(why) => println!(
+        Err(why) => outln!(
             "  time         not estimated ({why:#}); the progress bar shows images/s and the ETA after the first batch"
         ),
     }

@@ -305,7 +305,18 @@ impl Qwen25VlModel {
         let mut next_logits = self.text.logits(&last.i((.., seq - 1..seq, ..))?)?;
         let mut out = Vec::new();
         for _ in 0..max_new_tokens {
-            let token = next_logits.flatten_all()?.to_dtype(DType::F32)?.argmax(0)?.to_scalar::<u32>()?;
+            let flat = next_logits.flatten_all()?.to_dtype(DType::F32)?;
+            // argmax over NaN logits returns token 0 every step: an answer that looks valid and is wrong.
+            let sum = flat.sum_all()?.to_scalar::<f32>()?;
+            if !sum.is_finite() && flat.to_vec1::<f32>()?.iter().any(|v| !v.is_finite()) {
+                return Err(Error::Msg(format!(
+                    "the logits of generated token {} are not finite (NaN/Inf); the checkpoint's weights or the \
+                     activations are broken{}",
+                    out.len() + 1,
+                    if self.dtype == DType::F32 { "" } else { " (try --dtype f32)" }
+                )));
+            }
+            let token = flat.argmax(0)?.to_scalar::<u32>()?;
             out.push(token);
             if self.cfg.eos_token_ids.contains(&token) {
                 break;
@@ -658,7 +669,12 @@ impl crate::model::Model for Qwen25VlModel {
         let Some(Prompt::Chat(chat)) = self.prompt() else { return Ok(None) };
         let mut all = Vec::with_capacity(words.len());
         for w in words {
-            let cap = w[..1].to_uppercase() + &w[1..];
+            // By chars, not bytes: `w[..1]` panicked on an empty word and would on a non-ASCII first letter.
+            let mut chars = w.chars();
+            let Some(first) = chars.next() else {
+                return Err(Error::Msg("a colour word is empty; expected a non-empty word".into()).into());
+            };
+            let cap = first.to_uppercase().collect::<String>() + chars.as_str();
             let mut ids = Vec::new();
             for variant in [w.clone(), cap.clone(), format!(" {w}"), format!(" {cap}")] {
                 if let [id] = chat.word_ids(&variant)?[..] {
