@@ -98,7 +98,6 @@ pub fn run(args: &AskArgs, progress: &Progress) -> anyhow::Result<ExitCode> {
     }
     let n = args.max_new_tokens;
     values::check_cap("--max-new-tokens", n as u64, values::MAX_NEW_TOKENS as u64, &format!("{n} decoder steps"))?;
-    }
     let model_args = ModelArgs {
         model: args.model.model.clone(),
         runtime: args.model.runtime.clone(),
