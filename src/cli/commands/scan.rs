@@ -66,16 +66,6 @@ pub fn default_pairs(hues: &[f64]) -> String {
         .join(",")
 }
 
-/// The chosen layer and the quartiles of the stored layers: where `scan` steers by default.
-pub fn steering_layers(chosen: Option<usize>, stored: &[usize]) -> Vec<usize> {
-    let max = stored.iter().copied().max().unwrap_or(0);
-    let mut layers: Vec<usize> =
-        [max / 4, max / 2, 3 * max / 4].into_iter().chain(chosen).filter(|l| stored.contains(l)).collect();
-    layers.sort_unstable();
-    layers.dedup();
-    layers
-}
-
 impl PipelineArgs {
     fn model_args(&self, model: &str, run: &Path) -> ModelArgs {
         ModelArgs {
@@ -154,7 +144,8 @@ pub fn pipeline(model: &str, sets: &[String], out: &Path, p: &PipelineArgs, prog
         let name = StimulusSpec::resolve(set)?.name;
         let summary: serde_json::Value = crate::fsx::read_json(&out.join("analysis").join(&name).join("summary.json"))?;
         let store = crate::store::ActivationStore::open(acts)?;
-        let layers = steering_layers(summary["choice"]["layer"].as_u64().map(|l| l as usize), &store.layer_indices());
+        let chosen = summary["choice"]["layer"].as_u64().map(|l| l as usize);
+        let layers = crate::steer::default_steering_layers(chosen, &store.layer_indices());
         let steer_args = SteerArgs {
             model: p.model_args(model, out),
             acts: acts.clone(),
