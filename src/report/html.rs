@@ -257,6 +257,9 @@ pub(super) fn page(run: &Path, sets: &[SetReport]) -> String {
                 ],
                 |row| row["monotone"].as_bool() == Some(true) && row["alpha_reached"].is_number(),
             ));
+            if let Ok(Some(where_)) = super::findings::html(run, &r.name) {
+                s.push_str(&where_);
+            }
             let answers: Vec<Value> = r
                 .steering_rows
                 .iter()

@@ -3,6 +3,7 @@
 //! `steering/<set>/…`), so `huescan report` works offline on any run folder.
 
 mod figures;
+pub mod findings;
 mod html;
 mod sets;
 
