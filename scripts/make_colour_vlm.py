@@ -42,6 +42,7 @@ PINS = [
     "pillow==12.3.0",
     "safetensors==0.8.0",
     "numpy==2.4.6",
+    "tokenizers==0.23.3",
 ]
 ROOT = Path(__file__).resolve().parent.parent
 VENV = ROOT / "scripts" / ".venv-qwen"

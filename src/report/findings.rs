@@ -108,9 +108,9 @@ impl Steering {
             .filter(|&l| {
                 [DirectionKind::Centroid, DirectionKind::Manifold].iter().any(|&k| {
                     self.pairs.iter().all(|p| {
-                        self.flips.iter().any(|f| {
-                            f.layer == l && f.direction == k && &f.pair == p && f.alpha_answer_flip.is_some()
-                        })
+                        self.flips
+                            .iter()
+                            .any(|f| f.layer == l && f.direction == k && &f.pair == p && f.alpha_answer_flip.is_some())
                     })
                 })
             })

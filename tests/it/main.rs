@@ -9,6 +9,7 @@ mod cli_store;
 mod extract;
 mod manifold_analyze;
 mod manifold_parity;
+mod qwen_colour;
 mod qwen_errors;
 mod qwen_parity;
 mod qwen_tokenizer;

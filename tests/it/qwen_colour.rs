@@ -91,10 +91,8 @@ fn score_set(model: &Qwen25VlModel, stimuli: &Path) -> [(usize, usize); 2] {
     let items = man["stimuli"].as_array().unwrap();
     let mut wrong = Vec::new();
     for chunk in items.chunks(32) {
-        let imgs: Vec<image::RgbImage> = chunk
-            .iter()
-            .map(|it| image::open(stimuli.join(it["file"].as_str().unwrap())).unwrap().to_rgb8())
-            .collect();
+        let imgs: Vec<image::RgbImage> =
+            chunk.iter().map(|it| image::open(stimuli.join(it["file"].as_str().unwrap())).unwrap().to_rgb8()).collect();
         let texts = Model::generate(model, &imgs, &HookSet::default(), 4).unwrap().unwrap();
         for (it, text) in chunk.iter().zip(texts) {
             let h = it["hue_deg"].as_f64().unwrap();
@@ -172,7 +170,8 @@ fn centroid_and_circle_steering_at_image_tokens_flip_the_answer_for_all_three_pa
     for set in ["simple-60", "wild-360"] {
         let f = flips(set);
         eprintln!("{set}: answer flips (layer, alpha) per pair and direction: {f:?}");
-        let pairs: Vec<&String> = f.keys().map(|(p, _)| p).collect::<std::collections::BTreeSet<_>>().into_iter().collect();
+        let pairs: Vec<&String> =
+            f.keys().map(|(p, _)| p).collect::<std::collections::BTreeSet<_>>().into_iter().collect();
         assert_eq!(pairs.len(), 3, "the notebook's three pairs: {pairs:?}");
         for pair in pairs {
             for kind in [DirectionKind::Centroid, DirectionKind::Manifold] {
@@ -276,7 +275,9 @@ fn trained_model_matches_transformers_hidden_states_answers_word_probabilities_a
         assert_eq!(sample.input_ids, r.ids(&format!("{key}.input_ids")), "{key}: prompt ids (chat template)");
         let e = rel_err(&sample.pixel_values, r.get(&format!("{key}.pixel_values")));
         assert!(e <= F32_TOL, "{key}: pixel values {e:.2e}");
-        let out = model.forward_hidden_states(&sample.pixel_values, &sample.grids, &sample.input_ids, &HookSet::default()).unwrap();
+        let out = model
+            .forward_hidden_states(&sample.pixel_values, &sample.grids, &sample.input_ids, &HookSet::default())
+            .unwrap();
         let want = r.get(&format!("{key}.hidden_states"));
         for (i, h) in out.hidden_states.iter().enumerate() {
             let e = rel_err(h, &want.get(i).unwrap());
@@ -290,12 +291,12 @@ fn trained_model_matches_transformers_hidden_states_answers_word_probabilities_a
         let text = Model::generate(&model, &[img.clone()], &HookSet::default(), 4).unwrap().unwrap();
         assert_eq!(text[0], m["answer"].as_str().unwrap(), "{key}: decoded answer");
         assert_eq!(answer_word(&text[0]), word_for_hue(m["hue_deg"].as_f64().unwrap()), "{key}: the right colour");
-        // Colour-word probabilities from huescan's readout (the tokenizer's single-token spellings summed: here
-        // the reference sums the same ids, so only the lower-case word is compared when it is the only id).
+        // Next-token probability of each colour word's lower-case spelling (the first of huescan's variants).
         let ids = model.token_ids(&words).unwrap().unwrap();
-        let probs = candle_nn::ops::softmax_last_dim(&last.to_dtype(DType::F64).unwrap()).unwrap().to_vec1::<f64>().unwrap();
-        for ((w, ids), want) in words.iter().zip(&ids).zip(m["word_probs"].as_object().unwrap().values().map(|v| v.as_f64().unwrap())) {
-            let _ = w;
+        let probs =
+            candle_nn::ops::softmax_last_dim(&last.to_dtype(DType::F64).unwrap()).unwrap().to_vec1::<f64>().unwrap();
+        for (w, ids) in words.iter().zip(&ids) {
+            let want = m["word_probs"][w].as_f64().unwrap();
             let lower = ids[0] as usize;
             assert!((probs[lower] - want).abs() <= PROB_TOL, "{key} p({w}) = {} vs {want}", probs[lower]);
         }
@@ -316,7 +317,7 @@ fn trained_model_matches_transformers_hidden_states_answers_word_probabilities_a
             point: HookPoint::ResidPost(block),
             positions: Positions::ImageTokens,
             sample: None,
-            op: InterventionOp::Add { vector: r.get("steer.vector").clone(), alpha },
+            op: InterventionOp::Add { vector: r.get("steer.vector").to_vec1::<f32>().unwrap(), alpha },
         }],
         stop_early: false,
     };
@@ -330,4 +331,41 @@ fn trained_model_matches_transformers_hidden_states_answers_word_probabilities_a
     let last = out.logits.i(out.logits.dim(0).unwrap() - 1).unwrap();
     assert!(rel_err(&last, r.get("steer.last_logits")) <= F32_TOL);
     assert_eq!(model.generate(&sample, 4, &hooks).unwrap(), r.ids("steer.generated"), "steered greedy tokens");
+}
+
+// ------------------------------------------------------------------------------------------- demo and README
+
+/// The README's "What the demo finds" for the VLM is the demo's own `findings.md`: the shared scan is the
+/// demo's main act (same model, sets and defaults), so its findings must be the README's text exactly.
+#[test]
+fn readme_vlm_findings_are_what_the_demo_prints() {
+    let md = huescan::report::findings::markdown(scan()).unwrap();
+    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let (start, end) = ("<!-- demo-findings:start -->\n", "<!-- demo-findings:end -->");
+    let from = readme.find(start).expect("README has the demo-findings markers") + start.len();
+    let to = from + readme[from..].find(end).expect("end marker");
+    assert_eq!(
+        readme[from..to].trim(),
+        md.trim(),
+        "README's VLM findings differ from the demo's; paste runs/demo/findings.md (from `huescan demo`) between the markers"
+    );
+}
+
+#[test]
+fn the_demo_runs_the_vlm_and_reports_where_steering_flips_the_answer() {
+    let dir = crate::common::fresh_dir("qwen-colour", "demo");
+    let out = crate::common::huescan()
+        .args(["demo", "--model", "qwen-colour", "--sets", "simple-60", "--permutations", "20", "--out"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{said}");
+    let findings = std::fs::read_to_string(dir.join("findings.md")).unwrap();
+    assert!(said.contains(findings.trim()), "the demo prints its findings");
+    assert!(findings.contains("The answer flips for every pair at layer"), "{findings}");
+    assert!(!findings.contains("every pair at layers none"), "{findings}");
+    let index = std::fs::read_to_string(dir.join("report/index.html")).unwrap();
+    assert!(index.contains("Where steering changes the answer"), "the report shows where steering works");
+    std::fs::remove_dir_all(dir).unwrap();
 }
