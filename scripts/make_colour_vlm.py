@@ -462,10 +462,13 @@ def write_checkpoint(model, tok, ids):
 
 
 def main():
+    global OUT
     ap = argparse.ArgumentParser()
     ap.add_argument("--huescan", default=str(ROOT / "target" / "debug" / "huescan"))
     ap.add_argument("--work", default=None, help="keep rendered stimuli here (default: a temporary folder)")
+    ap.add_argument("--out", default=str(OUT), help="checkpoint folder (default: the committed fixture)")
     args = ap.parse_args()
+    OUT = Path(args.out)
     huescan = Path(args.huescan)
     if not huescan.exists():
         sys.exit(f"{huescan} not found: run `cargo build --bin huescan` first (the stimuli are huescan's own)")
