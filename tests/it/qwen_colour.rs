@@ -165,7 +165,7 @@ fn flips(set: &str) -> BTreeMap<(String, DirectionKind), Vec<(usize, f64)>> {
 }
 
 #[test]
-fn centroid_and_circle_steering_at_image_tokens_flip_the_answer_for_all_three_pairs_random_does_not() {
+fn centroid_steering_at_image_tokens_flips_the_answer_for_all_three_pairs_a_random_direction_does_not() {
     scan();
     for set in ["simple-60", "wild-360"] {
         let f = flips(set);
@@ -174,10 +174,11 @@ fn centroid_and_circle_steering_at_image_tokens_flip_the_answer_for_all_three_pa
             f.keys().map(|(p, _)| p).collect::<std::collections::BTreeSet<_>>().into_iter().collect();
         assert_eq!(pairs.len(), 3, "the notebook's three pairs: {pairs:?}");
         for pair in pairs {
-            for kind in [DirectionKind::Centroid, DirectionKind::Manifold] {
-                let at = &f[&(pair.clone(), kind)];
-                assert!(at.iter().any(|&(_, a)| a <= MAX_ALPHA), "{set} {pair} {kind}: no flip at alpha <= 1.25");
-            }
+            // The rotation along the fitted circle is NOT asserted: on this model it moves no answer at any layer
+            // (the pseudo-inverse lift of a 2-D circle fitted in 64 dimensions on 60-360 images is a small change
+            // along the fit's high-gain directions; see the README). Its flips, if any, are printed above.
+            let at = &f[&(pair.clone(), DirectionKind::Centroid)];
+            assert!(at.iter().any(|&(_, a)| a <= MAX_ALPHA), "{set} {pair} centroid: no flip at alpha <= 1.25");
             let random = &f[&(pair.clone(), DirectionKind::Random)];
             assert!(random.is_empty(), "{set} {pair}: a random direction of the same norm flipped it at {random:?}");
         }
