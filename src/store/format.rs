@@ -61,7 +61,7 @@ fn extend_le(out: &mut Vec<u8>, data: &[f32]) {
     {
         // SAFETY: f32 has no padding and any byte pattern is a valid u8; on a little-endian target the
         // in-memory bytes are exactly the file's little-endian encoding.
-        let bytes = unsafe { std::slice::from_raw_parts(data.as_ptr().cast::<u8>(), std::mem::size_of_val(data)) };
+        let bytes = unsafe { std::slice::from_raw_parts(data.as_ptr().cast::<u8>(), size_of_val(data)) };
         out.extend_from_slice(bytes);
     }
     #[cfg(not(target_endian = "little"))]

@@ -304,7 +304,7 @@ fn out_of_space_is_explained_and_a_rerun_finishes_byte_identical() {
     };
     let limited = dir.join("limited");
     // `trap "" XFSZ` ignores the signal the kernel sends with EFBIG; ignored signals survive exec.
-    let out = std::process::Command::new("bash")
+    let out = Command::new("bash")
         .arg("-c")
         .arg(r#"ulimit -f 20; trap "" XFSZ; exec "$@""#)
         .arg("bash")

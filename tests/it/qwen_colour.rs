@@ -289,7 +289,7 @@ fn trained_model_matches_transformers_hidden_states_answers_word_probabilities_a
         assert!(e <= F32_TOL, "{key} last logits: {e:.2e}");
         let gen = model.generate(&sample, 4, &HookSet::default()).unwrap();
         assert_eq!(gen, r.ids(&format!("{key}.generated")), "{key}: greedy tokens");
-        let text = Model::generate(&model, &[img.clone()], &HookSet::default(), 4).unwrap().unwrap();
+        let text = Model::generate(&model, std::slice::from_ref(&img), &HookSet::default(), 4).unwrap().unwrap();
         assert_eq!(text[0], m["answer"].as_str().unwrap(), "{key}: decoded answer");
         assert_eq!(answer_word(&text[0]), word_for_hue(m["hue_deg"].as_f64().unwrap()), "{key}: the right colour");
         // Next-token probability of each colour word's lower-case spelling (the first of huescan's variants).

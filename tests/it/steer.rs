@@ -33,7 +33,7 @@ fn fixture() -> &'static Fixture {
     F.get_or_init(|| {
         // Shared by every test of this module and never removed (no test knows it is the last), so it lives
         // under target/ at a fixed path that the next run overwrites, instead of piling up in $TMPDIR.
-        let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("steer-fixture");
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("steer-fixture");
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         let samples: Vec<SampleInput> = (0..60)

@@ -411,7 +411,7 @@ fn unknown_points_and_positions_are_errors() {
     hooks.interventions[0].positions = Positions::Last;
     hooks.interventions[0].op = InterventionOp::Add { vector: vec![1.0; 3], alpha: 1.0 };
     assert!(m.forward_rgb(&xs, &hooks, Pooling::Last).unwrap_err().to_string().contains("width 3"));
-    let flat = candle_core::Tensor::zeros((2, 4), DType::F32, &Device::Cpu).unwrap();
+    let flat = Tensor::zeros((2, 4), DType::F32, &Device::Cpu).unwrap();
     let err = m.forward_rgb(&flat, &HookSet::default(), Pooling::Last).unwrap_err().to_string();
     assert!(err.contains("`input` has shape [2, 4], expected [2, 3]"), "{err}");
     let err = m.forward(&[], &HookSet::default(), Pooling::Last).unwrap_err().to_string();
@@ -465,7 +465,7 @@ fn reference_varmap(r: &serde_json::Value, key: &str) -> VarMap {
         for (suffix, shape) in [("weight", vec![d_out, d_in]), ("bias", vec![d_out])] {
             let name = format!("{l}.{suffix}");
             let values: Vec<f32> = floats(&r[key][&name]).iter().map(|&x| x as f32).collect();
-            let t = candle_core::Tensor::from_vec(values, shape, &Device::Cpu).unwrap();
+            let t = Tensor::from_vec(values, shape, &Device::Cpu).unwrap();
             varmap.data().lock().unwrap().insert(name, candle_core::Var::from_tensor(&t).unwrap());
         }
     }
