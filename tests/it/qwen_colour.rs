@@ -152,12 +152,16 @@ fn sweep_rows(set: &str) -> Vec<SweepRow> {
     serde_json::from_value(v["rows"].clone()).expect("sweep.json rows are SweepRows")
 }
 
-/// Per (pair, direction): the layers (with alpha) at which the generated answer flips to the target word.
+/// Per (pair, direction): the layers (with alpha) at which the generated answer flips to the target word, for
+/// the steering points in the language model (the image-token positions of the decoder; the scan also steers
+/// the vision tower's blocks, at every patch, which these claims are not about).
 fn flips(set: &str) -> BTreeMap<(String, DirectionKind), Vec<(usize, f64)>> {
+    let decoder_layers: Vec<usize> =
+        sweep_rows(set).iter().filter(|r| !r.hook.starts_with("visual.")).map(|r| r.layer).collect();
     let mut out: BTreeMap<(String, DirectionKind), Vec<(usize, f64)>> = BTreeMap::new();
     for f in answer_flips(&sweep_rows(set)) {
         let e = out.entry((f.pair.clone(), f.direction)).or_default();
-        if let Some(a) = f.alpha_answer_flip {
+        if let Some(a) = f.alpha_answer_flip.filter(|_| decoder_layers.contains(&f.layer)) {
             e.push((f.layer, a));
         }
     }
