@@ -21,6 +21,9 @@ MAX_SECONDS=${MAX_SECONDS:-3600}
 ROUND=${ROUND:-4}
 RANDOM=${SEED:-15}
 START=$SECONDS
+# run.json records when a run started (kept across resumes); a fixed epoch makes the reference run's and the
+# killed runs' folders comparable byte for byte.
+export SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-1700000000}
 [ -x "$HUESCAN" ] || { echo "no huescan binary at $HUESCAN; cargo build first" >&2; exit 2; }
 mkdir -p "$WORK"
 
@@ -78,16 +81,23 @@ for c in $COMMANDS; do
     (cd "$dir" && "cmd_$c") > /dev/null 2> "$WORK/$c.ref.log"
     ms=$(( ($(date +%s%N) - t0) / 1000000 ))
     fingerprint "$dir" > "$WORK/$c.ref"
-    kills=0 interrupted=0 same=0 rounds=0
+    kills=0 interrupted=0 same=0 rounds=0 scale=100
     while [ $interrupted -lt "$KILLS" ] && [ $kills -lt $((3 * KILLS)) ] && [ $((SECONDS - START)) -lt "$MAX_SECONDS" ]; do
         fresh "$dir" "$c"
         for _ in $(seq "$ROUND"); do
             [ $interrupted -ge "$KILLS" ] && break
-            delay_ms=$(( RANDOM * ms / 32768 ))
+            # A resumed run has less left to do than the uninterrupted one, so kills that found it finished
+            # shrink the window they are drawn from, and kills that landed widen it again.
+            delay_ms=$(( RANDOM * ms / 32768 * scale / 100 ))
             (cd "$dir" && EXEC=1 "cmd_$c" > /dev/null 2>&1) &
             pid=$!
             sleep "$(awk "BEGIN { print $delay_ms / 1000 }")"
-            if kill -0 $pid 2>/dev/null; then interrupted=$((interrupted + 1)); fi
+            if kill -0 $pid 2>/dev/null; then
+                interrupted=$((interrupted + 1))
+                scale=$(( scale * 5 / 4 > 100 ? 100 : scale * 5 / 4 ))
+            else
+                scale=$(( scale / 2 < 5 ? 5 : scale / 2 ))
+            fi
             kill -9 $pid 2>/dev/null || true
             wait $pid 2>/dev/null || true
             kills=$((kills + 1))

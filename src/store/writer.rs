@@ -95,7 +95,7 @@ impl StoreWriter {
         // A finished store of these inputs is only read: no lock taken, no `.partial/` made, so a re-run over
         // it works on read-only media and leaves the tree as it was.
         if writer.is_complete() {
-            fsx::DirLock::tidy(dir);
+            writer.tidy_finished();
             return Ok(writer);
         }
         writer.lock = Some(fsx::DirLock::acquire(dir, "extract")?);
@@ -119,6 +119,19 @@ impl StoreWriter {
     /// Records each sample's prompt layout (one entry per sample, in order) in the manifest.
     pub fn set_tokens(&mut self, tokens: Vec<manifest::SampleTokens>) {
         self.tokens = Some(tokens);
+    }
+
+    /// Removes what a run killed between writing `manifest.json` and removing `.partial/` left in a finished
+    /// store. Best effort and only when there is something to remove, so a clean finished store is never
+    /// written to (read-only media keep any leftovers).
+    fn tidy_finished(&self) {
+        let partial = self.dir.join(".partial");
+        if partial.exists() {
+            if let Ok(_lock) = fsx::DirLock::acquire(&self.dir, "extract") {
+                let _ = std::fs::remove_dir_all(&partial);
+            }
+        }
+        fsx::DirLock::tidy(&self.dir);
     }
 
     /// True when `dir` already holds a finished store made from exactly these inputs.

@@ -440,6 +440,12 @@ fn a_finished_store_is_reread_without_writing_and_stale_temps_are_removed() {
     ok(&w.dir, &args);
     assert!(!store.join(".partial").exists(), "a re-run over a finished store made .partial/");
     assert_eq!(tree(&store), before, "a re-run over a finished store changed it");
+    // Killed after manifest.json was written but before .partial/ was removed: the next run tidies it.
+    fs::create_dir_all(store.join(".partial")).unwrap();
+    fs::write(store.join(".partial/chunk_00000.safetensors"), b"done chunk").unwrap();
+    fs::write(store.join(".huescan.lock"), b"huescan extract (pid 999999999)\n").unwrap();
+    ok(&w.dir, &args);
+    assert_eq!(tree(&store), before, "leftovers of a run killed while finishing stayed");
     // A killed run's temporaries (pid 999999999 is no process) go at the next start, and the result is the same.
     fs::remove_file(store.join("manifest.json")).unwrap();
     fs::write(store.join(".layer_000.safetensors.tmp.999999999"), b"half a layer").unwrap();
