@@ -6,10 +6,9 @@
 use std::fmt::Write;
 use std::path::Path;
 
-use serde_json::Value;
-
-use crate::fsx;
-use crate::steer::{answer_flips, AnswerFlip, DirectionKind, SweepRow};
+use crate::manifold::Analysis;
+use crate::nan_json;
+use crate::steer::{answer_flips, AnswerFlip, DirectionKind, SummaryFile, SweepFile};
 
 /// The direction kinds in table order, with their column titles.
 const KINDS: [(DirectionKind, &str); 3] = [
@@ -17,18 +16,6 @@ const KINDS: [(DirectionKind, &str); 3] = [
     (DirectionKind::Manifold, "rotation along the fitted circle"),
     (DirectionKind::Random, "random, same norm"),
 ];
-
-fn sets(run: &Path) -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir(run.join("analysis"))
-        .into_iter()
-        .flatten()
-        .filter_map(|e| e.ok())
-        .filter(|e| e.path().join("summary.json").exists())
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .collect();
-    names.sort();
-    names
-}
 
 /// The steering results of one set: flips per (layer, hook) row, the pair labels, and the joystick's reach.
 struct Steering {
@@ -44,9 +31,8 @@ fn steering(run: &Path, set: &str) -> crate::Result<Option<Steering>> {
     if !dir.join("sweep.json").exists() {
         return Ok(None);
     }
-    let sweep: Value = fsx::read_json(&dir.join("sweep.json"))?;
-    let rows: Vec<SweepRow> = serde_json::from_value(sweep["rows"].clone())
-        .map_err(|e| crate::Error::Msg(format!("{}: unreadable sweep rows ({e})", dir.display())))?;
+    let sweep: SweepFile = nan_json::read(&dir.join("sweep.json"))?;
+    let rows = sweep.rows;
     let flips = answer_flips(&rows);
     if flips.is_empty() {
         return Ok(None);
@@ -62,19 +48,12 @@ fn steering(run: &Path, set: &str) -> crate::Result<Option<Steering>> {
         }
     }
     layers.sort();
-    let summary: Value = fsx::read_json(&dir.join("summary.json"))?;
-    let joystick = summary["summary"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|r| r["direction"] == "centroid")
-        .map(|r| {
-            (
-                r["layer"].as_u64().unwrap_or(0) as usize,
-                r["pair"].as_str().unwrap_or("").to_string(),
-                r["joystick_alpha_reached"].is_number(),
-            )
-        })
+    let summary: SummaryFile = nan_json::read(&dir.join("summary.json"))?;
+    let joystick = summary
+        .summary
+        .iter()
+        .filter(|r| r.direction == DirectionKind::Centroid)
+        .map(|r| (r.layer, r.pair.clone(), r.joystick_alpha_reached.is_some_and(f64::is_finite)))
         .collect();
     Ok(Some(Steering { pairs, layers, flips, joystick }))
 }
@@ -121,27 +100,20 @@ impl Steering {
 /// Markdown findings of every set of the run folder `run`.
 pub fn markdown(run: &Path) -> crate::Result<String> {
     let mut s = String::new();
-    for set in sets(run) {
-        let a: Value = fsx::read_json(&run.join("analysis").join(&set).join("summary.json"))?;
-        let perms = a["options"]["n_permutations"].as_u64().unwrap_or(0);
-        let chosen = a["choice"]["layer"].as_u64();
+    for set in super::sets_in(&run.join("analysis")) {
+        let a: Analysis = nan_json::read(&run.join("analysis").join(&set).join("summary.json"))?;
         let _ = writeln!(
             s,
-            "**{set}** ({} images). Layer scan, circular SMDS, cross-validated, {perms} label permutations:\n",
-            a["n_samples"]
+            "**{set}** ({} images). Layer scan, circular SMDS, cross-validated, {} label permutations:\n",
+            a.n_samples, a.options.n_permutations
         );
         s.push_str("| layer | CV circular score | shuffled-label baseline | p |\n|---|---|---|---|\n");
-        for r in a["layer_scan"].as_array().into_iter().flatten() {
-            let l = r["layer"].as_u64();
-            let f = |k: &str| r[k].as_f64().map_or("–".to_string(), |v| format!("{v:.3}"));
-            let cv = if l == chosen { format!("**{}**", f("cv_score")) } else { f("cv_score") };
-            let _ = writeln!(
-                s,
-                "| {} | {cv} | {} | {} |",
-                l.unwrap_or(0),
-                f("shuffled_baseline"),
-                r["p_value"].as_f64().map_or("–".into(), |v| format!("{v:.2}"))
-            );
+        // Non-finite numbers are written as null and read back as NaN: "–", as for any missing value.
+        let f = |v: f64, digits: usize| if v.is_finite() { format!("{v:.digits$}") } else { "–".to_string() };
+        for r in &a.layer_scan {
+            let cv = f(r.cv_score, 3);
+            let cv = if r.layer == a.choice.layer { format!("**{cv}**") } else { cv };
+            let _ = writeln!(s, "| {} | {cv} | {} | {} |", r.layer, f(r.shuffled_baseline, 3), f(r.p_value, 2));
         }
         if let Some(st) = steering(run, &set)? {
             let _ = writeln!(
