@@ -8,11 +8,11 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::Args;
 
-use super::extract::{parse_points, read_stimuli, ModelArgs};
+use super::extract::{check_text_selection, parse_points, read_stimulus_set, warn_if_prompt_text_unused, ModelArgs};
 use crate::cli::{existing, Progress};
 use crate::extract::load_image;
-use crate::model::autoencoder;
 use crate::model::preset::ModelKind;
+use crate::model::{autoencoder, Positions};
 use crate::steer::{
     self, gguf, parse_alphas, parse_pair, ColourWords, DirectionKind, PairSpec, SteeringVector, SweepInput,
     SweepOptions, DEFAULT_COLOUR_WORDS,
@@ -26,7 +26,8 @@ pub struct SteerArgs {
     /// The activation store the directions and probes come from (made by `huescan extract` with this model).
     #[arg(long)]
     pub acts: PathBuf,
-    /// The rendered stimulus set the store was extracted from; the source-hue images are steered.
+    /// The stimulus set the store was extracted from (a rendered image set, or a text prompt set `.toml`); the
+    /// source-hue samples are steered.
     #[arg(long)]
     pub stimuli: PathBuf,
     /// Steering point(s): an index, a list or ranges like `4,8-10` (store layer indices), hook names or globs
@@ -45,9 +46,10 @@ pub struct SteerArgs {
     /// Alphas: `start:stop:step` or a list.
     #[arg(long, default_value = "-0.25:1.25:0.25", allow_hyphen_values = true)]
     pub alphas: String,
-    /// Token positions steered: image, all, last or indices `i,j`.
-    #[arg(long, default_value = "image")]
-    pub positions: String,
+    /// Token positions steered: image, all (also every generated token), last or indices `i,j` [default: image;
+    /// last for a text prompt set, which has no image tokens].
+    #[arg(long)]
+    pub positions: Option<String>,
     /// Directions: centroid, manifold, random (comma-separated) or all.
     #[arg(long, default_value = "all")]
     pub direction: String,
@@ -98,7 +100,8 @@ fn pairs(args: &SteerArgs) -> anyhow::Result<Vec<PairSpec>> {
 
 pub fn run(args: &SteerArgs, progress: &Progress) -> anyhow::Result<ExitCode> {
     let store = ActivationStore::open(&existing(&args.acts, "activation store")?)?;
-    let (_, _, samples) = read_stimuli(&args.stimuli)?;
+    let set = read_stimulus_set(&args.stimuli)?;
+    let samples = &set.samples;
     let by_id: HashMap<&str, &crate::extract::SampleInput> = samples.iter().map(|s| (s.id.as_str(), s)).collect();
     let rows: Vec<&crate::extract::SampleInput> = store
         .sample_ids()
@@ -121,12 +124,24 @@ pub fn run(args: &SteerArgs, progress: &Progress) -> anyhow::Result<ExitCode> {
         );
     }
     let model = loaded.model.as_ref();
+    let default_positions = if set.is_text { "last" } else { "image" };
+    let positions: Positions = args.positions.as_deref().unwrap_or(default_positions).parse()?;
+    if set.is_text {
+        if positions == Positions::ImageTokens {
+            anyhow::bail!("--positions image steers image tokens, and a text prompt set has none; use last or all");
+        }
+        warn_if_prompt_text_unused(&loaded, samples, progress);
+    }
     let n_points = model.all_hook_points().len();
     let layers = if args.layer == "all" {
         store.layer_indices().into_iter().filter(|&i| i < n_points).collect()
     } else {
         parse_points(&args.layer, model)?
     };
+    if set.is_text {
+        let pooling: crate::model::Pooling = store.manifest().provenance.pooling.parse()?;
+        check_text_selection(pooling, &layers, model)?;
+    }
     let words: Vec<String> = DEFAULT_COLOUR_WORDS.iter().map(|(w, _)| w.to_string()).collect();
     let colour_words = model.token_ids(&words)?.map(|ids| ColourWords::new(words, ids)).transpose()?;
     let opts = SweepOptions {
@@ -134,7 +149,7 @@ pub fn run(args: &SteerArgs, progress: &Progress) -> anyhow::Result<ExitCode> {
         pairs: pairs(args)?,
         alphas: parse_alphas(&args.alphas)?,
         kinds: parse_kinds(&args.direction)?,
-        positions: args.positions.parse()?,
+        positions,
         normalisation: args.normalise.parse()?,
         seed: args.seed,
         smds_alpha: args.smds_alpha,
@@ -143,6 +158,7 @@ pub fn run(args: &SteerArgs, progress: &Progress) -> anyhow::Result<ExitCode> {
         batch_size: args.batch_size.unwrap_or(if args.model.runtime.device == "cpu" { 8 } else { 32 }),
         output_rgb: (loaded.kind == ModelKind::Autoencoder).then(|| autoencoder::point(autoencoder::OUTPUT)),
         colour_words,
+        text_prompts: if set.is_text { rows.iter().filter_map(|s| s.text.clone()).collect() } else { vec![] },
         ..SweepOptions::default()
     };
     let image = |row: usize| load_image(rows[row]);

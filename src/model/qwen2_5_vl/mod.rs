@@ -28,7 +28,7 @@ pub use resize::resize_bicubic_pil;
 pub use rope::MropePositions;
 pub use text::KvCache;
 
-use crate::model::{Captures, Component, Error, HookPoint, HookSet, Pooling, Positions};
+use crate::model::{Captures, Component, Error, HookPoint, HookSet, Input, Pooling, Positions};
 use text::{causal_mask, TextModel};
 use vision::VisionModel;
 
@@ -261,6 +261,31 @@ impl Qwen25VlModel {
             }
         };
         Ok(self.text_sample(&ids))
+    }
+
+    /// [`Self::prepare`] for an image, [`Self::prepare_text`] for a text-only prompt.
+    pub fn prepare_input(&self, input: &Input) -> Result<Sample, Error> {
+        match input {
+            Input::Image(img) => self.prepare(img),
+            Input::Text(t) => match (&self.prompt, &t.ids) {
+                (Some(Prompt::Ids { .. }), Some(ids)) => {
+                    let vocab = self.cfg.text.vocab_size as u32;
+                    let vision =
+                        [self.cfg.vision_start_token_id, self.cfg.vision_end_token_id, self.cfg.image_token_id];
+                    if let Some(bad) = ids.iter().find(|&&i| i >= vocab || vision.contains(&i)) {
+                        return Err(Error::Msg(format!(
+                            "text prompt id {bad} is not a text token of this model (vocabulary 0..{vocab}, vision \
+                             ids {vision:?} excluded)"
+                        )));
+                    }
+                    if ids.is_empty() {
+                        return Err(Error::Msg("a text prompt's `ids` is empty".into()));
+                    }
+                    Ok(self.text_sample(ids))
+                }
+                _ => self.prepare_text(&t.text),
+            },
+        }
     }
 
     /// The vision tower's merged features `(Σ tokens, hidden)` in the model dtype, raster order.
@@ -645,10 +670,20 @@ impl crate::model::Model for Qwen25VlModel {
         hooks: &HookSet,
         max_new_tokens: usize,
     ) -> crate::Result<Option<Vec<String>>> {
+        let inputs: Vec<Input> = images.iter().cloned().map(Input::Image).collect();
+        self.generate_inputs(&inputs, hooks, max_new_tokens)
+    }
+
+    fn generate_inputs(
+        &self,
+        inputs: &[Input],
+        hooks: &HookSet,
+        max_new_tokens: usize,
+    ) -> crate::Result<Option<Vec<String>>> {
         let Some(prompt) = self.prompt() else { return Ok(None) };
-        let mut out = Vec::with_capacity(images.len());
-        for img in images {
-            let ids = Qwen25VlModel::generate(self, &self.prepare(img)?, max_new_tokens, hooks)?;
+        let mut out = Vec::with_capacity(inputs.len());
+        for input in inputs {
+            let ids = Qwen25VlModel::generate(self, &self.prepare_input(input)?, max_new_tokens, hooks)?;
             out.push(prompt.decode(&ids)?);
         }
         Ok(Some(out))
@@ -673,7 +708,11 @@ impl crate::model::Model for Qwen25VlModel {
     }
 
     fn token_layout(&self, image: &RgbImage) -> crate::Result<Option<crate::model::TokenLayout>> {
-        let sample = self.prepare(image)?;
+        self.input_token_layout(&Input::Image(image.clone()))
+    }
+
+    fn input_token_layout(&self, input: &Input) -> crate::Result<Option<crate::model::TokenLayout>> {
+        let sample = self.prepare_input(input)?;
         let positions = self.positions(&sample)?;
         let strings = match &self.prompt {
             Some(Prompt::Chat(c)) => Some(c.token_strings(&sample.input_ids)?),
@@ -689,6 +728,11 @@ impl crate::model::Model for Qwen25VlModel {
     }
 
     fn forward(&self, images: &[RgbImage], hooks: &HookSet, pooling: Pooling) -> crate::Result<Captures> {
+        let inputs: Vec<Input> = images.iter().cloned().map(Input::Image).collect();
+        self.forward_inputs(&inputs, hooks, pooling)
+    }
+
+    fn forward_inputs(&self, inputs: &[Input], hooks: &HookSet, pooling: Pooling) -> crate::Result<Captures> {
         // Only the canonical names are emitted (`blocks.{l}.hook_resid_pre` for l > 0 is the same tensor as
         // `blocks.{l-1}.hook_resid_post` and is never produced), so anything else is refused, not left empty.
         let points = self.all_hook_points();
@@ -698,7 +742,15 @@ impl crate::model::Model for Qwen25VlModel {
                 Error::NoSuchHook { point: p.to_string(), available: crate::model::summarize_points(&points) }.into()
             );
         }
-        let batch = images.iter().map(|img| self.prepare(img)).collect::<Result<Vec<_>, _>>()?;
+        if pooling == Pooling::ImageMean && inputs.iter().any(|i| matches!(i, Input::Text(_))) {
+            return Err(Error::Msg(
+                "image-mean pooling averages over image tokens, and a text prompt has none; pool text prompts \
+                 with `last` or `tokens`"
+                    .into(),
+            )
+            .into());
+        }
+        let batch = inputs.iter().map(|i| self.prepare_input(i)).collect::<Result<Vec<_>, _>>()?;
         Ok(self.forward_samples(&batch, hooks, pooling)?)
     }
 }
