@@ -510,7 +510,14 @@ impl Qwen25VlModel {
     /// Runs a batch of prepared samples and pools the requested captures (f32, CPU). Samples are left-padded to
     /// one length and masked, so each equals its batch-of-one result up to float summation order. With
     /// [`HookSet::stop_early`] it runs only the blocks the hooks need and returns no logits.
+    ///
+    /// With `stop_early` and `image-mean` pooling (what extraction of an image set asks for) each prompt is also
+    /// cut after its last image token: with causal attention no state at an image token depends on a later
+    /// token, so the pooled captures are those of the whole prompt (up to float summation order) without the
+    /// text after the image.
     pub fn forward_samples(&self, batch: &[Sample], hooks: &HookSet, pooling: Pooling) -> Result<Captures, Error> {
+        let cut = self.cut_after_image(batch, hooks, pooling);
+        let batch = cut.as_deref().unwrap_or(batch);
         let mut caps = Captures::default();
         let blocks = hooks.blocks_needed(self.n_layers());
         let (normed, layout) = self.prefill(batch, hooks, None, blocks, &mut |point, xs, layout| {
@@ -526,11 +533,36 @@ impl Qwen25VlModel {
             })?;
             caps.layers.insert(point.clone(), pool_vision(point, xs, &layout, pooling)?);
         }
-        if let Some(normed) = normed {
+        // A cut prompt's last position is its last image token, whose logits nobody asked for.
+        if let Some(normed) = normed.filter(|_| cut.is_none()) {
             let last = normed.i((.., layout.seq - 1, ..))?.contiguous()?;
             caps.logits = Some(self.text.logits(&last)?.to_dtype(DType::F32)?.to_device(&Device::Cpu)?);
         }
         Ok(caps)
+    }
+}
+
+impl Qwen25VlModel {
+    /// The batch [`Self::forward_samples`] runs instead of `batch`: every prompt cut after its last image token,
+    /// when nothing stored or changed needs a later token: `stop_early` (no logits), `image-mean` pooling, and
+    /// interventions only at vision points or image tokens (`last`, `all` or indices would address other
+    /// positions in a shorter prompt). `None` when the full prompts are needed, or a sample has no image (its
+    /// error then comes from the full forward).
+    pub fn cut_after_image(&self, batch: &[Sample], hooks: &HookSet, pooling: Pooling) -> Option<Vec<Sample>> {
+        let image_only = |iv: &crate::model::Intervention| {
+            iv.point.component() == Component::Vision || iv.positions == Positions::ImageTokens
+        };
+        if !(hooks.stop_early && pooling == Pooling::ImageMean && hooks.interventions.iter().all(image_only)) {
+            return None;
+        }
+        let image_id = self.cfg.image_token_id;
+        batch
+            .iter()
+            .map(|s| {
+                let end = s.input_ids.iter().rposition(|&id| id == image_id)? + 1;
+                Some(Sample { input_ids: s.input_ids[..end].to_vec(), ..s.clone() })
+            })
+            .collect()
     }
 }
 
