@@ -587,7 +587,7 @@ fn steering_an_attention_output_or_the_mid_stream_matches_transformers() {
 }
 
 #[test]
-fn image_mean_extraction_cut_after_the_last_image_token_stores_what_the_full_forward_does() {
+fn image_mean_extraction_cut_after_the_image_with_a_shared_prefix_stores_what_the_full_forward_does() {
     let r = Reference::load();
     let model = load(&fixture().join("model"), DType::F32);
     // Two images of different sizes, so the cut prompts are left-padded to one length as the full ones are.
@@ -633,6 +633,32 @@ fn image_mean_extraction_cut_after_the_last_image_token_stores_what_the_full_for
     assert!(rel_err(&a.layers[&HookPoint::ResidPost(1)], &full.layers[&HookPoint::ResidPost(1)]) > 1e-3);
     for p in &points {
         assert!(rel_err(&b.layers[p], &a.layers[p]) <= 1e-5, "steered {p}");
+    }
+    assert_eq!(model.shared_prefix(&cut), None, "prompts of different lengths (padding) share no cached prefix");
+    // Two images of one size: the cut prompts have one length, so the prefix before the image runs once and
+    // its keys and values serve both; the stored tensors are again the full forward's (same tolerances).
+    let b = r.sample("b");
+    let dim = Sample { pixel_values: b.pixel_values.affine(0.5, -0.25).unwrap(), ..b.clone() };
+    let same = [b, dim];
+    let cut = model.cut_after_image(&same, &cut_hooks, Pooling::ImageMean).unwrap();
+    let first = same[0].input_ids.iter().position(|&i| i == image).unwrap();
+    assert_eq!(model.shared_prefix(&cut), Some(first), "everything before the first image token is shared");
+    let full = model.forward_samples(&same, &full_hooks, Pooling::ImageMean).unwrap();
+    let reduced = model.forward_samples(&same, &cut_hooks, Pooling::ImageMean).unwrap();
+    for p in &points {
+        let e = rel_err(&reduced.layers[p], &full.layers[p]);
+        eprintln!("shared prefix vs full {p}: {e:.3e}");
+        let tol = if p.component() == huescan::model::Component::Vision { 0.0 } else { 1e-5 };
+        assert!(e <= tol, "shared prefix {p}: relative error {e:.3e} exceeds {tol:.0e}");
+    }
+    let p1 = &HookPoint::ResidPost(1);
+    assert!(rel_err(&full.layers[p1].get(0).unwrap(), &full.layers[p1].get(1).unwrap()) > 1e-3, "samples differ");
+    let (a, b) = (
+        model.forward_samples(&same, &steer(false), Pooling::ImageMean).unwrap(),
+        model.forward_samples(&same, &steer(true), Pooling::ImageMean).unwrap(),
+    );
+    for p in &points {
+        assert!(rel_err(&b.layers[p], &a.layers[p]) <= 1e-5, "steered with a shared prefix {p}");
     }
     // Whatever needs the later tokens runs the whole prompt.
     assert!(model.cut_after_image(&batch, &full_hooks, Pooling::ImageMean).is_none(), "logits wanted");

@@ -306,7 +306,7 @@ impl Qwen25VlModel {
         let positions = self.positions(&sample)?;
         let mut hidden = Vec::with_capacity(self.n_layers() + 1);
         let n_blocks = self.n_layers();
-        let (last, _) = self.prefill(std::slice::from_ref(&sample), hooks, None, None, &mut |point, xs, _| {
+        let (last, _) = self.prefill(std::slice::from_ref(&sample), hooks, None, None, 0, &mut |point, xs, _| {
             if point.hidden_state_index(n_blocks).is_some() {
                 hidden.push(xs.i(0)?.to_dtype(DType::F32)?);
             }
@@ -324,7 +324,7 @@ impl Qwen25VlModel {
         let positions = self.positions(sample)?;
         let mut cache = KvCache::new(self.n_layers());
         let (last, _) =
-            self.prefill(std::slice::from_ref(sample), hooks, Some(&mut cache), None, &mut |_, _, _| Ok(()))?;
+            self.prefill(std::slice::from_ref(sample), hooks, Some(&mut cache), None, 0, &mut |_, _, _| Ok(()))?;
         let last = last.expect("prefill without a block limit runs every block");
         let seq = sample.input_ids.len();
         let mut next_logits = self.text.logits(&last.i((.., seq - 1..seq, ..))?)?;
@@ -366,13 +366,16 @@ impl Qwen25VlModel {
 
     /// Embeds a left-padded batch, merges image features, runs the first `blocks` blocks (all when `None`) with
     /// hooks. `on_point` sees each hook point's `(batch, seq, hidden)` tensor after interventions. Returns the
-    /// final-norm output, or `None` when it stopped before the last block.
+    /// final-norm output, or `None` when it stopped before the last block. With `past > 0` the first `past`
+    /// positions of every (unpadded) prompt are already in `cache` (a shared prefix, see
+    /// [`Self::shared_prefix`]): only the rest runs, and positions in `on_point` and the layout count from there.
     fn prefill(
         &self,
         batch: &[Sample],
         hooks: &HookSet,
         cache: Option<&mut KvCache>,
         blocks: Option<usize>,
+        past: usize,
         on_point: &mut dyn FnMut(&HookPoint, &Tensor, &Layout) -> candle_core::Result<()>,
     ) -> Result<(Option<Tensor>, Layout), Error> {
         let image_id = self.cfg.image_token_id;
@@ -437,7 +440,12 @@ impl Qwen25VlModel {
         let refs: Vec<&[Vec<i64>; 3]> = axes_all.iter().collect();
         let tc = &self.cfg.text;
         let (cos, sin) = rope::mrope_cos_sin(&refs, tc.head_dim, tc.rope_theta, &tc.mrope_section, &self.device)?;
-        let mask = if seq > 1 { Some(causal_mask(&layout.pad, seq, 0, &self.device)?) } else { None };
+        let [xs, cos, sin] = skip_cached(&mut layout, past, [xs, cos, sin])?;
+        let mask = if layout.seq > 1 || past > 0 {
+            Some(causal_mask(&layout.pad, layout.seq, past, &self.device)?)
+        } else {
+            None
+        };
 
         let sel = |bi: usize, p: &Positions| layout.select(bi, p);
         let point = HookPoint::ResidPre(0);
@@ -520,13 +528,26 @@ impl Qwen25VlModel {
         let batch = cut.as_deref().unwrap_or(batch);
         let mut caps = Captures::default();
         let blocks = hooks.blocks_needed(self.n_layers());
-        let (normed, layout) = self.prefill(batch, hooks, None, blocks, &mut |point, xs, layout| {
+        let mut on_point = |point: &HookPoint, xs: &Tensor, layout: &Layout| {
             if hooks.wants(point) {
                 let pooled = pool(xs, layout, pooling)?;
                 caps.layers.insert(point.clone(), pooled);
             }
             Ok(())
-        })?;
+        };
+        let (normed, layout) = match cut.as_ref().and_then(|c| self.shared_prefix(c)) {
+            Some(past) => {
+                // The prefix holds no image token, so no capture is pooled there and no intervention (vision
+                // points, image tokens only, as for the cut) changes it: one run serves every sample.
+                let mut head = KvCache::new(self.n_layers());
+                let prefix = self.text_sample(&batch[0].input_ids[..past]);
+                let quiet = HookSet::default();
+                self.prefill(std::slice::from_ref(&prefix), &quiet, Some(&mut head), blocks, 0, &mut |_, _, _| Ok(()))?;
+                let mut cache = head.repeat(batch.len())?;
+                self.prefill(batch, hooks, Some(&mut cache), blocks, past, &mut on_point)?
+            }
+            None => self.prefill(batch, hooks, None, blocks, 0, &mut on_point)?,
+        };
         for point in hooks.capture.iter().filter(|p| p.component() == Component::Vision) {
             let xs = layout.vision.get(point).ok_or_else(|| {
                 Error::Msg(format!("`{point}` is a vision-tower point, but no sample of the batch has an image"))
@@ -564,6 +585,41 @@ impl Qwen25VlModel {
             })
             .collect()
     }
+
+    /// How many leading tokens every prompt of a cut batch shares before its first image token (the system and
+    /// user turn up to `<|vision_start|>`), when reusing their keys and values is sound: two or more prompts of
+    /// one length (no padding, so the prefix has the same positions everywhere). `None` otherwise.
+    pub fn shared_prefix(&self, cut: &[Sample]) -> Option<usize> {
+        let first = cut.first()?;
+        if cut.len() < 2 || cut.iter().any(|s| s.input_ids.len() != first.input_ids.len()) {
+            return None;
+        }
+        let image_id = self.cfg.image_token_id;
+        let n = (0..first.input_ids.len())
+            .take_while(|&j| first.input_ids[j] != image_id && cut.iter().all(|s| s.input_ids[j] == first.input_ids[j]))
+            .count();
+        (n > 0).then_some(n)
+    }
+}
+
+/// Drops the first `past` positions (already in the KV cache) of the `(batch, seq, _)` tensors and shifts the
+/// layout to count from there; every prompt must be unpadded and have its image after `past`.
+fn skip_cached(layout: &mut Layout, past: usize, ts: [Tensor; 3]) -> Result<[Tensor; 3], Error> {
+    if past == 0 {
+        return Ok(ts);
+    }
+    let rest = layout.seq.checked_sub(past).filter(|&r| r > 0);
+    let sound = layout.pad.iter().all(|&p| p == 0) && layout.image_pos.iter().flatten().all(|&i| i >= past);
+    let Some(rest) = rest.filter(|_| sound) else {
+        return Err(Error::Msg(format!("cannot reuse a {past}-token prefix of this batch (a bug in huescan)")));
+    };
+    layout.seq = rest;
+    for pos in &mut layout.image_pos {
+        pos.iter_mut().for_each(|i| *i -= past);
+    }
+    let [a, b, c] = ts;
+    let tail = |t: Tensor| t.narrow(1, past, rest)?.contiguous();
+    Ok([tail(a)?, tail(b)?, tail(c)?])
 }
 
 /// An intervention at a vision point, or at the image tokens, of a sample without an image would change nothing
