@@ -651,6 +651,12 @@ fn image_mean_extraction_cut_after_the_image_with_a_shared_prefix_stores_what_th
         let tol = if p.component() == huescan::model::Component::Vision { 0.0 } else { 1e-5 };
         assert!(e <= tol, "shared prefix {p}: relative error {e:.3e} exceeds {tol:.0e}");
     }
+    // The prefix runs as its own batch of one whatever the batch, so a sample's numbers do not depend on it.
+    let alone = model.forward_samples(&same[..1], &cut_hooks, Pooling::ImageMean).unwrap();
+    for p in &points {
+        let (x, y) = (alone.layers[p].get(0).unwrap(), reduced.layers[p].get(0).unwrap());
+        assert_eq!(rel_err(&x, &y), 0.0, "{p}: batch of one vs batch of two");
+    }
     let p1 = &HookPoint::ResidPost(1);
     assert!(rel_err(&full.layers[p1].get(0).unwrap(), &full.layers[p1].get(1).unwrap()) > 1e-3, "samples differ");
     let (a, b) = (

@@ -587,11 +587,13 @@ impl Qwen25VlModel {
     }
 
     /// How many leading tokens every prompt of a cut batch shares before its first image token (the system and
-    /// user turn up to `<|vision_start|>`), when reusing their keys and values is sound: two or more prompts of
-    /// one length (no padding, so the prefix has the same positions everywhere). `None` otherwise.
+    /// user turn up to `<|vision_start|>`), when reusing their keys and values is sound: prompts of one length
+    /// (no padding, so the prefix has the same positions everywhere). `None` otherwise. A batch of one takes it
+    /// too: the prefix then always runs as its own batch of one, so the stored numbers do not depend on the
+    /// batch size (byte-identical stores at `--batch-size 1` and 8).
     pub fn shared_prefix(&self, cut: &[Sample]) -> Option<usize> {
         let first = cut.first()?;
-        if cut.len() < 2 || cut.iter().any(|s| s.input_ids.len() != first.input_ids.len()) {
+        if cut.iter().any(|s| s.input_ids.len() != first.input_ids.len()) {
             return None;
         }
         let image_id = self.cfg.image_token_id;
