@@ -10,6 +10,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod processor;
 pub mod prompt;
+mod reduce;
 mod resize;
 pub mod rope;
 mod text;
@@ -440,7 +441,7 @@ impl Qwen25VlModel {
         let refs: Vec<&[Vec<i64>; 3]> = axes_all.iter().collect();
         let tc = &self.cfg.text;
         let (cos, sin) = rope::mrope_cos_sin(&refs, tc.head_dim, tc.rope_theta, &tc.mrope_section, &self.device)?;
-        let [xs, cos, sin] = skip_cached(&mut layout, past, [xs, cos, sin])?;
+        let [xs, cos, sin] = reduce::skip_cached(&mut layout, past, [xs, cos, sin])?;
         let mask = if layout.seq > 1 || past > 0 {
             Some(causal_mask(&layout.pad, layout.seq, past, &self.device)?)
         } else {
@@ -522,7 +523,8 @@ impl Qwen25VlModel {
     /// With `stop_early` and `image-mean` pooling (what extraction of an image set asks for) each prompt is also
     /// cut after its last image token: with causal attention no state at an image token depends on a later
     /// token, so the pooled captures are those of the whole prompt (up to float summation order) without the
-    /// text after the image.
+    /// text after the image; the prefix every prompt shares before its image then runs once and its keys and
+    /// values serve the batch ([`Self::shared_prefix`]).
     pub fn forward_samples(&self, batch: &[Sample], hooks: &HookSet, pooling: Pooling) -> Result<Captures, Error> {
         let cut = self.cut_after_image(batch, hooks, pooling);
         let batch = cut.as_deref().unwrap_or(batch);
@@ -561,67 +563,6 @@ impl Qwen25VlModel {
         }
         Ok(caps)
     }
-}
-
-impl Qwen25VlModel {
-    /// The batch [`Self::forward_samples`] runs instead of `batch`: every prompt cut after its last image token,
-    /// when nothing stored or changed needs a later token: `stop_early` (no logits), `image-mean` pooling, and
-    /// interventions only at vision points or image tokens (`last`, `all` or indices would address other
-    /// positions in a shorter prompt). `None` when the full prompts are needed, or a sample has no image (its
-    /// error then comes from the full forward).
-    pub fn cut_after_image(&self, batch: &[Sample], hooks: &HookSet, pooling: Pooling) -> Option<Vec<Sample>> {
-        let image_only = |iv: &crate::model::Intervention| {
-            iv.point.component() == Component::Vision || iv.positions == Positions::ImageTokens
-        };
-        if !(hooks.stop_early && pooling == Pooling::ImageMean && hooks.interventions.iter().all(image_only)) {
-            return None;
-        }
-        let image_id = self.cfg.image_token_id;
-        batch
-            .iter()
-            .map(|s| {
-                let end = s.input_ids.iter().rposition(|&id| id == image_id)? + 1;
-                Some(Sample { input_ids: s.input_ids[..end].to_vec(), ..s.clone() })
-            })
-            .collect()
-    }
-
-    /// How many leading tokens every prompt of a cut batch shares before its first image token (the system and
-    /// user turn up to `<|vision_start|>`), when reusing their keys and values is sound: prompts of one length
-    /// (no padding, so the prefix has the same positions everywhere). `None` otherwise. A batch of one takes it
-    /// too: the prefix then always runs as its own batch of one, so the stored numbers do not depend on the
-    /// batch size (byte-identical stores at `--batch-size 1` and 8).
-    pub fn shared_prefix(&self, cut: &[Sample]) -> Option<usize> {
-        let first = cut.first()?;
-        if cut.iter().any(|s| s.input_ids.len() != first.input_ids.len()) {
-            return None;
-        }
-        let image_id = self.cfg.image_token_id;
-        let n = (0..first.input_ids.len())
-            .take_while(|&j| first.input_ids[j] != image_id && cut.iter().all(|s| s.input_ids[j] == first.input_ids[j]))
-            .count();
-        (n > 0).then_some(n)
-    }
-}
-
-/// Drops the first `past` positions (already in the KV cache) of the `(batch, seq, _)` tensors and shifts the
-/// layout to count from there; every prompt must be unpadded and have its image after `past`.
-fn skip_cached(layout: &mut Layout, past: usize, ts: [Tensor; 3]) -> Result<[Tensor; 3], Error> {
-    if past == 0 {
-        return Ok(ts);
-    }
-    let rest = layout.seq.checked_sub(past).filter(|&r| r > 0);
-    let sound = layout.pad.iter().all(|&p| p == 0) && layout.image_pos.iter().flatten().all(|&i| i >= past);
-    let Some(rest) = rest.filter(|_| sound) else {
-        return Err(Error::Msg(format!("cannot reuse a {past}-token prefix of this batch (a bug in huescan)")));
-    };
-    layout.seq = rest;
-    for pos in &mut layout.image_pos {
-        pos.iter_mut().for_each(|i| *i -= past);
-    }
-    let [a, b, c] = ts;
-    let tail = |t: Tensor| t.narrow(1, past, rest)?.contiguous();
-    Ok([tail(a)?, tail(b)?, tail(c)?])
 }
 
 /// An intervention at a vision point, or at the image tokens, of a sample without an image would change nothing
