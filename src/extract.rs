@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use candle_core::Tensor;
 use ndarray::{ArrayD, IxDyn};
 
-use crate::model::{HookPoint, HookSet, Model, Pooling};
+use crate::model::{HookPoint, HookSet, Input, Model, Pooling, TextInput};
 use crate::store::{self, ActivationStore, Provenance, SampleEntry, ShardInfo, StoreSpec, StoreWriter};
 use crate::{Error, Result};
 
@@ -23,7 +23,10 @@ pub const CHUNK_SAMPLES: usize = 32;
 pub struct SampleInput {
     pub id: String,
     pub hue_deg: f64,
+    /// The image file; unused (empty) for a text prompt.
     pub image: PathBuf,
+    /// A text-only prompt (a text control asked without an image) instead of the image.
+    pub text: Option<TextInput>,
 }
 
 /// Everything `extract` needs besides the model.
@@ -95,6 +98,9 @@ pub fn extract(model: &dyn Model, plan: &ExtractPlan, progress: &dyn Fn(usize, u
     };
     let modules = layers.iter().filter_map(|(i, p)| Some((*i, model.module_path(p)?))).collect();
     let mut writer = StoreWriter::create(&dir, spec, CHUNK_SAMPLES)?.with_modules(modules);
+    if plan.pooling == Pooling::Tokens && inputs.iter().any(|s| s.text.is_some()) {
+        check_one_token_count(model, inputs)?;
+    }
     let pending = writer.pending_chunks();
     let todo: usize = pending.iter().map(|c| c.range.len()).sum();
     let resumed = inputs.len() - todo;
@@ -109,8 +115,8 @@ pub fn extract(model: &dyn Model, plan: &ExtractPlan, progress: &dyn Fn(usize, u
         let mut next = chunk.range.start;
         while next < chunk.range.end {
             let batch = &inputs[next..(next + batch_size).min(chunk.range.end)];
-            let images = batch.iter().map(load_image).collect::<Result<Vec<_>>>()?;
-            let captures = match model.forward(&images, &hooks, plan.pooling) {
+            let images = batch.iter().map(load_input).collect::<Result<Vec<_>>>()?;
+            let captures = match model.forward_inputs(&images, &hooks, plan.pooling) {
                 Ok(c) => c,
                 Err(e) if plan.adaptive && batch_size > 1 && is_out_of_memory(&e) => {
                     batch_size /= 2;
@@ -154,7 +160,7 @@ pub fn extract(model: &dyn Model, plan: &ExtractPlan, progress: &dyn Fn(usize, u
 fn token_layouts(model: &dyn Model, inputs: &[SampleInput]) -> Result<Option<Vec<store::SampleTokens>>> {
     let mut out = Vec::with_capacity(inputs.len());
     for s in inputs {
-        let Some(t) = model.token_layout(&load_image(s)?)? else { return Ok(None) };
+        let Some(t) = model.input_token_layout(&load_input(s)?)? else { return Ok(None) };
         out.push(store::SampleTokens {
             ids: t.ids,
             strings: t.strings,
@@ -163,6 +169,26 @@ fn token_layouts(model: &dyn Model, inputs: &[SampleInput]) -> Result<Option<Vec
         });
     }
     Ok(Some(out))
+}
+
+/// A `tokens` store keeps one `[positions, width]` array per point, so text prompts (whose lengths differ,
+/// unlike images of one size) must all have one token count; refused before any work with the range found.
+fn check_one_token_count(model: &dyn Model, inputs: &[SampleInput]) -> Result<()> {
+    let mut lens = Vec::with_capacity(inputs.len());
+    for s in inputs {
+        if let Some(t) = model.input_token_layout(&load_input(s)?)? {
+            lens.push((t.ids.len(), s.id.as_str()));
+        }
+    }
+    let (Some(min), Some(max)) = (lens.iter().min(), lens.iter().max()) else { return Ok(()) };
+    if min.0 != max.0 {
+        return Err(Error::Msg(format!(
+            "--pool tokens stores one [positions, width] array per point, so every prompt needs the same token \
+             count, but `{}` has {} tokens and `{}` has {}; pool text prompts of different lengths with `last`",
+            min.1, min.0, max.1, max.0
+        )));
+    }
+    Ok(())
 }
 
 fn captured<'a>(layers: &'a BTreeMap<HookPoint, Tensor>, point: &HookPoint, batch: usize) -> Result<&'a Tensor> {
@@ -196,6 +222,14 @@ pub fn default_batch_size(device_is_cpu: bool) -> usize {
         })
         .map(|kib| kib / (1024 * 1024));
     available_gib.map_or(4, |g| (g / 2).clamp(1, 8) as usize)
+}
+
+/// The sample's model input: its text prompt, or its image opened as 8-bit RGB.
+pub fn load_input(sample: &SampleInput) -> Result<Input> {
+    match &sample.text {
+        Some(t) => Ok(Input::Text(t.clone())),
+        None => Ok(Input::Image(load_image(sample)?)),
+    }
 }
 
 /// Opens an image as 8-bit RGB, naming the file in any error.

@@ -356,6 +356,7 @@ pub struct HookSet {
     /// Stop the forward pass once every captured and intervened point is computed: later decoder blocks, the
     /// final norm and the LM head are skipped and `Captures.logits` is `None`. Extraction sets it, so
     /// `--layers 0-12` of a 36-block model runs 12 of its blocks. Models that cannot stop early ignore it.
+    /// Qwen2.5-VL with `image-mean` pooling also stops each prompt after its last image token.
     pub stop_early: bool,
 }
 

@@ -75,6 +75,46 @@ pub struct TokenLayout {
     pub mrope_positions: [Vec<i64>; 3],
 }
 
+/// One sample's input: an image (asked with the model's prompt) or a text-only prompt (a control without an
+/// image, e.g. "What colour is a banana?").
+#[derive(Debug, Clone, PartialEq)]
+pub enum Input {
+    Image(RgbImage),
+    Text(TextInput),
+}
+
+/// A text-only prompt.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TextInput {
+    /// The question, put in the model's chat template without the vision block.
+    pub text: String,
+    /// The whole prompt as token ids, for a model without a tokenizer (raw-id prompts, like the test fixture),
+    /// which cannot spell `text`; a model with a tokenizer uses `text`.
+    pub ids: Option<Vec<u32>>,
+}
+
+impl Input {
+    /// A text-only prompt from its question.
+    pub fn text(question: impl Into<String>) -> Input {
+        Input::Text(TextInput { text: question.into(), ids: None })
+    }
+}
+
+/// The images of `inputs`, or a clear error naming `model` when one is a text prompt.
+fn images_only(model: &str, inputs: &[Input]) -> crate::Result<Vec<RgbImage>> {
+    inputs
+        .iter()
+        .map(|i| match i {
+            Input::Image(img) => Ok(img.clone()),
+            Input::Text(_) => Err(Error::Msg(format!(
+                "`{model}` takes images only, so it cannot run a text prompt; text prompts need a language model \
+                 (Qwen2.5-VL)"
+            ))
+            .into()),
+        })
+        .collect()
+}
+
 /// A model huescan can scan and steer.
 pub trait Model {
     /// A stable identifier for manifests (repo id, preset or path).
@@ -139,6 +179,30 @@ pub trait Model {
         Ok(None)
     }
 
+    /// [`Model::forward`] over images and text-only prompts: a text prompt is the model's prompt without the
+    /// image. Models without a language model refuse text prompts.
+    fn forward_inputs(&self, inputs: &[Input], hooks: &HookSet, pooling: Pooling) -> crate::Result<Captures> {
+        self.forward(&images_only(self.id(), inputs)?, hooks, pooling)
+    }
+
+    /// [`Model::generate`] over images and text-only prompts.
+    fn generate_inputs(
+        &self,
+        inputs: &[Input],
+        hooks: &HookSet,
+        max_new_tokens: usize,
+    ) -> crate::Result<Option<Vec<String>>> {
+        self.generate(&images_only(self.id(), inputs)?, hooks, max_new_tokens)
+    }
+
+    /// [`Model::token_layout`] of an image or a text-only prompt.
+    fn input_token_layout(&self, input: &Input) -> crate::Result<Option<TokenLayout>> {
+        match input {
+            Input::Image(img) => self.token_layout(img),
+            Input::Text(_) => Ok(None),
+        }
+    }
+
     /// The layer index of `point`, or a clear error listing what exists.
     fn layer_index(&self, point: &HookPoint) -> Result<usize, Error> {
         let points = self.all_hook_points();
@@ -189,6 +253,20 @@ impl<T: Model + ?Sized> Model for std::sync::Arc<T> {
     }
     fn token_layout(&self, image: &RgbImage) -> crate::Result<Option<TokenLayout>> {
         (**self).token_layout(image)
+    }
+    fn forward_inputs(&self, inputs: &[Input], hooks: &HookSet, pooling: Pooling) -> crate::Result<Captures> {
+        (**self).forward_inputs(inputs, hooks, pooling)
+    }
+    fn generate_inputs(
+        &self,
+        inputs: &[Input],
+        hooks: &HookSet,
+        max_new_tokens: usize,
+    ) -> crate::Result<Option<Vec<String>>> {
+        (**self).generate_inputs(inputs, hooks, max_new_tokens)
+    }
+    fn input_token_layout(&self, input: &Input) -> crate::Result<Option<TokenLayout>> {
+        (**self).input_token_layout(input)
     }
 }
 

@@ -19,7 +19,7 @@ use super::{
     DirectionKind, Error, Normalisation, SteeringVector,
 };
 use crate::manifold::{joystick, JoystickOptions, SteeringPair};
-use crate::model::{HookPoint, HookSet, Intervention, InterventionOp, Model, Pooling, Positions};
+use crate::model::{HookPoint, HookSet, Input, Intervention, InterventionOp, Model, Pooling, Positions, TextInput};
 use crate::store::ActivationStore;
 
 /// A source → target hue pair.
@@ -128,6 +128,9 @@ pub struct SweepOptions {
     /// An RGB output point whose hue is read out (the colour autoencoder's `output`).
     pub output_rgb: Option<HookPoint>,
     pub colour_words: Option<ColourWords>,
+    /// Text-only prompts by store row: when not empty, row `r` is steered as `text_prompts[r]` asked without
+    /// an image (a text control) instead of `SweepInput::image(r)`.
+    pub text_prompts: Vec<TextInput>,
 }
 
 impl Default for SweepOptions {
@@ -147,6 +150,7 @@ impl Default for SweepOptions {
             max_new_tokens: 0,
             output_rgb: None,
             colour_words: None,
+            text_prompts: vec![],
         }
     }
 }
@@ -313,7 +317,14 @@ pub fn run_sweep(
         }
         for (pi, pair) in opts.pairs.iter().enumerate() {
             let src_rows = rows_at_hue(&hues, pair.source_deg)?;
-            let images = src_rows.iter().map(|&r| (input.image)(r)).collect::<crate::Result<Vec<_>>>()?;
+            let images = src_rows
+                .iter()
+                .map(|&r| match opts.text_prompts.get(r) {
+                    Some(t) => Ok(Input::Text(t.clone())),
+                    None if opts.text_prompts.is_empty() => Ok(Input::Image((input.image)(r)?)),
+                    None => Err(Error::Msg(format!("no text prompt for store row {r}")).into()),
+                })
+                .collect::<crate::Result<Vec<_>>>()?;
             let reference = centroid(x.view(), &hues, pair.source_deg, pair.target_deg, &ctx)?;
             for &kind in &opts.kinds {
                 let dir = match kind {
@@ -458,7 +469,7 @@ struct RowReadout {
 #[allow(clippy::too_many_arguments)] // one call site; a struct would only rename these
 fn steer_batch(
     model: &dyn Model,
-    images: &[RgbImage],
+    images: &[Input],
     point: &HookPoint,
     dir: &Direction,
     capture: &HookSet,
@@ -471,7 +482,7 @@ fn steer_batch(
     let jobs: Vec<(usize, f64)> = opts.alphas.iter().flat_map(|&a| (0..n).map(move |s| (s, a))).collect();
     let mut out = Vec::with_capacity(jobs.len());
     for chunk in jobs.chunks(opts.batch_size) {
-        let batch: Vec<RgbImage> = chunk.iter().map(|(s, _)| images[*s].clone()).collect();
+        let batch: Vec<Input> = chunk.iter().map(|(s, _)| images[*s].clone()).collect();
         let mut hooks = capture.clone();
         for (b, &(_, alpha)) in chunk.iter().enumerate() {
             if alpha == 0.0 {
@@ -489,7 +500,7 @@ fn steer_batch(
                 op,
             });
         }
-        let captures = model.forward(&batch, &hooks, pooling)?;
+        let captures = model.forward_inputs(&batch, &hooks, pooling)?;
         let mut probe: Vec<BTreeMap<usize, f64>> = vec![BTreeMap::new(); batch.len()];
         for &i in read_layers {
             let p = &probes[&i];
@@ -529,7 +540,7 @@ fn steer_batch(
 /// with only its own row's interventions, re-addressed to the whole one-image batch.
 fn generate_rows(
     model: &dyn Model,
-    batch: &[RgbImage],
+    batch: &[Input],
     hooks: &HookSet,
     max_new_tokens: usize,
 ) -> crate::Result<Option<Vec<String>>> {
@@ -545,7 +556,7 @@ fn generate_rows(
                 .collect(),
             stop_early: false,
         };
-        match model.generate(std::slice::from_ref(image), &own, max_new_tokens)? {
+        match model.generate_inputs(std::slice::from_ref(image), &own, max_new_tokens)? {
             Some(mut texts) if texts.len() == 1 => out.push(texts.remove(0)),
             Some(texts) => {
                 return Err(Error::Msg(format!("the model generated {} answers for one image", texts.len())).into())

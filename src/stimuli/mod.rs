@@ -19,11 +19,13 @@ pub mod colour;
 pub mod manifest;
 pub mod render;
 pub mod spec;
+pub mod text;
 mod texture;
 
 pub use manifest::{StimulusManifest, StimulusRecord, MANIFEST_FILE};
 pub use render::{render, RenderOptions, Stimulus};
 pub use spec::{check_set_name, Family, HoldOut, HueGrid, Kind, StimulusSpec, TexturedParams};
+pub use text::{TextPrompt, TextPromptSet};
 
 /// Errors of stimulus specs, rendering and stimulus manifests.
 #[derive(Debug, thiserror::Error)]

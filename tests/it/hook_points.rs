@@ -235,3 +235,148 @@ fn a_tokens_store_records_each_samples_ids_image_mask_and_mrope_positions() {
     }
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+/// A text prompt set for the fixture: prompt `p00` has no ids, so it runs as the fixture's text-only prompt (the
+/// one transformers recorded); the others give ids (the fixture has no tokenizer) of the same length, `len`.
+fn fixture_text_set(path: &Path, last_len: usize) {
+    let hues = [0, 90, 180, 270];
+    let mut toml = String::from("name = \"fixture-text\"\n");
+    for i in 0..12 {
+        toml += &format!(
+            "\n[[prompt]]\nid = \"p{i:02}\"\nhue-deg = {}\ntext = \"What colour is thing {i}?\"\n",
+            hues[i % 4]
+        );
+        if i > 0 {
+            let len = if i == 11 { last_len } else { 10 };
+            let ids: Vec<usize> =
+                std::iter::once(499).chain((1..len).map(|k| (17 + 37 * i + 11 * k + hues[i % 4] / 3) % 490)).collect();
+            toml += &format!("ids = {ids:?}\n");
+        }
+    }
+    std::fs::write(path, toml).unwrap();
+}
+
+/// max |a - b| / max |b|.
+fn rel_err(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    let scale = b.iter().fold(0f32, |m, x| m.max(x.abs()));
+    a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs())) / scale
+}
+
+#[test]
+fn a_text_prompt_set_is_extracted_as_transformers_computes_it_and_steered_at_last_and_all_positions() {
+    use huescan::store::ActivationStore;
+    let dir = crate::common::fresh_dir("hooks", "text-set");
+    std::fs::create_dir_all(&dir).unwrap();
+    let set = dir.join("text.toml");
+    fixture_text_set(&set, 10);
+    let reference = candle_core::safetensors::load(
+        crate::common::qwen_fixture().join("reference_points.safetensors"),
+        &candle_core::Device::Cpu,
+    )
+    .unwrap();
+    let want = &reference["text.hidden_states"]; // (L + 1, seq, d): transformers on the text-only prompt
+    let (n_hidden, seq, d) = want.dims3().unwrap();
+
+    // Token-level store (batches of 3 mix the fixed-ids prompt with the others): sample p00 at every hidden state
+    // equals transformers at the parity tolerance (1e-4, as tests/it/qwen_parity.rs), and its layout is text only.
+    let tokens = dir.join("tokens");
+    let said = ok(huescan()
+        .args(["extract", "--model", "qwen-tiny-random", "--pool", "tokens", "--batch-size", "3", "--stimuli"])
+        .arg(&set)
+        .arg("--out")
+        .arg(&tokens));
+    assert!(said.contains("every text prompt runs as the same ids"), "p00 has no ids, which is said: {said}");
+    let store = ActivationStore::open(&tokens).unwrap();
+    assert_eq!(store.layer_indices(), (0..n_hidden).collect::<Vec<_>>(), "text prompts default to --layers all");
+    for i in 0..n_hidden {
+        let a = store.layer(i).unwrap();
+        assert_eq!(a.shape(), [12, seq, d]);
+        let ours: Vec<f32> = a.index_axis(ndarray::Axis(0), 0).iter().copied().collect();
+        let theirs = want.get(i).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let e = rel_err(&ours, &theirs);
+        assert!(e <= 1e-4, "text-only hidden_states[{i}]: relative error {e:.3e}");
+    }
+    let m: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(tokens.join("manifest.json")).unwrap()).unwrap();
+    let t0 = &m["tokens"][0];
+    assert_eq!(t0["ids"], serde_json::json!([499, 17, 300, 42, 7, 88, 123, 255, 64, 9]));
+    assert!(t0["image_mask"].as_array().unwrap().iter().all(|b| b == false));
+    assert_eq!(m["provenance"]["pooling"], "tokens");
+
+    // Pooled at the last token (the default for text prompts): p00 equals transformers' last position.
+    let last = dir.join("last");
+    ok(huescan().args(["extract", "--model", "qwen-tiny-random", "--stimuli"]).arg(&set).arg("--out").arg(&last));
+    let store = ActivationStore::open(&last).unwrap();
+    assert_eq!(store.manifest().provenance.pooling, "last");
+    for i in 0..n_hidden {
+        let a = store.layer_2d(i).unwrap();
+        let theirs = want.get(i).unwrap().get(seq - 1).unwrap().to_vec1::<f32>().unwrap();
+        let e = rel_err(&a.row(0).to_vec(), &theirs);
+        assert!(e <= 1e-4, "last-token hidden_states[{i}]: relative error {e:.3e}");
+        assert!(a.row(1) != a.row(2), "prompts with their own ids differ");
+    }
+
+    // What a text prompt cannot give is refused with one sentence.
+    let err = fails(
+        huescan()
+            .args(["extract", "--model", "qwen-tiny-random", "--pool", "image-mean", "--stimuli"])
+            .arg(&set)
+            .arg("--out")
+            .arg(dir.join("x")),
+    );
+    assert!(err.contains("image-mean averages over image tokens, and a text prompt set has none"), "{err}");
+    let err = fails(&mut extract(&set, &dir.join("x"), "visual.blocks.*"));
+    assert!(err.contains("which a text prompt never runs"), "{err}");
+    let ragged = dir.join("ragged.toml");
+    fixture_text_set(&ragged, 7);
+    let err = fails(
+        huescan()
+            .args(["extract", "--model", "qwen-tiny-random", "--pool", "tokens", "--stimuli"])
+            .arg(&ragged)
+            .arg("--out")
+            .arg(dir.join("x")),
+    );
+    assert!(err.contains("every prompt needs the same token count") && err.contains("has 7 tokens"), "{err}");
+
+    // Steering the text prompts at the last position and at every position (the generated tokens too): alpha 0
+    // answers as transformers does (p00 is the first red source), a nonzero alpha moves the read-out hue.
+    for positions in ["last", "all"] {
+        let out = dir.join(format!("steer-{positions}"));
+        ok(huescan()
+            .args(["steer", "--model", "qwen-tiny-random", "--layer", "1", "--from", "0", "--to", "180"])
+            .args(["--alphas", "0,1", "--direction", "centroid", "--max-new-tokens", "3", "--positions", positions])
+            .arg("--acts")
+            .arg(&last)
+            .arg("--stimuli")
+            .arg(&set)
+            .arg("--out")
+            .arg(&out));
+        let rows: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(out.join("sweep.json")).unwrap()).unwrap();
+        let rows = rows["rows"].as_array().unwrap();
+        assert_eq!(rows.len(), 2);
+        let texts = |r: &serde_json::Value| r["texts"].as_array().unwrap().clone();
+        assert_eq!(texts(&rows[0])[0], "[58, 502, 30]", "{positions}: transformers' greedy text-only answer");
+        let hue = |r: &serde_json::Value| r["probe_hue_deg"]["1"].as_f64().unwrap();
+        let moved = hue_distance(hue(&rows[0]), hue(&rows[1]));
+        assert!(moved > 30.0, "{positions}: steering moved the read-out by only {moved} degrees");
+        assert_ne!(texts(&rows[0]), texts(&rows[1]), "{positions}: steering changed no answer");
+    }
+    let err = fails(
+        huescan()
+            .args(["steer", "--model", "qwen-tiny-random", "--layer", "1", "--positions", "image", "--acts"])
+            .arg(&last)
+            .arg("--stimuli")
+            .arg(&set)
+            .arg("--out")
+            .arg(dir.join("x")),
+    );
+    assert!(err.contains("a text prompt set has none; use last or all"), "{err}");
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+fn hue_distance(a: f64, b: f64) -> f64 {
+    let d = (a - b).rem_euclid(360.0);
+    d.min(360.0 - d)
+}

@@ -585,3 +585,93 @@ fn steering_an_attention_output_or_the_mid_stream_matches_transformers() {
         assert_close(&format!("{name}-steered logits"), &out.logits, p.get("b.steer_attn.logits"), F32_TOL);
     }
 }
+
+#[test]
+fn image_mean_extraction_cut_after_the_image_with_a_shared_prefix_stores_what_the_full_forward_does() {
+    let r = Reference::load();
+    let model = load(&fixture().join("model"), DType::F32);
+    // Two images of different sizes, so the cut prompts are left-padded to one length as the full ones are.
+    let batch = [r.sample("a"), r.sample("b")];
+    let points = model.all_hook_points();
+    let image = model.config().image_token_id;
+    let full_hooks = HookSet::capture(points.clone());
+    let cut_hooks = HookSet { stop_early: true, ..full_hooks.clone() };
+    let cut = model.cut_after_image(&batch, &cut_hooks, Pooling::ImageMean).expect("extraction's case is cut");
+    for (s, c) in batch.iter().zip(&cut) {
+        let end = s.input_ids.iter().rposition(|&i| i == image).unwrap() + 1;
+        assert!(end < s.input_ids.len(), "the fixture prompt has text after the image");
+        assert_eq!(c.input_ids, s.input_ids[..end]);
+    }
+    let full = model.forward_samples(&batch, &full_hooks, Pooling::ImageMean).unwrap();
+    let reduced = model.forward_samples(&batch, &cut_hooks, Pooling::ImageMean).unwrap();
+    // Causal attention: an image token's state never sees the text after it. The shorter sequence changes only
+    // the shapes the products and softmax sums run over, so the tolerance is f32 summation order (1e-5), 10x
+    // tighter than the parity tolerance against transformers; vision points are untouched (bit-identical).
+    for p in &points {
+        let e = rel_err(&reduced.layers[p], &full.layers[p]);
+        eprintln!("cut vs full {p}: {e:.3e}");
+        let tol = if p.component() == huescan::model::Component::Vision { 0.0 } else { 1e-5 };
+        assert!(e <= tol, "{p}: relative error {e:.3e} exceeds {tol:.0e}");
+    }
+    assert!(reduced.logits.is_none() && full.logits.is_some(), "the cut forward computes no logits");
+    // Steering the image tokens (what an image-mean sweep at a decoder point does) cuts too, and matches.
+    let steer = |stop_early: bool| HookSet {
+        interventions: vec![Intervention {
+            point: HookPoint::ResidPost(0),
+            positions: Positions::ImageTokens,
+            sample: Some(1),
+            op: InterventionOp::Add { vector: vec![0.5; model.config().text.hidden_size], alpha: 1.0 },
+        }],
+        stop_early,
+        ..full_hooks.clone()
+    };
+    assert!(model.cut_after_image(&batch, &steer(true), Pooling::ImageMean).is_some());
+    let (a, b) = (
+        model.forward_samples(&batch, &steer(false), Pooling::ImageMean).unwrap(),
+        model.forward_samples(&batch, &steer(true), Pooling::ImageMean).unwrap(),
+    );
+    assert!(rel_err(&a.layers[&HookPoint::ResidPost(1)], &full.layers[&HookPoint::ResidPost(1)]) > 1e-3);
+    for p in &points {
+        assert!(rel_err(&b.layers[p], &a.layers[p]) <= 1e-5, "steered {p}");
+    }
+    assert_eq!(model.shared_prefix(&cut), None, "prompts of different lengths (padding) share no cached prefix");
+    // Two images of one size: the cut prompts have one length, so the prefix before the image runs once and
+    // its keys and values serve both; the stored tensors are again the full forward's (same tolerances).
+    let b = r.sample("b");
+    let dim = Sample { pixel_values: b.pixel_values.affine(0.5, -0.25).unwrap(), ..b.clone() };
+    let same = [b, dim];
+    let cut = model.cut_after_image(&same, &cut_hooks, Pooling::ImageMean).unwrap();
+    let first = same[0].input_ids.iter().position(|&i| i == image).unwrap();
+    assert_eq!(model.shared_prefix(&cut), Some(first), "everything before the first image token is shared");
+    let full = model.forward_samples(&same, &full_hooks, Pooling::ImageMean).unwrap();
+    let reduced = model.forward_samples(&same, &cut_hooks, Pooling::ImageMean).unwrap();
+    for p in &points {
+        let e = rel_err(&reduced.layers[p], &full.layers[p]);
+        eprintln!("shared prefix vs full {p}: {e:.3e}");
+        let tol = if p.component() == huescan::model::Component::Vision { 0.0 } else { 1e-5 };
+        assert!(e <= tol, "shared prefix {p}: relative error {e:.3e} exceeds {tol:.0e}");
+    }
+    // The prefix runs as its own batch of one whatever the batch, so a sample's numbers do not depend on it.
+    let alone = model.forward_samples(&same[..1], &cut_hooks, Pooling::ImageMean).unwrap();
+    for p in &points {
+        let (x, y) = (alone.layers[p].get(0).unwrap(), reduced.layers[p].get(0).unwrap());
+        assert_eq!(rel_err(&x, &y), 0.0, "{p}: batch of one vs batch of two");
+    }
+    let p1 = &HookPoint::ResidPost(1);
+    assert!(rel_err(&full.layers[p1].get(0).unwrap(), &full.layers[p1].get(1).unwrap()) > 1e-3, "samples differ");
+    let (a, b) = (
+        model.forward_samples(&same, &steer(false), Pooling::ImageMean).unwrap(),
+        model.forward_samples(&same, &steer(true), Pooling::ImageMean).unwrap(),
+    );
+    for p in &points {
+        assert!(rel_err(&b.layers[p], &a.layers[p]) <= 1e-5, "steered with a shared prefix {p}");
+    }
+    // Whatever needs the later tokens runs the whole prompt.
+    assert!(model.cut_after_image(&batch, &full_hooks, Pooling::ImageMean).is_none(), "logits wanted");
+    for pooling in [Pooling::Last, Pooling::Tokens] {
+        assert!(model.cut_after_image(&batch, &cut_hooks, pooling).is_none(), "{pooling}");
+    }
+    let mut last = steer(true);
+    last.interventions[0].positions = Positions::Last;
+    assert!(model.cut_after_image(&batch, &last, Pooling::ImageMean).is_none(), "a last-token intervention");
+}

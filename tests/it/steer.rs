@@ -42,7 +42,7 @@ fn fixture() -> &'static Fixture {
                 let rgb = hsv_to_rgb(hue, 1.0, 1.0).map(|c| (c * 255.0).round() as u8);
                 let path = dir.join(format!("hue_{i:03}.png"));
                 image::RgbImage::from_pixel(4, 4, image::Rgb(rgb)).save(&path).unwrap();
-                SampleInput { id: format!("hue_{i:03}"), hue_deg: hue, image: path }
+                SampleInput { id: format!("hue_{i:03}"), hue_deg: hue, image: path, text: None }
             })
             .collect();
         let model = Autoencoder::train_or_load(None, &TrainConfig::default(), None).unwrap();

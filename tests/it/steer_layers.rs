@@ -140,7 +140,7 @@ fn setup(name: &str) -> (PathBuf, Vec<SampleInput>, ActivationStore) {
             let rgb = hsv_to_rgb(hue, 1.0, 1.0).map(|c| (c * 255.0).round() as u8);
             let path = dir.join(format!("h{i:02}.png"));
             image::RgbImage::from_pixel(2, 2, image::Rgb(rgb)).save(&path).unwrap();
-            SampleInput { id: format!("h{i:02}"), hue_deg: hue, image: path }
+            SampleInput { id: format!("h{i:02}"), hue_deg: hue, image: path, text: None }
         })
         .collect();
     let plan = ExtractPlan {

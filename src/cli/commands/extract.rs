@@ -12,8 +12,9 @@ use crate::extract::{self, ExtractPlan, SampleInput};
 use crate::model::autoencoder::{HueRange, TrainConfig};
 use crate::model::hub::HubSettings;
 use crate::model::load::{self, LoadOptions, LoadedModel};
-use crate::model::{device, HookPoint, Model, Pooling};
-use crate::stimuli::{StimulusManifest, MANIFEST_FILE};
+use crate::model::qwen2_5_vl::Prompt;
+use crate::model::{device, Component, HookPoint, Model, Pooling, TextInput};
+use crate::stimuli::{StimulusManifest, TextPromptSet, MANIFEST_FILE};
 use crate::store::{self, Provenance};
 
 /// Where and how a model runs; shared by every command that runs one.
@@ -110,7 +111,9 @@ impl ModelArgs {
 pub struct ExtractArgs {
     #[command(flatten)]
     pub model: ModelArgs,
-    /// A rendered stimulus folder (holding stimuli.json) or the stimuli.json file.
+    /// A rendered stimulus folder (holding stimuli.json), the stimuli.json file, or a text prompt set (a `.toml`
+    /// of `[[prompt]]` entries with an id, a hue label and a text, asked without an image; e.g.
+    /// stimuli/text/colour-objects.toml).
     #[arg(long)]
     pub stimuli: PathBuf,
     /// The activation store to write (resumed if it holds unfinished work of the same inputs).
@@ -126,9 +129,10 @@ pub struct ExtractArgs {
     /// `--layers all`; with an explicit --layers both are stored.
     #[arg(long)]
     pub hooks: Option<String>,
-    /// Per-sample pooling: image-mean (mean over image tokens), last (last prompt token) or tokens (all).
-    #[arg(long, default_value = "image-mean")]
-    pub pool: String,
+    /// Per-sample pooling: image-mean (mean over image tokens), last (last prompt token) or tokens (all)
+    /// [default: image-mean; last for a text prompt set, which has no image tokens].
+    #[arg(long)]
+    pub pool: Option<String>,
     /// Images per forward pass [default: from available memory on CPU (at most 8), 32 on GPUs; halved
     /// automatically whenever the device runs out of memory].
     #[arg(long)]
@@ -150,9 +154,67 @@ pub fn read_stimuli(path: &Path) -> anyhow::Result<(StimulusManifest, PathBuf, V
     let samples = manifest
         .stimuli
         .iter()
-        .map(|s| SampleInput { id: s.id.clone(), hue_deg: s.hue_deg, image: dir.join(&s.file) })
+        .map(|s| SampleInput { id: s.id.clone(), hue_deg: s.hue_deg, image: dir.join(&s.file), text: None })
         .collect();
     Ok((manifest, dir, samples))
+}
+
+/// A stimulus set as `extract` and `steer` read it: a rendered image set or a text prompt set.
+#[derive(Debug)]
+pub struct StimulusSet {
+    pub name: String,
+    /// SHA-256 of `stimuli.json` (which pins every PNG) or of the text prompt file.
+    pub sha256: String,
+    /// Image sets: SHA-256 of the spec's TOML.
+    pub spec_sha256: Option<String>,
+    pub is_text: bool,
+    pub samples: Vec<SampleInput>,
+}
+
+/// Reads `--stimuli`: a text prompt set when it is a `.toml` file, otherwise a rendered image set.
+pub fn read_stimulus_set(path: &Path) -> anyhow::Result<StimulusSet> {
+    let path = existing(path, "stimulus set")?;
+    if TextPromptSet::is_text_set(&path) {
+        let set = TextPromptSet::from_path(&path)?;
+        let samples = set
+            .prompts
+            .iter()
+            .map(|p| SampleInput {
+                id: p.id.clone(),
+                hue_deg: p.hue_deg,
+                image: PathBuf::new(),
+                text: Some(TextInput { text: p.text.clone(), ids: p.ids.clone() }),
+            })
+            .collect();
+        return Ok(StimulusSet { name: set.name, sha256: set.sha256, spec_sha256: None, is_text: true, samples });
+    }
+    let (manifest, dir, samples) = read_stimuli(&path)?;
+    Ok(StimulusSet {
+        name: manifest.spec_name.clone(),
+        // stimuli.json records every PNG's hash, so its own hash pins the exact images (photos included).
+        sha256: crate::fsx::sha256_file(&dir.join(MANIFEST_FILE))?,
+        spec_sha256: Some(manifest.spec_sha256),
+        is_text: false,
+        samples,
+    })
+}
+
+/// Refuses what a text prompt set cannot give: image-mean pooling, and vision-tower points (never run).
+pub fn check_text_selection(pooling: Pooling, layers: &[usize], model: &dyn Model) -> anyhow::Result<()> {
+    if pooling == Pooling::ImageMean {
+        anyhow::bail!(
+            "--pool image-mean averages over image tokens, and a text prompt set has none; use --pool last (the \
+             default for text prompts) or --pool tokens"
+        );
+    }
+    let all = model.all_hook_points();
+    if let Some(p) = layers.iter().filter_map(|&i| all.get(i)).find(|p| p.component() == Component::Vision) {
+        anyhow::bail!(
+            "`{p}` is in the vision tower, which a text prompt never runs; select decoder points for a text prompt \
+             set (e.g. --layers all or --hooks 'blocks.*')"
+        );
+    }
+    Ok(())
 }
 
 /// `all` or `0,4,8-12`, each index below `n_points` (the model's hook points or the store's layers). Bounds
@@ -234,6 +296,19 @@ pub fn selected_points(layers: &str, hooks: Option<&str>, model: &dyn Model) -> 
     parse_points(&spec, model)
 }
 
+/// A model with raw-id prompts (no tokenizer, e.g. the test fixture) cannot spell a text prompt: a prompt without
+/// `ids` becomes the model's fixed ids without the vision block, so such texts are all one input. Said, not hidden.
+pub fn warn_if_prompt_text_unused(loaded: &LoadedModel, samples: &[SampleInput], progress: &Progress) {
+    let raw_ids = matches!(loaded.qwen.as_ref().and_then(|q| q.prompt()), Some(Prompt::Ids { .. }));
+    if raw_ids && samples.iter().any(|s| s.text.as_ref().is_some_and(|t| t.ids.is_none())) {
+        progress.say(format!(
+            "warning: `{}` has a raw-id prompt and no tokenizer, so every text prompt runs as the same ids (its \
+             prompt without the vision block); the prompt texts are not used (give each prompt `ids` to vary it)",
+            loaded.id
+        ));
+    }
+}
+
 /// `--shard`, else the Slurm array variables, else none.
 pub fn resolve_shard(flag: Option<&str>, env: &dyn Env) -> anyhow::Result<Option<(usize, usize)>> {
     if let Some(s) = flag {
@@ -248,17 +323,20 @@ pub fn resolve_shard(flag: Option<&str>, env: &dyn Env) -> anyhow::Result<Option
 }
 
 pub fn run(args: &ExtractArgs, progress: &Progress) -> anyhow::Result<ExitCode> {
-    let (manifest, dir, samples) = read_stimuli(&args.stimuli)?;
-    // stimuli.json records every PNG's hash, so its own hash pins the exact images (photos included).
-    let stimuli_sha256 = crate::fsx::sha256_file(&dir.join(MANIFEST_FILE))?;
-    let pooling: Pooling = args.pool.parse()?;
+    let set = read_stimulus_set(&args.stimuli)?;
+    let default_pool = if set.is_text { Pooling::Last } else { Pooling::ImageMean };
+    let pooling: Pooling = args.pool.as_deref().map_or(Ok(default_pool), str::parse)?;
     let shard = resolve_shard(args.shard.as_deref(), &ProcessEnv)?;
     crate::fsx::create_dir_all(&args.out)?;
     let loaded = args.model.load(&args.out)?;
     let layers = selected_points(&args.layers, args.hooks.as_deref(), loaded.model.as_ref())?;
+    if set.is_text {
+        check_text_selection(pooling, &layers, loaded.model.as_ref())?;
+        warn_if_prompt_text_unused(&loaded, &set.samples, progress);
+    }
     let batch_size = args.batch_size.unwrap_or_else(|| extract::default_batch_size(args.model.runtime.device == "cpu"));
     let plan = ExtractPlan {
-        samples,
+        samples: set.samples,
         layers,
         pooling,
         batch_size,
@@ -269,12 +347,15 @@ pub fn run(args: &ExtractArgs, progress: &Progress) -> anyhow::Result<ExitCode> 
             model_revision: loaded.revision.clone(),
             model_config_sha256: loaded.config_sha256.clone(),
             model_files_sha256: loaded.file_hashes.clone(),
-            stimuli_name: manifest.spec_name.clone(),
-            stimuli_sha256,
+            stimuli_name: set.name.clone(),
+            stimuli_sha256: set.sha256.clone(),
             pooling: pooling.to_string(),
             settings: {
                 let mut s = loaded.settings.clone();
-                s.insert("stimuli_spec_sha256".into(), manifest.spec_sha256.clone());
+                match &set.spec_sha256 {
+                    Some(sha) => s.insert("stimuli_spec_sha256".into(), sha.clone()),
+                    None => s.insert("stimuli_kind".into(), "text prompts (no image)".into()),
+                };
                 s
             },
         },

@@ -120,7 +120,7 @@ pub fn pipeline(model: &str, sets: &[String], out: &Path, p: &PipelineArgs, prog
             out: acts.clone(),
             layers: p.layers.clone(),
             hooks: None,
-            pool: p.pool.clone(),
+            pool: Some(p.pool.clone()),
             batch_size: p.batch_size,
             shard: None,
         };
@@ -155,7 +155,7 @@ pub fn pipeline(model: &str, sets: &[String], out: &Path, p: &PipelineArgs, prog
             to: None,
             pairs: Some(default_pairs(&store.hue_deg())),
             alphas: "-0.25:1.25:0.25".into(),
-            positions: "image".into(),
+            positions: Some("image".into()),
             direction: "all".into(),
             normalise: "none".into(),
             seed: 0,

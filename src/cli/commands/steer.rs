@@ -8,12 +8,14 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::Args;
 
-use super::extract::{parse_points, read_stimuli, ModelArgs};
+use super::extract::{
+    check_text_selection, parse_points, read_stimulus_set, warn_if_prompt_text_unused, ModelArgs, StimulusSet,
+};
 use crate::cli::{existing, values, Progress};
 use crate::extract::load_image;
-use crate::model::autoencoder;
 use crate::model::load::LoadedModel;
 use crate::model::preset::ModelKind;
+use crate::model::{autoencoder, Positions};
 use crate::steer::{
     self, gguf, parse_alphas, parse_pair, ColourWords, DirectionKind, PairSpec, SteeringVector, SweepInput,
     SweepOptions, DEFAULT_COLOUR_WORDS,
@@ -31,7 +33,8 @@ pub struct SteerArgs {
     /// The activation store the directions and probes come from (made by `huescan extract` with this model).
     #[arg(long)]
     pub acts: PathBuf,
-    /// The rendered stimulus set the store was extracted from; the source-hue images are steered.
+    /// The stimulus set the store was extracted from (a rendered image set, or a text prompt set `.toml`); the
+    /// source-hue samples are steered.
     #[arg(long)]
     pub stimuli: PathBuf,
     /// Steering point(s): an index, a list or ranges like `4,8-10` (store layer indices), hook names or globs
@@ -50,9 +53,10 @@ pub struct SteerArgs {
     /// Alphas: `start:stop:step` or a list.
     #[arg(long, default_value = "-0.25:1.25:0.25", allow_hyphen_values = true)]
     pub alphas: String,
-    /// Token positions steered: image, all, last or indices `i,j`.
-    #[arg(long, default_value = "image")]
-    pub positions: String,
+    /// Token positions steered: image, all (also every generated token), last or indices `i,j` [default: image;
+    /// last for a text prompt set, which has no image tokens].
+    #[arg(long)]
+    pub positions: Option<String>,
     /// Directions: centroid, manifold, random (comma-separated) or all.
     #[arg(long, default_value = "all")]
     pub direction: String,
@@ -139,17 +143,18 @@ fn pairs(args: &SteerArgs) -> anyhow::Result<Vec<PairSpec>> {
     })
 }
 
-/// The stimulus folder must be the very set the store was extracted from: its `stimuli.json` hash is the
-/// store's `stimuli_sha256` (`huescan extract` records it), so another set with matching ids is refused.
-fn check_stimuli_provenance(store: &ActivationStore, spec_name: &str, dir: &std::path::Path) -> anyhow::Result<()> {
+/// The stimulus set must be the very set the store was extracted from: its hash (of `stimuli.json`, which pins
+/// every PNG, or of the text prompt file) is the store's `stimuli_sha256` (`huescan extract` records it), so
+/// another set with matching ids is refused.
+fn check_stimuli_provenance(store: &ActivationStore, set: &StimulusSet, path: &std::path::Path) -> anyhow::Result<()> {
     let p = &store.manifest().provenance;
-    let sha = crate::fsx::sha256_file(&dir.join(crate::stimuli::MANIFEST_FILE))?;
-    if spec_name != p.stimuli_name || sha != p.stimuli_sha256 {
+    if set.name != p.stimuli_name || set.sha256 != p.stimuli_sha256 {
         anyhow::bail!(
-            "--stimuli `{}` (set `{spec_name}`, stimuli.json sha256 {}) is not the set the store was extracted \
-             from (set `{}`, sha256 {}); pass that rendered folder",
-            dir.display(),
-            &sha[..12],
+            "--stimuli `{}` (set `{}`, sha256 {}) is not the set the store was extracted from (set `{}`, sha256 \
+             {}); pass that stimulus set",
+            path.display(),
+            set.name,
+            &set.sha256[..set.sha256.len().min(12)],
             p.stimuli_name,
             &p.stimuli_sha256[..p.stimuli_sha256.len().min(12)]
         );
@@ -161,9 +166,10 @@ pub fn run(args: &SteerArgs, progress: &Progress) -> anyhow::Result<ExitCode> {
     let store = ActivationStore::open(&existing(&args.acts, "activation store")?)?;
     let n = args.max_new_tokens;
     values::check_cap("--max-new-tokens", n as u64, values::MAX_NEW_TOKENS as u64, &format!("{n} decoder steps"))?;
-    let (stim_manifest, stim_dir, samples) = read_stimuli(&args.stimuli)?;
-    check_stimuli_provenance(&store, &stim_manifest.spec_name, &stim_dir)?;
+    let set = read_stimulus_set(&args.stimuli)?;
+    check_stimuli_provenance(&store, &set, &args.stimuli)?;
     let _lock = crate::fsx::DirLock::acquire(&args.out, "steer")?;
+    let samples = &set.samples;
     let by_id: HashMap<&str, &crate::extract::SampleInput> = samples.iter().map(|s| (s.id.as_str(), s)).collect();
     let rows: Vec<&crate::extract::SampleInput> = store
         .sample_ids()
@@ -198,6 +204,14 @@ pub fn run(args: &SteerArgs, progress: &Progress) -> anyhow::Result<ExitCode> {
         }
     }
     let model = loaded.model.as_ref();
+    let default_positions = if set.is_text { "last" } else { "image" };
+    let positions: Positions = args.positions.as_deref().unwrap_or(default_positions).parse()?;
+    if set.is_text {
+        if positions == Positions::ImageTokens {
+            anyhow::bail!("--positions image steers image tokens, and a text prompt set has none; use last or all");
+        }
+        warn_if_prompt_text_unused(&loaded, samples, progress);
+    }
     let n_points = model.all_hook_points().len();
     let layers: Vec<usize> = if args.layer == "all" {
         store.layer_indices().into_iter().filter(|&i| i < n_points).collect()
@@ -211,6 +225,9 @@ pub fn run(args: &SteerArgs, progress: &Progress) -> anyhow::Result<ExitCode> {
              activations of the steered layer",
             args.acts.display()
         );
+    if set.is_text {
+        let pooling: crate::model::Pooling = store.manifest().provenance.pooling.parse()?;
+        check_text_selection(pooling, &layers, model)?;
     }
     let words: Vec<String> = DEFAULT_COLOUR_WORDS.iter().map(|(w, _)| w.to_string()).collect();
     let colour_words = model.token_ids(&words)?.map(|ids| ColourWords::new(words, ids)).transpose()?;
@@ -219,7 +236,7 @@ pub fn run(args: &SteerArgs, progress: &Progress) -> anyhow::Result<ExitCode> {
         pairs: pairs(args)?,
         alphas: parse_alphas(&args.alphas)?,
         kinds: parse_kinds(&args.direction)?,
-        positions: args.positions.parse()?,
+        positions,
         normalisation: args.normalise.parse()?,
         seed: args.seed,
         smds_alpha: args.smds_alpha,
@@ -228,6 +245,7 @@ pub fn run(args: &SteerArgs, progress: &Progress) -> anyhow::Result<ExitCode> {
         batch_size: args.batch_size.unwrap_or(if args.model.runtime.device == "cpu" { 8 } else { 32 }),
         output_rgb: (loaded.kind == ModelKind::Autoencoder).then(|| autoencoder::point(autoencoder::OUTPUT)),
         colour_words,
+        text_prompts: if set.is_text { rows.iter().filter_map(|s| s.text.clone()).collect() } else { vec![] },
         ..SweepOptions::default()
     };
     let image = |row: usize| load_image(rows[row]);

@@ -10,6 +10,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod processor;
 pub mod prompt;
+mod reduce;
 mod resize;
 pub mod rope;
 mod text;
@@ -28,7 +29,7 @@ pub use resize::resize_bicubic_pil;
 pub use rope::MropePositions;
 pub use text::KvCache;
 
-use crate::model::{Captures, Component, Error, HookPoint, HookSet, Pooling, Positions};
+use crate::model::{Captures, Component, Error, HookPoint, HookSet, Input, Pooling, Positions};
 use text::{causal_mask, TextModel};
 use vision::VisionModel;
 
@@ -263,6 +264,31 @@ impl Qwen25VlModel {
         Ok(self.text_sample(&ids))
     }
 
+    /// [`Self::prepare`] for an image, [`Self::prepare_text`] for a text-only prompt.
+    pub fn prepare_input(&self, input: &Input) -> Result<Sample, Error> {
+        match input {
+            Input::Image(img) => self.prepare(img),
+            Input::Text(t) => match (&self.prompt, &t.ids) {
+                (Some(Prompt::Ids { .. }), Some(ids)) => {
+                    let vocab = self.cfg.text.vocab_size as u32;
+                    let vision =
+                        [self.cfg.vision_start_token_id, self.cfg.vision_end_token_id, self.cfg.image_token_id];
+                    if let Some(bad) = ids.iter().find(|&&i| i >= vocab || vision.contains(&i)) {
+                        return Err(Error::Msg(format!(
+                            "text prompt id {bad} is not a text token of this model (vocabulary 0..{vocab}, vision \
+                             ids {vision:?} excluded)"
+                        )));
+                    }
+                    if ids.is_empty() {
+                        return Err(Error::Msg("a text prompt's `ids` is empty".into()));
+                    }
+                    Ok(self.text_sample(ids))
+                }
+                _ => self.prepare_text(&t.text),
+            },
+        }
+    }
+
     /// The vision tower's merged features `(Σ tokens, hidden)` in the model dtype, raster order.
     pub fn image_features(&self, pixel_values: &Tensor, grids: &[[usize; 3]]) -> Result<Tensor, Error> {
         Ok(self.vision.forward(&pixel_values.to_device(&self.device)?, grids)?)
@@ -281,7 +307,7 @@ impl Qwen25VlModel {
         let positions = self.positions(&sample)?;
         let mut hidden = Vec::with_capacity(self.n_layers() + 1);
         let n_blocks = self.n_layers();
-        let (last, _) = self.prefill(std::slice::from_ref(&sample), hooks, None, None, &mut |point, xs, _| {
+        let (last, _) = self.prefill(std::slice::from_ref(&sample), hooks, None, None, 0, &mut |point, xs, _| {
             if point.hidden_state_index(n_blocks).is_some() {
                 hidden.push(xs.i(0)?.to_dtype(DType::F32)?);
             }
@@ -299,7 +325,7 @@ impl Qwen25VlModel {
         let positions = self.positions(sample)?;
         let mut cache = KvCache::new(self.n_layers());
         let (last, _) =
-            self.prefill(std::slice::from_ref(sample), hooks, Some(&mut cache), None, &mut |_, _, _| Ok(()))?;
+            self.prefill(std::slice::from_ref(sample), hooks, Some(&mut cache), None, 0, &mut |_, _, _| Ok(()))?;
         let last = last.expect("prefill without a block limit runs every block");
         let seq = sample.input_ids.len();
         let mut next_logits = self.text.logits(&last.i((.., seq - 1..seq, ..))?)?;
@@ -352,13 +378,16 @@ impl Qwen25VlModel {
 
     /// Embeds a left-padded batch, merges image features, runs the first `blocks` blocks (all when `None`) with
     /// hooks. `on_point` sees each hook point's `(batch, seq, hidden)` tensor after interventions. Returns the
-    /// final-norm output, or `None` when it stopped before the last block.
+    /// final-norm output, or `None` when it stopped before the last block. With `past > 0` the first `past`
+    /// positions of every (unpadded) prompt are already in `cache` (a shared prefix, see
+    /// [`Self::shared_prefix`]): only the rest runs, and positions in `on_point` and the layout count from there.
     fn prefill(
         &self,
         batch: &[Sample],
         hooks: &HookSet,
         cache: Option<&mut KvCache>,
         blocks: Option<usize>,
+        past: usize,
         on_point: &mut dyn FnMut(&HookPoint, &Tensor, &Layout) -> candle_core::Result<()>,
     ) -> Result<(Option<Tensor>, Layout), Error> {
         let image_id = self.cfg.image_token_id;
@@ -423,7 +452,12 @@ impl Qwen25VlModel {
         let refs: Vec<&[Vec<i64>; 3]> = axes_all.iter().collect();
         let tc = &self.cfg.text;
         let (cos, sin) = rope::mrope_cos_sin(&refs, tc.head_dim, tc.rope_theta, &tc.mrope_section, &self.device)?;
-        let mask = if seq > 1 { Some(causal_mask(&layout.pad, seq, 0, &self.device)?) } else { None };
+        let [xs, cos, sin] = reduce::skip_cached(&mut layout, past, [xs, cos, sin])?;
+        let mask = if layout.seq > 1 || past > 0 {
+            Some(causal_mask(&layout.pad, layout.seq, past, &self.device)?)
+        } else {
+            None
+        };
 
         let sel = |bi: usize, p: &Positions| layout.select(bi, p);
         let point = HookPoint::ResidPre(0);
@@ -496,23 +530,45 @@ impl Qwen25VlModel {
     /// Runs a batch of prepared samples and pools the requested captures (f32, CPU). Samples are left-padded to
     /// one length and masked, so each equals its batch-of-one result up to float summation order. With
     /// [`HookSet::stop_early`] it runs only the blocks the hooks need and returns no logits.
+    ///
+    /// With `stop_early` and `image-mean` pooling (what extraction of an image set asks for) each prompt is also
+    /// cut after its last image token: with causal attention no state at an image token depends on a later
+    /// token, so the pooled captures are those of the whole prompt (up to float summation order) without the
+    /// text after the image; the prefix every prompt shares before its image then runs once and its keys and
+    /// values serve the batch ([`Self::shared_prefix`]).
     pub fn forward_samples(&self, batch: &[Sample], hooks: &HookSet, pooling: Pooling) -> Result<Captures, Error> {
+        let cut = self.cut_after_image(batch, hooks, pooling);
+        let batch = cut.as_deref().unwrap_or(batch);
         let mut caps = Captures::default();
         let blocks = hooks.blocks_needed(self.n_layers());
-        let (normed, layout) = self.prefill(batch, hooks, None, blocks, &mut |point, xs, layout| {
+        let mut on_point = |point: &HookPoint, xs: &Tensor, layout: &Layout| {
             if hooks.wants(point) {
                 let pooled = pool(xs, layout, pooling)?;
                 caps.layers.insert(point.clone(), pooled);
             }
             Ok(())
-        })?;
+        };
+        let (normed, layout) = match cut.as_ref().and_then(|c| self.shared_prefix(c)) {
+            Some(past) => {
+                // The prefix holds no image token, so no capture is pooled there and no intervention (vision
+                // points, image tokens only, as for the cut) changes it: one run serves every sample.
+                let mut head = KvCache::new(self.n_layers());
+                let prefix = self.text_sample(&batch[0].input_ids[..past]);
+                let quiet = HookSet::default();
+                self.prefill(std::slice::from_ref(&prefix), &quiet, Some(&mut head), blocks, 0, &mut |_, _, _| Ok(()))?;
+                let mut cache = head.repeat(batch.len())?;
+                self.prefill(batch, hooks, Some(&mut cache), blocks, past, &mut on_point)?
+            }
+            None => self.prefill(batch, hooks, None, blocks, 0, &mut on_point)?,
+        };
         for point in hooks.capture.iter().filter(|p| p.component() == Component::Vision) {
             let xs = layout.vision.get(point).ok_or_else(|| {
                 Error::Msg(format!("`{point}` is a vision-tower point, but no sample of the batch has an image"))
             })?;
             caps.layers.insert(point.clone(), pool_vision(point, xs, &layout, pooling)?);
         }
-        if let Some(normed) = normed {
+        // A cut prompt's last position is its last image token, whose logits nobody asked for.
+        if let Some(normed) = normed.filter(|_| cut.is_none()) {
             let last = normed.i((.., layout.seq - 1, ..))?.contiguous()?;
             caps.logits = Some(self.text.logits(&last)?.to_dtype(DType::F32)?.to_device(&Device::Cpu)?);
         }
@@ -656,10 +712,20 @@ impl crate::model::Model for Qwen25VlModel {
         hooks: &HookSet,
         max_new_tokens: usize,
     ) -> crate::Result<Option<Vec<String>>> {
+        let inputs: Vec<Input> = images.iter().cloned().map(Input::Image).collect();
+        self.generate_inputs(&inputs, hooks, max_new_tokens)
+    }
+
+    fn generate_inputs(
+        &self,
+        inputs: &[Input],
+        hooks: &HookSet,
+        max_new_tokens: usize,
+    ) -> crate::Result<Option<Vec<String>>> {
         let Some(prompt) = self.prompt() else { return Ok(None) };
-        let mut out = Vec::with_capacity(images.len());
-        for img in images {
-            let ids = Qwen25VlModel::generate(self, &self.prepare(img)?, max_new_tokens, hooks)?;
+        let mut out = Vec::with_capacity(inputs.len());
+        for input in inputs {
+            let ids = Qwen25VlModel::generate(self, &self.prepare_input(input)?, max_new_tokens, hooks)?;
             out.push(prompt.decode(&ids)?);
         }
         Ok(Some(out))
@@ -689,7 +755,11 @@ impl crate::model::Model for Qwen25VlModel {
     }
 
     fn token_layout(&self, image: &RgbImage) -> crate::Result<Option<crate::model::TokenLayout>> {
-        let sample = self.prepare(image)?;
+        self.input_token_layout(&Input::Image(image.clone()))
+    }
+
+    fn input_token_layout(&self, input: &Input) -> crate::Result<Option<crate::model::TokenLayout>> {
+        let sample = self.prepare_input(input)?;
         let positions = self.positions(&sample)?;
         let strings = match &self.prompt {
             Some(Prompt::Chat(c)) => Some(c.token_strings(&sample.input_ids)?),
@@ -705,6 +775,11 @@ impl crate::model::Model for Qwen25VlModel {
     }
 
     fn forward(&self, images: &[RgbImage], hooks: &HookSet, pooling: Pooling) -> crate::Result<Captures> {
+        let inputs: Vec<Input> = images.iter().cloned().map(Input::Image).collect();
+        self.forward_inputs(&inputs, hooks, pooling)
+    }
+
+    fn forward_inputs(&self, inputs: &[Input], hooks: &HookSet, pooling: Pooling) -> crate::Result<Captures> {
         // Only the canonical names are emitted (`blocks.{l}.hook_resid_pre` for l > 0 is the same tensor as
         // `blocks.{l-1}.hook_resid_post` and is never produced), so anything else is refused, not left empty.
         let points = self.all_hook_points();
@@ -714,7 +789,15 @@ impl crate::model::Model for Qwen25VlModel {
                 Error::NoSuchHook { point: p.to_string(), available: crate::model::summarize_points(&points) }.into()
             );
         }
-        let batch = images.iter().map(|img| self.prepare(img)).collect::<Result<Vec<_>, _>>()?;
+        if pooling == Pooling::ImageMean && inputs.iter().any(|i| matches!(i, Input::Text(_))) {
+            return Err(Error::Msg(
+                "image-mean pooling averages over image tokens, and a text prompt has none; pool text prompts \
+                 with `last` or `tokens`"
+                    .into(),
+            )
+            .into());
+        }
+        let batch = inputs.iter().map(|i| self.prepare_input(i)).collect::<Result<Vec<_>, _>>()?;
         Ok(self.forward_samples(&batch, hooks, pooling)?)
     }
 }

@@ -76,6 +76,16 @@ impl KvCache {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+
+    /// The cache of one sequence repeated for `n` sequences (a prompt prefix every sample of a batch shares).
+    pub fn repeat(&self, n: usize) -> candle_core::Result<KvCache> {
+        let layers = self
+            .layers
+            .iter()
+            .map(|l| l.as_ref().map(|(k, v)| Ok((k.repeat((n, 1, 1, 1))?, v.repeat((n, 1, 1, 1))?))).transpose())
+            .collect::<candle_core::Result<_>>()?;
+        Ok(KvCache { layers })
+    }
 }
 
 struct Attention {
