@@ -225,6 +225,7 @@ pub fn run(args: &SteerArgs, progress: &Progress) -> anyhow::Result<ExitCode> {
              activations of the steered layer",
             args.acts.display()
         );
+    }
     if set.is_text {
         let pooling: crate::model::Pooling = store.manifest().provenance.pooling.parse()?;
         check_text_selection(pooling, &layers, model)?;
