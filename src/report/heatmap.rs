@@ -16,7 +16,7 @@ struct HeatCell {
 
 const CELL_W: usize = 78;
 const CELL_H: usize = 30;
-const LABEL_W: usize = 210;
+const LABEL_W: usize = 300;
 const HEAD_H: usize = 56;
 
 /// Interpolates green (good) → yellow → red (bad) for `t` in [0, 1].
