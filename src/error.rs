@@ -22,7 +22,7 @@ pub enum Error {
     /// Out of space while writing: the disk is full, or a quota or file-size limit was reached.
     #[error(
         "{action} `{path}`: out of space (disk full, or a quota or file-size limit); free space or write \
-         elsewhere, then re-run the same command (extraction keeps its finished chunks and resumes)"
+         elsewhere, then re-run the same command"
     )]
     NoSpace {
         action: &'static str,

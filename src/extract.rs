@@ -31,7 +31,7 @@ pub struct SampleInput {
 pub struct ExtractPlan {
     /// The whole set, in order (a shard takes its slice itself).
     pub samples: Vec<SampleInput>,
-    /// Layer indices (positions in `Model::hook_points`) to store.
+    /// Layer indices (positions in `Model::all_hook_points`) to store.
     pub layers: Vec<usize>,
     pub pooling: Pooling,
     /// Images per forward pass; with `adaptive`, the starting size, halved whenever the device runs out of
@@ -64,7 +64,7 @@ pub fn extract(model: &dyn Model, plan: &ExtractPlan, progress: &dyn Fn(usize, u
     if plan.batch_size == 0 {
         return Err(Error::Msg("--batch-size must be at least 1".into()));
     }
-    let points = model.hook_points();
+    let points = model.all_hook_points();
     let mut layers = Vec::with_capacity(plan.layers.len());
     for &index in &plan.layers {
         let point = points.get(index).ok_or_else(|| {
@@ -93,7 +93,8 @@ pub fn extract(model: &dyn Model, plan: &ExtractPlan, progress: &dyn Fn(usize, u
         samples: inputs.iter().map(|s| SampleEntry { id: s.id.clone(), hue_deg: s.hue_deg }).collect(),
         shard,
     };
-    let mut writer = StoreWriter::create(&dir, spec, CHUNK_SAMPLES)?;
+    let modules = layers.iter().filter_map(|(i, p)| Some((*i, model.module_path(p)?))).collect();
+    let mut writer = StoreWriter::create(&dir, spec, CHUNK_SAMPLES)?.with_modules(modules);
     let pending = writer.pending_chunks();
     let todo: usize = pending.iter().map(|c| c.range.len()).sum();
     let resumed = inputs.len() - todo;
@@ -139,8 +140,29 @@ pub fn extract(model: &dyn Model, plan: &ExtractPlan, progress: &dyn Fn(usize, u
             .collect::<Result<BTreeMap<_, _>>>()?;
         writer.write_chunk(&chunk, &acts)?;
     }
+    if plan.pooling == Pooling::Tokens && !writer.is_complete() {
+        if let Some(tokens) = token_layouts(model, inputs)? {
+            writer.set_tokens(tokens);
+        }
+    }
     let store = writer.finish()?;
     Ok(ExtractOutcome { store, computed: todo, resumed })
+}
+
+/// Every sample's prompt layout, for a `tokens` store (recomputed from the images, so a resumed run has them
+/// for the chunks an earlier run did); `None` for models without a token sequence.
+fn token_layouts(model: &dyn Model, inputs: &[SampleInput]) -> Result<Option<Vec<store::SampleTokens>>> {
+    let mut out = Vec::with_capacity(inputs.len());
+    for s in inputs {
+        let Some(t) = model.token_layout(&load_image(s)?)? else { return Ok(None) };
+        out.push(store::SampleTokens {
+            ids: t.ids,
+            strings: t.strings,
+            image_mask: t.image_mask,
+            mrope_positions: t.mrope_positions,
+        });
+    }
+    Ok(Some(out))
 }
 
 fn captured<'a>(layers: &'a BTreeMap<HookPoint, Tensor>, point: &HookPoint, batch: usize) -> Result<&'a Tensor> {
@@ -178,7 +200,8 @@ pub fn default_batch_size(device_is_cpu: bool) -> usize {
 
 /// Opens an image as 8-bit RGB, naming the file in any error.
 pub fn load_image(sample: &SampleInput) -> Result<image::RgbImage> {
-    let img = image::open(&sample.image).map_err(|e| {
+    let bytes = crate::fsx::read(&sample.image)?;
+    let img = image::load_from_memory(&bytes).map_err(|e| {
         Error::Msg(format!("cannot read image `{}` of stimulus `{}`: {e}", sample.image.display(), sample.id))
     })?;
     Ok(img.to_rgb8())

@@ -1,6 +1,7 @@
 //! The `huescan` binary: parse, run, print the error chain once, map to an exit code: 2 for a command line
 //! clap rejects (clap exits itself), 1 for a command that ran and failed.
 
+use std::io::Write;
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -18,7 +19,8 @@ fn main() -> ExitCode {
             {
                 return ExitCode::SUCCESS;
             }
-            eprintln!("error: {err:#}");
+            // stderr may itself be closed or full; there is nobody left to tell, so the exit code says it.
+            let _ = writeln!(std::io::stderr(), "error: {err:#}");
             ExitCode::FAILURE
         }
     }

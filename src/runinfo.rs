@@ -1,5 +1,6 @@
-//! `run.json`: how a run folder was made (command line, tool version, model, sets, time), so every table and
-//! figure in it can be traced back and re-made.
+//! `run.json`: how a run folder was made (command line, tool version, model, sets, start time), so every table
+//! and figure in it can be traced back and re-made. The start time is kept across resumes, so a run folder is
+//! byte-identical however often it is killed and resumed; `SOURCE_DATE_EPOCH` pins it across runs.
 
 use std::path::Path;
 
@@ -37,7 +38,15 @@ pub struct Seeds {
 
 /// Writes `<dir>/run.json`. The command line is the process's own.
 pub fn write(dir: &Path, model: &str, sets: &[String]) -> crate::Result<()> {
-    let unix = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    // The start time is the one thing in a run folder that a clock decides. A resumed run keeps the time of the
+    // run it resumes, so kill -9 + re-run leaves run.json byte-identical; `SOURCE_DATE_EPOCH` (the
+    // reproducible-builds convention) fixes it for runs that must match byte for byte across machines.
+    let started_unix_s = match read(dir) {
+        Ok(Some(old)) if old.started_unix_s > 0 => old.started_unix_s,
+        _ => std::env::var("SOURCE_DATE_EPOCH").ok().and_then(|s| s.trim().parse().ok()).unwrap_or_else(|| {
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+        }),
+    };
     let info = RunInfo {
         command_line: std::env::args().collect(),
         model: model.to_string(),
@@ -48,7 +57,7 @@ pub fn write(dir: &Path, model: &str, sets: &[String]) -> crate::Result<()> {
             steering: 0,
             stimuli: "each spec's `seed` (stimuli/<set>/stimuli.json records every image's own seed)".into(),
         },
-        started_unix_s: unix,
+        started_unix_s,
         stimulus_sets: sets.to_vec(),
         tool: "huescan".into(),
         tool_version: env!("CARGO_PKG_VERSION").into(),

@@ -2,7 +2,7 @@
 # End-to-end check of the Slurm scripts on a real (one-node) Slurm: starts the cluster (local-cluster.sh),
 # submits a 3-shard extraction array of simple-60 with the colour autoencoder plus the dependent merge+analyze
 # job (submit-scan.sh), waits, and checks that the merged store equals a single-process extraction byte for
-# byte. Needs root and `apt-get install -y slurm-wlm munge`; not part of `cargo test` (CI has no Slurm).
+# byte. Needs root and `apt-get install -y slurm-wlm munge`; .ci/run runs it after `cargo test`.
 #
 #   cargo build && scripts/slurm/test-local-cluster.sh
 set -euo pipefail

@@ -4,9 +4,18 @@
 // them for HTML tags.
 #![allow(rustdoc::invalid_html_tags)]
 
+/// `println!` that returns the write error instead of panicking (a closed pipe, `/dev/full`); expands to a `?`,
+/// so use it only in functions returning `anyhow::Result`.
+macro_rules! outln {
+    ($($arg:tt)*) => {
+        $crate::cli::print_line(format_args!($($arg)*))?
+    };
+}
+
 pub mod commands;
 pub mod output;
 mod progress;
+pub mod values;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -51,6 +60,9 @@ pub struct GlobalArgs {
     /// More log output (-v: debug, -vv: trace). RUST_LOG overrides.
     #[arg(long, short, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
+    /// Lift the caps on generated tokens, bootstrap/permutation counts and stimulus-set sizes.
+    #[arg(long, global = true)]
+    pub allow_large: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -128,6 +140,7 @@ pub fn init_logging(global: &GlobalArgs) {
 /// Runs the parsed command.
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let progress = Progress::new(cli.global.quiet);
+    values::set_allow_large(cli.global.allow_large);
     match cli.command {
         Command::Stimuli(StimuliCommand::Render(args)) => commands::stimuli::render(&args, &progress),
         Command::Stimuli(StimuliCommand::List) => commands::stimuli::list(),
@@ -151,6 +164,17 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// Writes one line to stdout and flushes it. A closed pipe comes back as `BrokenPipe`, which `main` turns into
+/// a quiet exit 0 (`huescan stimuli list | head -1`); any other failure (a full disk) is an error that says
+/// it was standard output that could not be written.
+pub(crate) fn print_line(line: std::fmt::Arguments<'_>) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{line}")
+        .and_then(|()| out.flush())
+        .map_err(|e| anyhow::Error::new(crate::Error::io("cannot write", "<standard output>", e)))
 }
 
 /// Resolves a path argument that must exist, with a sentence naming it if not.

@@ -83,7 +83,9 @@ impl Progress {
     /// Prints a line of user output on stderr unless quiet.
     pub fn say(&self, line: impl AsRef<str>) {
         if self.chatty {
-            eprintln!("{}", line.as_ref());
+            // A closed or full stderr must not turn finished work into a panic.
+            use std::io::Write;
+            let _ = writeln!(std::io::stderr(), "{}", line.as_ref());
         }
     }
 }

@@ -2,15 +2,13 @@
 //! projection.safetensors and summary.json per set, and global.csv across sets. Every file is written
 //! atomically; columns have a fixed order; every row names its dataset and label mode.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::Path;
 
-use safetensors::tensor::TensorView;
-use safetensors::Dtype;
-
 use super::analyze::{global_winner, Analysis, METRICS};
 use crate::fsx::{write_atomic, write_json};
+use crate::store::{serialize_raw, RawTensor};
 use crate::Result;
 
 fn csv(header: &[String], rows: impl IntoIterator<Item = Vec<String>>) -> String {
@@ -41,6 +39,8 @@ fn strings(v: &[&str]) -> Vec<String> {
 
 /// Writes one set's tables into `dir` (created if missing).
 pub fn write_analysis(dir: &Path, a: &Analysis) -> Result<()> {
+    // Temporaries of a killed earlier run would otherwise stay next to the finished files for ever.
+    crate::fsx::remove_stale_temps(dir)?;
     let (ds, mode) = (quote(&a.dataset), a.mode.to_string());
     let chosen = a.choice.layer;
     let mut header = strings(&[
@@ -237,21 +237,28 @@ pub fn write_analysis(dir: &Path, a: &Analysis) -> Result<()> {
     let coords: Vec<u8> = a.projection.coords.iter().flat_map(|v| v.to_le_bytes()).collect();
     let hues: Vec<u8> = a.hue_deg.iter().flat_map(|v| v.to_le_bytes()).collect();
     let (n, k) = a.projection.coords.dim();
+    let (coords_shape, hue_shape) = ([n, k], [a.hue_deg.len()]);
+    if n != a.hue_deg.len() {
+        return Err(crate::Error::Msg(format!("projection has {n} rows but there are {} hue labels", a.hue_deg.len())));
+    }
     let mut views = vec![
-        ("coords", TensorView::new(Dtype::F64, vec![n, k], &coords).map_err(st_err)?),
-        ("hue_deg", TensorView::new(Dtype::F64, vec![n], &hues).map_err(st_err)?),
+        RawTensor { name: "coords", dtype: "F64", shape: &coords_shape, bytes: &coords },
+        RawTensor { name: "hue_deg", dtype: "F64", shape: &hue_shape, bytes: &hues },
     ];
     // The fitted map, for activations the fit never saw: z = (x - mean) @ weight.T.
     let map_bytes = a.projection.map.as_ref().map(|m| {
         let w: Vec<u8> = m.weight.iter().flat_map(|v| v.to_le_bytes()).collect();
         let mu: Vec<u8> = m.mean.iter().flat_map(|v| v.to_le_bytes()).collect();
-        (m.weight.dim(), w, mu)
+        let (mk, md) = m.weight.dim();
+        ([mk, md], [md], w, mu)
     });
-    if let Some(((k, d), w, mu)) = &map_bytes {
-        views.push(("weight", TensorView::new(Dtype::F64, vec![*k, *d], w).map_err(st_err)?));
-        views.push(("mean", TensorView::new(Dtype::F64, vec![*d], mu).map_err(st_err)?));
+    if let Some((w_shape, mu_shape, w, mu)) = &map_bytes {
+        views.push(RawTensor { name: "weight", dtype: "F64", shape: w_shape, bytes: w });
+        views.push(RawTensor { name: "mean", dtype: "F64", shape: mu_shape, bytes: mu });
     }
-    let mut meta = HashMap::from([
+    // The store's serialiser sorts the metadata; the safetensors crate writes a HashMap in hash order, which
+    // made every projection.safetensors differ from the last.
+    let mut meta = BTreeMap::from([
         ("dataset".to_string(), a.dataset.clone()),
         ("mode".to_string(), mode.clone()),
         ("layer".to_string(), a.projection.layer.to_string()),
@@ -261,17 +268,14 @@ pub fn write_analysis(dir: &Path, a: &Analysis) -> Result<()> {
     if map_bytes.is_some() {
         meta.insert("map".to_string(), "coords of new rows x [m, d] = (x - mean) @ weight.T".to_string());
     }
-    let bytes = safetensors::serialize(views, Some(meta)).map_err(st_err)?;
+    let bytes = serialize_raw(&views, &meta);
     write_atomic(&dir.join("projection.safetensors"), &bytes)?;
     write_json(&dir.join("summary.json"), a)
 }
 
-fn st_err(e: safetensors::SafeTensorError) -> crate::Error {
-    crate::Error::Msg(format!("cannot serialise projection: {e}"))
-}
-
 /// Writes `global.csv`, the notebook's per-shape means across sets, into `dir`.
 pub fn write_global(dir: &Path, analyses: &[Analysis]) -> Result<()> {
+    crate::fsx::remove_stale_temps(dir)?;
     let mut modes: Vec<String> = analyses.iter().map(|a| a.mode.to_string()).collect();
     modes.dedup();
     let mode = modes.join("+");

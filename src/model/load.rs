@@ -89,6 +89,15 @@ fn load_preset(p: &Preset, opts: &LoadOptions) -> crate::Result<LoadedModel> {
 }
 
 fn load_autoencoder(p: &Preset, opts: &LoadOptions) -> crate::Result<LoadedModel> {
+    // The autoencoder reads pixels only, at its own size: a prompt or a pixel cap would be silently ignored.
+    let ignored = [("--prompt", opts.prompt.is_some()), ("--max-pixels", opts.max_pixels.is_some())];
+    if let Some((flag, _)) = ignored.iter().find(|(_, given)| *given) {
+        return Err(Error::Msg(format!(
+            "{flag} does not apply to `{}`, which takes no text and no image size",
+            p.name
+        ))
+        .into());
+    }
     let mut cfg = opts.autoencoder.clone();
     if let Some(seed) = p.seed {
         if cfg == TrainConfig::default() {
@@ -144,6 +153,13 @@ fn load_dir(id: &str, ck: &Checkpoint, preset: Option<&Preset>, opts: &LoadOptio
         settings.insert("max_pixels".into(), mp.to_string());
     }
     let ids_prompt = preset.and_then(|p| Some((p.prompt_prefix_ids.clone()?, p.prompt_suffix_ids.clone()?)));
+    if ids_prompt.is_some() && opts.prompt.is_some() {
+        return Err(Error::Msg(format!(
+            "--prompt does not apply to `{id}`: it has no tokenizer.json and runs a fixed prompt of token ids; drop \
+             --prompt or use a checkpoint with its tokenizer"
+        ))
+        .into());
+    }
     if let Some((pre, suf)) = &ids_prompt {
         settings.insert("prompt".into(), format!("ids {pre:?} <image> {suf:?}"));
     }

@@ -19,7 +19,9 @@ use std::path::PathBuf;
 use candle_core::Tensor;
 use image::RgbImage;
 
-pub use hooks::{HookPoint, HookSet, Intervention, InterventionOp, Pooling, Positions, LAYER_CONVENTION};
+pub use hooks::{
+    select_points, Component, HookPoint, HookSet, Intervention, InterventionOp, Pooling, Positions, LAYER_CONVENTION,
+};
 
 /// Errors of model loading and running.
 #[derive(Debug, thiserror::Error)]
@@ -31,6 +33,8 @@ pub enum Error {
     Positions { spec: String },
     #[error("invalid pooling `{spec}`: expected `image-mean`, `last` or `tokens`")]
     Pooling { spec: String },
+    #[error("hook pattern `{pattern}` matches no hook point; the model has {available} (e.g. `visual.blocks.*`, `blocks.*.hook_resid_post`, `ln_final.hook_out`)")]
+    HookPattern { pattern: String, available: String },
     #[error("model has no hook point `{point}`; it has {available}")]
     NoSuchHook { point: String, available: String },
     #[error("config `{path}`: {msg}")]
@@ -59,14 +63,45 @@ pub struct Captures {
     pub logits: Option<Tensor>,
 }
 
+/// The prompt of one sample, position by position, for token-level stores: the ids, their strings (each id
+/// decoded alone, special tokens kept, as TransformerLens' `to_str_tokens`), which positions hold image features,
+/// and the 3-D M-RoPE position (temporal, height, width) of each.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TokenLayout {
+    pub ids: Vec<u32>,
+    /// `None` without a tokenizer.
+    pub strings: Option<Vec<String>>,
+    pub image_mask: Vec<bool>,
+    pub mrope_positions: [Vec<i64>; 3],
+}
+
 /// A model huescan can scan and steer.
 pub trait Model {
     /// A stable identifier for manifests (repo id, preset or path).
     fn id(&self) -> &str;
 
-    /// Every capture point, in order. The position of a point in this list is its *layer index* in the
+    /// The indexed capture points, in order. The position of a point in this list is its *layer index* in the
     /// activation store; for transformer decoders the list is HF's `hidden_states` order (see [`hooks`]).
     fn hook_points(&self) -> Vec<HookPoint>;
+
+    /// Capture points beyond [`Model::hook_points`] (vision tower, attention and MLP outputs, the raw last
+    /// block): their layer indices continue after it, `hook_points().len() + k` for the `k`-th.
+    fn extra_hook_points(&self) -> Vec<HookPoint> {
+        Vec::new()
+    }
+
+    /// Every capture point: [`Model::hook_points`] then [`Model::extra_hook_points`]; indexed by layer index.
+    fn all_hook_points(&self) -> Vec<HookPoint> {
+        let mut all = self.hook_points();
+        all.extend(self.extra_hook_points());
+        all
+    }
+
+    /// The module path of the same tensor in the transformers implementation (for `register_forward_hook` /
+    /// nnsight users), with how to read it when it is not a module's plain output; `None` when there is none.
+    fn module_path(&self, _point: &HookPoint) -> Option<String> {
+        None
+    }
 
     /// How the indices of [`Model::hook_points`] are to be read; recorded in every store.
     fn layer_convention(&self) -> String {
@@ -98,9 +133,15 @@ pub trait Model {
         Ok(None)
     }
 
+    /// The prompt layout of `image`'s sample (what the positions of a `tokens` capture are); `None` for models
+    /// without a token sequence.
+    fn token_layout(&self, _image: &RgbImage) -> crate::Result<Option<TokenLayout>> {
+        Ok(None)
+    }
+
     /// The layer index of `point`, or a clear error listing what exists.
     fn layer_index(&self, point: &HookPoint) -> Result<usize, Error> {
-        let points = self.hook_points();
+        let points = self.all_hook_points();
         points
             .iter()
             .position(|p| p == point)
@@ -116,6 +157,15 @@ impl<T: Model + ?Sized> Model for std::sync::Arc<T> {
     }
     fn hook_points(&self) -> Vec<HookPoint> {
         (**self).hook_points()
+    }
+    fn extra_hook_points(&self) -> Vec<HookPoint> {
+        (**self).extra_hook_points()
+    }
+    fn all_hook_points(&self) -> Vec<HookPoint> {
+        (**self).all_hook_points()
+    }
+    fn module_path(&self, point: &HookPoint) -> Option<String> {
+        (**self).module_path(point)
     }
     fn layer_convention(&self) -> String {
         (**self).layer_convention()
@@ -136,6 +186,9 @@ impl<T: Model + ?Sized> Model for std::sync::Arc<T> {
     }
     fn token_ids(&self, words: &[String]) -> crate::Result<Option<Vec<Vec<u32>>>> {
         (**self).token_ids(words)
+    }
+    fn token_layout(&self, image: &RgbImage) -> crate::Result<Option<TokenLayout>> {
+        (**self).token_layout(image)
     }
 }
 

@@ -98,22 +98,58 @@ pub struct LayerLines {
     /// (name, colour, values per layer; NaN = missing).
     pub series: Vec<(String, RGBColor, Vec<f64>)>,
     pub chosen: Option<usize>,
+    /// The hook name of each layer, when known. With vision-tower points among them, the x axis is the forward
+    /// order (vision tower, then language model, the boundary marked) instead of the layer index.
+    pub hooks: Vec<String>,
+}
+
+impl LayerLines {
+    /// x position of each layer, and where the vision tower ends (between two x positions), if it is shown.
+    fn x_positions(&self) -> (Vec<f64>, Option<f64>) {
+        let points: Option<Vec<crate::model::HookPoint>> = (self.hooks.len() == self.layers.len())
+            .then(|| self.hooks.iter().map(|h| h.parse().ok()).collect())
+            .flatten();
+        let vision = |p: &crate::model::HookPoint| p.component() == crate::model::Component::Vision;
+        let Some(points) = points.filter(|ps| ps.iter().any(vision)) else {
+            return (self.layers.iter().map(|&l| l as f64).collect(), None);
+        };
+        let mut order: Vec<usize> = (0..points.len()).collect();
+        order.sort_by_key(|&k| (points[k].forward_order(), self.layers[k]));
+        let mut x = vec![0.0; points.len()];
+        for (rank, &k) in order.iter().enumerate() {
+            x[k] = rank as f64;
+        }
+        let n_vision = points.iter().filter(|p| vision(p)).count();
+        (x, (n_vision < points.len()).then_some(n_vision as f64 - 0.5))
+    }
 }
 
 impl Figure for LayerLines {
     fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> Result<(), String> {
-        let x_max = self.layers.iter().copied().max().unwrap_or(1).max(1) as f64;
+        let (xs, boundary) = self.x_positions();
+        let x_of = |l: usize| self.layers.iter().position(|&m| m == l).map_or(l as f64, |k| xs[k]);
+        let x_max = xs.iter().copied().fold(1.0, f64::max);
         let (y0, y1) = finite_range(self.series.iter().flat_map(|s| s.2.iter().copied()), 0.08);
         let mut chart = chart_2d(root, &self.title, -0.5..x_max + 0.5, y0..y1)?;
+        let x_desc = if boundary.is_some() {
+            "stored point in forward order, labelled by layer index (vision tower | language model)"
+        } else {
+            "layer (HF hidden_states index)"
+        };
         chart
             .configure_mesh()
-            .x_desc("layer (HF hidden_states index)")
+            .x_desc(x_desc)
             .y_desc(&self.y_label)
             .x_label_formatter(&|x| {
-                if (x - x.round()).abs() < 1e-9 {
-                    format!("{}", x.round() as i64)
-                } else {
-                    String::new()
+                if (x - x.round()).abs() >= 1e-9 {
+                    return String::new();
+                }
+                // In forward order a tick is a rank; it is labelled with the layer index stored there.
+                match boundary {
+                    Some(_) => {
+                        xs.iter().position(|&p| p == x.round()).map_or(String::new(), |k| self.layers[k].to_string())
+                    }
+                    None => format!("{}", x.round() as i64),
                 }
             })
             .light_line_style(WHITE.mix(0.0))
@@ -124,19 +160,28 @@ impl Figure for LayerLines {
             .series
             .iter()
             .map(|(name, colour, values)| {
-                let pts = self.layers.iter().zip(values).map(|(&l, &v)| (l as f64, v)).collect();
+                let mut pts: Vec<(f64, f64)> = xs.iter().zip(values).map(|(&x, &v)| (x, v)).collect();
+                pts.sort_by(|a, b| a.0.total_cmp(&b.0));
                 (name.clone(), *colour, pts)
             })
             .collect();
         draw_lines(&mut chart, &series)?;
-        if let Some(l) = self.chosen {
+        if let Some(b) = boundary {
             chart
-                .draw_series(std::iter::once(PathElement::new(
-                    vec![(l as f64, y0), (l as f64, y1)],
-                    RED.mix(0.6).stroke_width(2),
-                )))
+                .draw_series(std::iter::once(PathElement::new(vec![(b, y0), (b, y1)], BLACK.mix(0.5).stroke_width(1))))
                 .map_err(e)?
-                .label(format!("chosen layer {l}"))
+                .label("vision tower | language model")
+                .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], BLACK.mix(0.5).stroke_width(1)));
+        }
+        if let Some(l) = self.chosen {
+            let x = x_of(l);
+            chart
+                .draw_series(std::iter::once(PathElement::new(vec![(x, y0), (x, y1)], RED.mix(0.6).stroke_width(2))))
+                .map_err(e)?
+                .label(match self.layers.iter().position(|&m| m == l).and_then(|k| self.hooks.get(k)) {
+                    Some(hook) => format!("chosen layer {l} ({hook})"),
+                    None => format!("chosen layer {l}"),
+                })
                 .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], RED.mix(0.6).stroke_width(2)));
         }
         draw_legend(&mut chart, SeriesLabelPosition::UpperRight)

@@ -35,6 +35,7 @@ fn sets_in(dir: &Path) -> Vec<String> {
         .filter_map(|e| e.ok())
         .filter(|e| e.path().join("summary.json").exists())
         .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| crate::stimuli::check_set_name(n).is_ok())
         .collect();
     names.sort();
     names
@@ -58,9 +59,12 @@ pub fn build(run: &Path, out: &Path) -> crate::Result<Report> {
             run.display()
         )));
     }
+    warn_skipped_sets(&run.join("analysis"));
     let inputs = inputs::RunInputs::load(run, &names)?;
     let fig_dir = out.join("figures");
     crate::fsx::create_dir_all(&fig_dir)?;
+    crate::fsx::remove_stale_temps(out)?;
+    crate::fsx::remove_stale_temps(&fig_dir)?;
     let rel = relative_prefix(out, run);
     let mut sections = vec![html::summary_section(&inputs)];
     let mut figures = Vec::new();
@@ -93,4 +97,22 @@ fn relative_prefix(out: &Path, run: &Path) -> String {
         prefix.push('/');
     }
     prefix
+}
+
+/// Says which folders of `analysis/` the report leaves out and why, so a set never silently vanishes.
+fn warn_skipped_sets(dir: &Path) {
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if !e.path().is_dir() {
+            continue;
+        }
+        if let Err(why) = crate::stimuli::check_set_name(&name) {
+            tracing::warn!("report leaves out `{}`: its name is not a set name ({why})", e.path().display());
+        } else if !e.path().join("summary.json").is_file() {
+            tracing::warn!(
+                "report leaves out set `{name}`: `{}` has no summary.json (re-run `huescan analyze`)",
+                e.path().display()
+            );
+        }
+    }
 }

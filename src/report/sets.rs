@@ -198,16 +198,23 @@ fn stress_figure(set: &SetInputs, fig_dir: &Path, stem: &str) -> crate::Result<(
     let a = &set.analysis;
     let scan = &a.layer_scan;
     let series = |f: fn(&crate::manifold::LayerScanRow) -> f64| scan.iter().map(|r| 1.0 - f(r)).collect::<Vec<f64>>();
+    let layers: Vec<usize> = scan.iter().map(|r| r.layer).collect();
+    // The hook name of each point, from the run's store (none without one): the figure orders vision and
+    // language points by forward order and marks the boundary.
+    let hooks = set.manifest.as_ref().map_or_else(Vec::new, |m| {
+        layers.iter().map(|&l| m.layer(l).map(|e| e.hook.clone()).unwrap_or_default()).collect()
+    });
     let fig = LayerLines {
         title: format!("{}: circular stress (1 − score) by layer", set.name),
         y_label: "stress (lower is better)".into(),
-        layers: scan.iter().map(|r| r.layer).collect(),
+        layers,
         series: vec![
             ("in-sample (notebook)".into(), SERIES[4], series(|r| r.in_sample_score)),
             ("cross-validated".into(), SERIES[0], series(|r| r.cv_score)),
             ("shuffled labels (CV)".into(), SERIES[1], series(|r| r.shuffled_baseline)),
         ],
         chosen: Some(a.choice.layer),
+        hooks,
     };
     let caption = format!(
         "Circular SMDS stress per layer ({} labels). The notebook picked the layer with the lowest in-sample stress; \

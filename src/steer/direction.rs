@@ -33,6 +33,8 @@ pub struct DirectionContext {
     pub pooling: String,
     pub stimuli_name: String,
     pub stimuli_sha256: String,
+    /// The transformers module of the point, from the store (version 2 stores of models that have one).
+    pub module: Option<String>,
 }
 
 impl DirectionContext {
@@ -57,6 +59,7 @@ impl DirectionContext {
             pooling: m.provenance.pooling.clone(),
             stimuli_name: m.provenance.stimuli_name.clone(),
             stimuli_sha256: m.provenance.stimuli_sha256.clone(),
+            module: entry.module.clone(),
         })
     }
 
@@ -76,6 +79,7 @@ impl DirectionContext {
             pooling: self.pooling.clone(),
             stimuli_name: self.stimuli_name.clone(),
             stimuli_sha256: self.stimuli_sha256.clone(),
+            module: self.module.clone(),
             n_source: n_src,
             n_target: n_tgt,
             norm: 0.0,
@@ -135,11 +139,14 @@ pub fn rows_at_hue(hues: &[f64], hue_deg: f64) -> Result<Vec<usize>, Error> {
     if hues.is_empty() {
         return Err(Error::Msg("the store holds no samples".into()));
     }
+    if !hue_deg.is_finite() {
+        return Err(Error::Msg(format!("hue {hue_deg} is not a finite number of degrees")));
+    }
     let dist: Vec<f64> = hues.iter().map(|h| hue_diff_deg(*h, hue_deg).abs()).collect();
     let min = dist.iter().cloned().fold(f64::INFINITY, f64::min);
     let tolerance = (median_spacing_deg(hues) / 4.0).max(1e-9);
     if min > tolerance {
-        let nearest = hues[dist.iter().position(|d| *d == min).expect("non-empty")];
+        let nearest = dist.iter().position(|d| *d == min).map_or(f64::NAN, |i| hues[i]);
         return Err(Error::HueNotInSet { hue_deg, nearest_deg: nearest, tolerance_deg: tolerance });
     }
     Ok((0..hues.len()).filter(|&i| dist[i] == min).collect())
@@ -311,6 +318,7 @@ mod tests {
             pooling: "image-mean".into(),
             stimuli_name: "test".into(),
             stimuli_sha256: "0".into(),
+            module: None,
         }
     }
 

@@ -261,7 +261,7 @@ pub fn run_sweep(
     let store = input.store;
     let model = input.model;
     let hues = store.hue_deg();
-    let points = model.hook_points();
+    let points = model.all_hook_points();
     let pooling: Pooling = store.manifest().provenance.pooling.parse()?;
     if pooling == Pooling::Tokens {
         return Err(Error::Msg(
@@ -279,7 +279,12 @@ pub fn run_sweep(
     for &layer in &opts.layers {
         let point = steering_point(model, store, &points, layer)?;
         let x = store.layer_2d(layer)?;
-        let read_layers: Vec<usize> = stored.iter().copied().filter(|&i| i >= layer && i < points.len()).collect();
+        // Read out at the steered point and every stored point after it in the forward pass (for a vision block
+        // that includes the whole decoder), the deepest last; points of one rank (named points) go by index.
+        let depth = |i: usize| (points[i].forward_order(), i);
+        let mut read_layers: Vec<usize> =
+            stored.iter().copied().filter(|&i| i < points.len() && depth(i) >= depth(layer)).collect();
+        read_layers.sort_by_key(|&i| depth(i));
         for &i in &read_layers {
             if let std::collections::btree_map::Entry::Vacant(e) = probes.entry(i) {
                 let xi = store.layer_2d(i)?;
@@ -358,7 +363,31 @@ pub fn run_sweep(
         smds_alpha: opts.smds_alpha,
         tolerance_deg: opts.tolerance_deg,
     };
+    rows.iter().try_for_each(check_row_finite)?;
     Ok(SweepResult { rows, summary, probes, vectors, options })
+}
+
+/// A steered run that overflowed (`--alphas 1e300`) reads back NaN hues; such a row is an error naming the
+/// layer, pair, direction and alpha, never a table that looks like a result.
+fn check_row_finite(r: &SweepRow) -> Result<(), Error> {
+    let mut values: Vec<(&str, f64)> = r.probe_hue_deg.values().flatten().map(|v| ("probe hue", *v)).collect();
+    let optional = [
+        ("output hue", r.output_hue_deg),
+        ("final hue", r.final_hue_deg),
+        ("target error", r.target_error_deg),
+        ("joystick hue", r.joystick_hue_deg),
+        ("joystick error", r.joystick_error_deg),
+    ];
+    values.extend(optional.iter().filter_map(|(w, v)| v.map(|v| (*w, v))));
+    values.extend(r.word_probs.iter().flatten().map(|(_, p)| ("word probability", *p)));
+    match values.iter().find(|(_, v)| !v.is_finite()) {
+        None => Ok(()),
+        Some((what, v)) => Err(Error::Msg(format!(
+            "steering at layer {} ({}, {} direction, alpha {:?}) gave a non-finite {what} ({v}); the steered \
+             activations overflowed: use smaller --alphas",
+            r.layer, r.pair, r.direction, r.alpha
+        ))),
+    }
 }
 
 fn check_options(opts: &SweepOptions) -> Result<(), Error> {

@@ -28,6 +28,8 @@ pub struct SummaryFile {
 /// Writes the four tables into `dir`; returns their paths.
 pub fn write_sweep(dir: &Path, result: &SweepResult) -> crate::Result<Vec<PathBuf>> {
     fsx::create_dir_all(dir)?;
+    fsx::remove_stale_temps(dir)?;
+    fsx::remove_stale_temps(&dir.join("vectors"))?;
     let paths = ["sweep.csv", "sweep.json", "summary.csv", "summary.json"].map(|f| dir.join(f));
     fsx::write_atomic(&paths[0], sweep_csv(result).as_bytes())?;
     let sweep = SweepFile { options: result.options.clone(), rows: result.rows.clone() };

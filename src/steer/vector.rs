@@ -114,6 +114,9 @@ pub struct Recipe {
     /// Manifold rotation: the angle (radians) moved on the fitted circle at alpha = 1, and the SMDS ridge alpha.
     pub delta_theta_rad: Option<f64>,
     pub smds_alpha: Option<f64>,
+    /// The same point in transformers (module path and which input/output), when the store recorded one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub module: Option<String>,
 }
 
 /// A direction in a model's residual stream (or any hook point) with its recipe.
@@ -155,6 +158,12 @@ impl SteeringVector {
         put("stimuli_name", r.stimuli_name.clone());
         put("stimuli_sha256", r.stimuli_sha256.clone());
         put("d_model", self.vector.len().to_string());
+        if let Some(module) = &r.module {
+            put("module", module.clone());
+        }
+        if let Ok(point) = r.hook.parse::<crate::model::HookPoint>() {
+            put("component", point.component().as_str().into());
+        }
         m
     }
 

@@ -118,6 +118,7 @@ impl StimulusManifest {
         if self.stimuli.is_empty() {
             return Err(invalid(path, "the manifest lists no stimuli".into()));
         }
+        super::check_set_name(&self.spec_name).map_err(|msg| invalid(path, format!("spec_name: {msg}")))?;
         if let Some(r) = self.stimuli.iter().find(|r| !r.seed_string.is_empty() && r.seed_string != r.seed.to_string())
         {
             return Err(invalid(

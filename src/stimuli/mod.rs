@@ -23,7 +23,7 @@ mod texture;
 
 pub use manifest::{StimulusManifest, StimulusRecord, MANIFEST_FILE};
 pub use render::{render, RenderOptions, Stimulus};
-pub use spec::{Family, HoldOut, HueGrid, Kind, StimulusSpec, TexturedParams};
+pub use spec::{check_set_name, Family, HoldOut, HueGrid, Kind, StimulusSpec, TexturedParams};
 
 /// Errors of stimulus specs, rendering and stimulus manifests.
 #[derive(Debug, thiserror::Error)]

@@ -156,6 +156,7 @@ pub fn load_photos(dir: &Path, width: u32, height: u32) -> crate::Result<Vec<Pho
         .par_iter()
         .map(|path| {
             let bytes = fsx::read(path)?;
+            check_jpeg_complete(path, &bytes)?;
             let decoded = image::load_from_memory(&bytes)
                 .map_err(|e| Error::PhotoUnreadable { path: path.clone(), message: e.to_string() })?;
             let image = decoded.resize_to_fill(width, height, image::imageops::FilterType::Lanczos3).to_rgb8();
@@ -178,6 +179,24 @@ pub fn load_photos(dir: &Path, width: u32, height: u32) -> crate::Result<Vec<Pho
             Ok(Photo { file, sha256: fsx::sha256_hex(&bytes), image, dominant_hue_deg })
         })
         .collect()
+}
+
+/// The JPEG decoder fills a truncated file's missing rows with grey and reports success, which would bake grey
+/// into every stimulus made from the photo; a complete JPEG ends with the end-of-image marker `FF D9`
+/// (trailing zero padding allowed), so one that does not is refused with the file named.
+fn check_jpeg_complete(path: &Path, bytes: &[u8]) -> crate::Result<()> {
+    if !bytes.starts_with(&[0xFF, 0xD8]) {
+        return Ok(());
+    }
+    let end = bytes.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
+    if bytes[..end].ends_with(&[0xFF, 0xD9]) {
+        return Ok(());
+    }
+    Err(Error::PhotoUnreadable {
+        path: path.to_path_buf(),
+        message: "the JPEG is truncated (no end-of-image marker); re-copy or re-export it".into(),
+    }
+    .into())
 }
 
 /// Rotates every pixel's HSV hue by `target − dominant`, keeping each pixel's saturation and value.
@@ -270,8 +289,10 @@ pub fn render(spec: &StimulusSpec, out_dir: &Path, opts: &RenderOptions) -> crat
     };
     let n_variants = if photos.is_empty() { spec.variants } else { photos.len() as u32 };
     let list = stimuli(spec, n_variants);
+    check_unique_files(&spec.origin, &list)?;
     check_out_dir(out_dir, &list)?;
     fsx::create_dir_all(out_dir)?;
+    fsx::remove_stale_temps(out_dir)?;
 
     let thr = ChromaticThreshold::default();
     let done = AtomicUsize::new(0);
@@ -321,6 +342,20 @@ pub fn render(spec: &StimulusSpec, out_dir: &Path, opts: &RenderOptions) -> crat
     Ok(manifest)
 }
 
+/// Two stimuli written to one file would silently overwrite each other (a 1e16 hue step once made 394 of
+/// 1001 do so, with exit 0).
+fn check_unique_files(origin: &Path, list: &[Stimulus]) -> Result<(), Error> {
+    let mut names = HashSet::new();
+    match list.iter().find(|s| !names.insert(s.file.as_str())) {
+        None => Ok(()),
+        Some(dup) => Err(Error::SpecInvalid {
+            path: origin.to_path_buf(),
+            field: "hues",
+            message: format!("two stimuli would both be written to `{}`; use a grid whose hues differ", dup.file),
+        }),
+    }
+}
+
 fn check_out_dir(out_dir: &Path, list: &[Stimulus]) -> crate::Result<()> {
     let Ok(entries) = std::fs::read_dir(out_dir) else { return Ok(()) };
     let ours: HashSet<&str> = list.iter().map(|s| s.file.as_str()).collect();
@@ -336,6 +371,15 @@ fn check_out_dir(out_dir: &Path, list: &[Stimulus]) -> crate::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn two_stimuli_sharing_a_file_are_refused() {
+        let s =
+            |hue_mdeg: i64, file: &str| Stimulus { id: file.into(), file: file.into(), hue_mdeg, variant: 0, seed: 0 };
+        assert!(check_unique_files(Path::new("t.toml"), &[s(0, "hue_0.png"), s(1, "hue_1.png")]).is_ok());
+        let e = check_unique_files(Path::new("t.toml"), &[s(0, "hue_0.png"), s(1, "hue_0.png")]).unwrap_err();
+        assert!(e.to_string().contains("two stimuli would both be written to `hue_0.png`"), "{e}");
+    }
 
     #[test]
     fn image_seeds_differ_by_hue_variant_and_spec_seed() {

@@ -245,7 +245,7 @@ impl StimulusSpec {
     pub fn hue_mdegs(&self) -> Vec<i64> {
         let HueGrid { start_mdeg, end_mdeg, step_mdeg } = self.hues;
         (0..)
-            .map(|i| start_mdeg + i * step_mdeg)
+            .map_while(|i: i64| i.checked_mul(step_mdeg).and_then(|d| d.checked_add(start_mdeg)))
             .take_while(|&h| h <= end_mdeg)
             .filter(|&h| !self.hold_out.is_some_and(|s| s.contains_mdeg(h)))
             .collect()
@@ -259,6 +259,10 @@ fn invalid(origin: &Path, field: &'static str, message: String) -> Error {
 /// Degrees to milli-degrees, insisting on a finite multiple of 0.001° (so names and grids are exact).
 fn to_mdeg(origin: &Path, field: &'static str, deg: f64) -> Result<i64, Error> {
     let m = deg * MDEG_PER_DEG as f64;
+    // Beyond one turn no hue field means anything, and a huge value would saturate the i64 cast.
+    if deg.is_finite() && deg.abs() > 360.0 {
+        return Err(invalid(origin, field, format!("expected at most 360 degrees, got {deg}")));
+    }
     if !deg.is_finite() || (m - m.round()).abs() > 1e-6 {
         return Err(invalid(origin, field, format!("expected a finite multiple of 0.001 degrees, got {deg}")));
     }
@@ -282,16 +286,28 @@ fn unit_interval(origin: &Path, field: &'static str, x: f64, allow_zero: bool) -
     Ok(x)
 }
 
-fn validate(w: SpecWire, origin: &Path, sha256: String) -> Result<StimulusSpec, Error> {
-    let name_ok = !w.name.is_empty()
-        && w.name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
-    if !name_ok {
-        return Err(invalid(
-            origin,
-            "name",
-            format!("expected a non-empty name of a-z, 0-9, `-`, `_` (it names output folders), got {:?}", w.name),
-        ));
+/// Longest set name: it names folders and appears in reports.
+pub const MAX_SET_NAME: usize = 64;
+
+/// A set name names output folders and is written into reports (HTML, SVG, CSV), so it is restricted at the
+/// edge to a safe alphabet: 1..=64 of a-z, 0-9, `-`, `_`, not starting with `-` or `_`. Nothing that reads a
+/// name from a file (stimuli.json, a store manifest, a run folder) lets another one through.
+pub fn check_set_name(name: &str) -> Result<(), String> {
+    let ok = (1..=MAX_SET_NAME).contains(&name.len())
+        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
+        && !name.starts_with(['-', '_']);
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "expected a set name of 1..={MAX_SET_NAME} characters a-z, 0-9, `-`, `_` (not starting with `-` or \
+             `_`; it names output folders), got {name:?}"
+        ))
     }
+}
+
+fn validate(w: SpecWire, origin: &Path, sha256: String) -> Result<StimulusSpec, Error> {
+    check_set_name(&w.name).map_err(|msg| invalid(origin, "name", msg))?;
     for (field, side) in [("width", w.width), ("height", w.height)] {
         if side == 0 || side > MAX_SIDE {
             return Err(invalid(origin, field, format!("expected 1..={MAX_SIDE} pixels, got {side}")));
@@ -479,6 +495,16 @@ value = 1.0
 
     fn parse(text: &str) -> Result<StimulusSpec, Error> {
         StimulusSpec::from_toml_str(text, Path::new("t.toml"))
+    }
+
+    #[test]
+    fn absurd_hue_numbers_and_names_are_refused() {
+        let e = parse(&BASE.replace("step = 6", "step = 1e16")).unwrap_err().to_string();
+        assert!(e.contains("hues.step") && e.contains("at most 360"), "{e}");
+        for name in ["a\\\" onerror=x", "-x", "", &"a".repeat(65)] {
+            let e = parse(&BASE.replace("name = \"t\"", &format!("name = {name:?}"))).unwrap_err().to_string();
+            assert!(e.contains("`name`"), "{name}: {e}");
+        }
     }
 
     #[test]

@@ -7,7 +7,6 @@
 //! through the `safetensors` crate over an mmap, so any conforming file (e.g. one written by Python) reads.
 
 use std::collections::BTreeMap;
-use std::fs::File;
 use std::path::Path;
 
 use memmap2::Mmap;
@@ -25,19 +24,56 @@ pub struct F32Tensor<'a> {
 
 /// Serialises tensors (f32) and string metadata into safetensors bytes, deterministically.
 pub fn serialize_f32(tensors: &[F32Tensor<'_>], metadata: &BTreeMap<String, String>) -> Vec<u8> {
+    let mut order: Vec<&F32Tensor<'_>> = tensors.iter().collect();
+    order.sort_by_key(|t| t.name);
+    for t in &order {
+        assert_eq!(t.shape.iter().product::<usize>(), t.data.len(), "tensor `{}` shape/data mismatch", t.name);
+    }
+    let entries: Vec<(&str, &str, &[usize], usize)> =
+        order.iter().map(|t| (t.name, "F32", t.shape, t.data.len() * 4)).collect();
+    let (mut out, total) = header(&entries, metadata);
+    out.reserve(total);
+    for t in &order {
+        extend_le(&mut out, t.data);
+    }
+    out
+}
+
+/// One tensor given as its little-endian bytes and safetensors dtype name (`F64`, `F32`, ...).
+pub struct RawTensor<'a> {
+    pub name: &'a str,
+    pub dtype: &'static str,
+    pub shape: &'a [usize],
+    pub bytes: &'a [u8],
+}
+
+/// Like [`serialize_f32`] for tensors of any dtype, given as bytes: the same sorted, padded header, so
+/// outputs such as `projection.safetensors` are byte-identical across runs.
+pub fn serialize_raw(tensors: &[RawTensor<'_>], metadata: &BTreeMap<String, String>) -> Vec<u8> {
+    let mut order: Vec<&RawTensor<'_>> = tensors.iter().collect();
+    order.sort_by_key(|t| t.name);
+    let entries: Vec<(&str, &str, &[usize], usize)> =
+        order.iter().map(|t| (t.name, t.dtype, t.shape, t.bytes.len())).collect();
+    let (mut out, total) = header(&entries, metadata);
+    out.reserve(total);
+    for t in &order {
+        out.extend_from_slice(t.bytes);
+    }
+    out
+}
+
+/// The length prefix and JSON header for `(name, dtype, shape, byte length)` entries in file order, and the
+/// total data length.
+fn header(entries: &[(&str, &str, &[usize], usize)], metadata: &BTreeMap<String, String>) -> (Vec<u8>, usize) {
     let mut header = serde_json::Map::new();
     if !metadata.is_empty() {
         header.insert("__metadata__".into(), json!(metadata));
     }
     let mut offset = 0usize;
-    let mut order: Vec<&F32Tensor<'_>> = tensors.iter().collect();
-    order.sort_by_key(|t| t.name);
-    for t in &order {
-        assert_eq!(t.shape.iter().product::<usize>(), t.data.len(), "tensor `{}` shape/data mismatch", t.name);
-        let bytes = t.data.len() * 4;
+    for &(name, dtype, shape, bytes) in entries {
         header.insert(
-            t.name.to_string(),
-            json!({"dtype": "F32", "shape": t.shape, "data_offsets": [offset, offset + bytes]}),
+            name.to_string(),
+            json!({"dtype": dtype, "shape": shape, "data_offsets": [offset, offset + bytes]}),
         );
         offset += bytes;
     }
@@ -46,13 +82,10 @@ pub fn serialize_f32(tensors: &[F32Tensor<'_>], metadata: &BTreeMap<String, Stri
     while header.len() % 8 != 0 {
         header.push(b' ');
     }
-    let mut out = Vec::with_capacity(8 + header.len() + offset);
+    let mut out = Vec::with_capacity(8 + header.len());
     out.extend_from_slice(&(header.len() as u64).to_le_bytes());
     out.extend_from_slice(&header);
-    for t in &order {
-        extend_le(&mut out, t.data);
-    }
-    out
+    (out, offset)
 }
 
 /// Appends `data` as little-endian bytes.
@@ -78,7 +111,7 @@ pub struct MappedFile {
 
 impl MappedFile {
     pub fn open(path: &Path) -> crate::Result<Self> {
-        let file = File::open(path).map_err(|e| crate::Error::io("cannot open", path, e))?;
+        let file = crate::fsx::open_regular(path)?;
         // SAFETY: the store never modifies a file in place (every write is temp + rename), so the mapping
         // cannot change under us unless another program truncates the file, which the length checks in
         // `SafeTensors::deserialize` and the checksum catch.

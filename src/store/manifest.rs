@@ -9,8 +9,11 @@ use super::Error;
 
 /// The `format` field of every manifest.
 pub const FORMAT: &str = "huescan-activations";
-/// Bumped on any incompatible change of the layout below.
-pub const FORMAT_VERSION: u32 = 1;
+/// Bumped on any incompatible change of the layout below. Version 2 added each layer's `component` and
+/// `module`; version 1 stores (without them) still read.
+pub const FORMAT_VERSION: u32 = 2;
+/// The oldest format version this huescan reads.
+pub const OLDEST_READABLE_VERSION: u32 = 1;
 
 /// Where the activations came from. Two stores (or shards) can be merged only when these are equal.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -51,6 +54,14 @@ pub struct LayerEntry {
     pub shape: Vec<usize>,
     /// SHA-256 of the whole file.
     pub sha256: String,
+    /// Which part of the model the point is in: `vision` (positions are image patches in raster order, or
+    /// merged tokens at `visual.merger.hook_out`), `language` (prompt tokens) or `other`. Absent in version 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub component: Option<String>,
+    /// The same tensor in transformers: module path and which of its inputs/outputs (for
+    /// `register_forward_hook` / nnsight users). Absent in version 1 and for models without one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub module: Option<String>,
 }
 
 /// One sample (one stimulus image).
@@ -59,6 +70,22 @@ pub struct LayerEntry {
 pub struct SampleEntry {
     pub id: String,
     pub hue_deg: f64,
+}
+
+/// The prompt of one sample, position by position, in a `tokens` store: what row `p` of a language-model
+/// point's `[pos, d_model]` is.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SampleTokens {
+    /// Token ids of the prompt, in order.
+    pub ids: Vec<u32>,
+    /// Each id decoded alone, special tokens kept (TransformerLens `to_str_tokens`); absent without a tokenizer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub strings: Option<Vec<String>>,
+    /// Whether each position holds an image feature (an image-pad token).
+    pub image_mask: Vec<bool>,
+    /// 3-D M-RoPE position of each token: `[temporal, height, width]`, each as long as `ids`.
+    pub mrope_positions: [Vec<i64>; 3],
 }
 
 /// Set only on a shard: which slice of the full sample list it holds.
@@ -92,6 +119,10 @@ pub struct Manifest {
     pub samples: Vec<SampleEntry>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shard: Option<ShardInfo>,
+    /// `tokens` stores (version 2) of models with a token sequence: per sample, in the order of `samples`, its
+    /// prompt layout.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokens: Option<Vec<SampleTokens>>,
 }
 
 impl Manifest {
@@ -101,9 +132,10 @@ impl Manifest {
         if self.format != FORMAT {
             return bad(format!("format is `{}`, expected `{FORMAT}`", self.format));
         }
-        if self.format_version != FORMAT_VERSION {
+        if !(OLDEST_READABLE_VERSION..=FORMAT_VERSION).contains(&self.format_version) {
             return bad(format!(
-                "format_version {} is not supported by this huescan (expects {FORMAT_VERSION}); re-extract or upgrade",
+                "format_version {} is not supported by this huescan (reads {OLDEST_READABLE_VERSION} to \
+                 {FORMAT_VERSION}); re-extract or upgrade",
                 self.format_version
             ));
         }
@@ -113,10 +145,18 @@ impl Manifest {
             if !seen.insert(&s.id) {
                 return bad(format!("sample id `{}` appears twice", s.id));
             }
-            if !s.hue_deg.is_finite() {
-                return bad(format!("sample `{}` has a non-finite hue_deg", s.id));
+            // 360 is accepted as the same hue as 0 (stores converted from other tools label it so).
+            if !(0.0..=360.0).contains(&s.hue_deg) {
+                return bad(format!("sample `{}` has hue_deg {}, expected a hue in [0, 360]", s.id, s.hue_deg));
             }
         }
+        if self.dtype != "f32" {
+            return bad(format!("dtype is `{}`, but huescan stores write (and this reader expects) `f32`", self.dtype));
+        }
+        if let Err(msg) = crate::stimuli::check_set_name(&self.provenance.stimuli_name) {
+            return bad(format!("provenance.stimuli_name: {msg}"));
+        }
+        let mut files = std::collections::BTreeSet::new();
         let mut idx = std::collections::BTreeSet::new();
         for l in &self.layers {
             if !idx.insert(l.index) {
@@ -130,8 +170,39 @@ impl Manifest {
                     l.index, l.shape
                 ));
             }
-            if l.file.contains('/') || l.file.contains("..") {
+            if l.file.contains('/') || l.file.contains('\\') || l.file.contains("..") || l.file.is_empty() {
                 return bad(format!("layer {} file `{}` must be a plain name inside the store", l.index, l.file));
+            }
+            if !files.insert(&l.file) {
+                return bad(format!("layer {} points at `{}`, which another layer already uses", l.index, l.file));
+            }
+        }
+        if let Some(tokens) = &self.tokens {
+            if tokens.len() != n {
+                return bad(format!("`tokens` has {} entries for {n} samples", tokens.len()));
+            }
+            for (s, t) in self.samples.iter().zip(tokens) {
+                let len = t.ids.len();
+                let lens = [t.image_mask.len(), t.mrope_positions[0].len(), t.mrope_positions[1].len()];
+                let ragged = lens.iter().chain([&t.mrope_positions[2].len()]).any(|&l| l != len)
+                    || t.strings.as_ref().is_some_and(|st| st.len() != len);
+                if ragged {
+                    return bad(format!(
+                        "sample `{}`: its token ids, strings, mask and positions differ in length",
+                        s.id
+                    ));
+                }
+            }
+            let language = |l: &&LayerEntry| l.component.as_deref() == Some("language") && l.shape.len() == 3;
+            if let (Some(l), Some(t)) = (self.layers.iter().find(language), tokens.first()) {
+                if l.shape[1] != t.ids.len() {
+                    return bad(format!(
+                        "layer {} has {} positions but the prompt has {} tokens",
+                        l.index,
+                        l.shape[1],
+                        t.ids.len()
+                    ));
+                }
             }
         }
         Ok(())
@@ -154,7 +225,7 @@ impl Manifest {
             "provenance": self.provenance,
             "dtype": self.dtype,
             "d_model": self.d_model,
-            "layers": self.layers.iter().map(|l| (l.index, &l.hook, &l.shape[1..])).collect::<Vec<_>>(),
+            "layers": self.layers.iter().map(|l| (l.index, &l.hook, &l.shape[1..], &l.module)).collect::<Vec<_>>(),
         })
     }
 }

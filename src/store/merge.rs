@@ -100,7 +100,11 @@ pub fn merge(shards: &[PathBuf], out: &Path) -> crate::Result<ActivationStore> {
     if let Some(dup) = samples.iter().find(|s| !ids.insert(&s.id)) {
         return Err(Error::Merge { msg: format!("sample `{}` is in more than one shard", dup.id) }.into());
     }
-    crate::fsx::create_dir_all(out)?;
+    let _lock = crate::fsx::DirLock::acquire(out, "merge")?;
+    if let Some(done) = existing_merge(out, &first, &samples)? {
+        return Ok(done);
+    }
+    crate::fsx::remove_stale_temps(out)?;
     let mut layers = Vec::with_capacity(first.layers.len());
     for entry in &first.layers {
         let mut data = Vec::new();
@@ -109,8 +113,43 @@ pub fn merge(shards: &[PathBuf], out: &Path) -> crate::Result<ActivationStore> {
         }
         let mut shape = entry.shape.clone();
         shape[0] = samples.len();
-        layers.push(write_layer(out, entry.index, &entry.hook, &shape, &data)?);
+        let mut merged = write_layer(out, entry.index, &entry.hook, &shape, &data)?;
+        merged.module = entry.module.clone();
+        layers.push(merged);
     }
-    write_manifest(out, &first.provenance, &first.layer_convention, layers, samples, None)?;
+    // Every shard of a `tokens` store records its samples' layouts; the merge keeps them in sample order.
+    let tokens: Option<Vec<_>> =
+        stores.iter().map(|s| s.manifest().tokens.clone()).collect::<Option<Vec<_>>>().map(|t| t.concat());
+    write_manifest(out, &first.provenance, &first.layer_convention, layers, samples, None, tokens)?;
     ActivationStore::open(out)
+}
+
+/// A finished store already in `out`: the same merge done before (returned as it is, nothing rewritten), or a
+/// different store, which a merge must not overwrite.
+fn existing_merge(
+    out: &Path,
+    first: &super::Manifest,
+    samples: &[super::SampleEntry],
+) -> crate::Result<Option<ActivationStore>> {
+    if !out.join("manifest.json").exists() {
+        return Ok(None);
+    }
+    let conflict = |msg: String| Error::Conflict { path: out.to_path_buf(), msg };
+    let existing =
+        ActivationStore::open(out).map_err(|e| conflict(format!("its manifest does not read as a store: {e}")))?;
+    let m = existing.manifest();
+    let same = m.provenance == first.provenance
+        && m.layer_convention == first.layer_convention
+        && m.samples == samples
+        && m.shard.is_none()
+        && m.layers.iter().map(|l| (l.index, &l.hook)).eq(first.layers.iter().map(|l| (l.index, &l.hook)));
+    if !same {
+        return Err(conflict(format!(
+            "made from `{}` on `{}`, the shards from `{}` on `{}`",
+            m.provenance.model_id, m.provenance.stimuli_name, first.provenance.model_id, first.provenance.stimuli_name
+        ))
+        .into());
+    }
+    // A layer that fails verification is rewritten by the merge rather than trusted.
+    Ok(existing.verify().is_ok().then_some(existing))
 }

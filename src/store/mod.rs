@@ -21,8 +21,8 @@ mod writer;
 use std::ops::Range;
 use std::path::PathBuf;
 
-pub use format::{serialize_f32, F32Tensor, MappedFile};
-pub use manifest::{layer_file_name, LayerEntry, Manifest, Provenance, SampleEntry, ShardInfo};
+pub use format::{serialize_f32, serialize_raw, F32Tensor, MappedFile, RawTensor};
+pub use manifest::{layer_file_name, LayerEntry, Manifest, Provenance, SampleEntry, SampleTokens, ShardInfo};
 pub use merge::{find_shards, merge};
 pub use reader::ActivationStore;
 pub use writer::{stack_rows, Chunk, StoreSpec, StoreWriter};
@@ -44,8 +44,8 @@ pub enum Error {
     Corrupt { path: PathBuf, msg: String },
     #[error("`{path}` failed its checksum (expected sha256 {expected}, got {got}); the file was changed or truncated after it was written: re-run the command that wrote it")]
     Checksum { path: PathBuf, expected: String, got: String },
-    #[error("non-finite value ({value}) in layer {layer} ({hook}) for sample `{sample}`; the model run is numerically broken (try --dtype f32)")]
-    NonFinite { layer: usize, hook: String, sample: String, value: f32 },
+    #[error("non-finite value ({value}) in layer {layer} ({hook}) for sample `{sample}`; {hint}")]
+    NonFinite { layer: usize, hook: String, sample: String, value: f32, hint: String },
     #[error("{what}: expected {expected}, got {got}")]
     Mismatch { what: String, expected: String, got: String },
     #[error("cannot merge: {msg}")]
@@ -56,6 +56,16 @@ pub enum Error {
     Conflict { path: PathBuf, msg: String },
     #[error("invalid shard `{spec}`: expected `i/n` with 0 <= i < n, e.g. `0/4`")]
     ShardSpec { spec: String },
+}
+
+/// What to say about NaN/Inf activations of a run that computed in `dtype` (the provenance setting): a
+/// half-precision run may have overflowed, an f32 run has broken weights or inputs.
+pub(crate) fn non_finite_hint(dtype: Option<&str>) -> String {
+    match dtype {
+        Some("f32") => "the model run is numerically broken in f32 (check the checkpoint's weights for NaN/Inf)".into(),
+        Some(_) => "the model run is numerically broken (try --dtype f32)".into(),
+        None => "the stored activations are numerically broken; re-extract them".into(),
+    }
 }
 
 /// The contiguous slice of `total` samples that shard `index` of `count` processes. Shards are contiguous
@@ -84,6 +94,13 @@ pub fn shard_dir(store: &std::path::Path, index: usize, count: usize) -> PathBuf
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn non_finite_hint_suggests_f32_only_to_runs_that_were_not_f32() {
+        assert!(!non_finite_hint(Some("f32")).contains("--dtype f32"));
+        assert!(non_finite_hint(Some("bf16")).contains("try --dtype f32"));
+        assert!(!non_finite_hint(None).contains("--dtype"));
+    }
 
     #[test]
     fn shards_tile_the_samples() {

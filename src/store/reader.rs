@@ -28,8 +28,16 @@ impl ActivationStore {
         manifest.validate()?;
         for l in &manifest.layers {
             let f = dir.join(&l.file);
-            if !f.exists() {
-                return Err(Error::Corrupt { path: f, msg: "listed in manifest.json but missing".into() }.into());
+            match std::fs::metadata(&f) {
+                Ok(m) if m.is_file() => {}
+                Ok(m) => {
+                    let what = if m.is_dir() { "a directory" } else { "not a regular file (a FIFO, socket or device)" };
+                    let msg = format!("listed in manifest.json as layer {}, but it is {what}", l.index);
+                    return Err(Error::Corrupt { path: f, msg }.into());
+                }
+                Err(_) => {
+                    return Err(Error::Corrupt { path: f, msg: "listed in manifest.json but missing".into() }.into())
+                }
             }
         }
         Ok(ActivationStore { dir: dir.to_path_buf(), manifest })
@@ -83,6 +91,7 @@ impl ActivationStore {
                 hook: entry.hook.clone(),
                 sample: self.manifest.samples[s].id.clone(),
                 value,
+                hint: super::non_finite_hint(self.manifest.provenance.settings.get("dtype").map(String::as_str)),
             }
             .into());
         }

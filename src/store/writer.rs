@@ -62,6 +62,12 @@ pub struct StoreWriter {
     done: Vec<bool>,
     /// Per-layer sample shape (without the sample axis), fixed by the first chunk.
     sample_shapes: BTreeMap<usize, Vec<usize>>,
+    /// Per layer index, the transformers module of the point ([`StoreWriter::with_modules`]).
+    modules: BTreeMap<usize, String>,
+    /// Per sample, its prompt layout ([`StoreWriter::set_tokens`]).
+    tokens: Option<Vec<manifest::SampleTokens>>,
+    /// Held while this writer may write (none when the store was already finished).
+    lock: Option<fsx::DirLock>,
 }
 
 impl StoreWriter {
@@ -72,7 +78,6 @@ impl StoreWriter {
         if spec.layers.is_empty() {
             return Err(Error::Manifest { msg: "no layers requested".into() }.into());
         }
-        fsx::create_dir_all(&dir.join(".partial"))?;
         let inputs_sha256 = spec.inputs_sha256(chunk_size);
         let n_chunks = spec.samples.len().div_ceil(chunk_size);
         let mut writer = StoreWriter {
@@ -82,10 +87,38 @@ impl StoreWriter {
             inputs_sha256,
             done: vec![false; n_chunks],
             sample_shapes: BTreeMap::new(),
+            modules: BTreeMap::new(),
+            tokens: None,
+            lock: None,
         };
         writer.check_existing_store()?;
+        // A finished store of these inputs is only read: no lock taken, no `.partial/` made, so a re-run over
+        // it works on read-only media and leaves the tree as it was.
+        if writer.is_complete() {
+            fsx::DirLock::tidy(dir);
+            return Ok(writer);
+        }
+        writer.lock = Some(fsx::DirLock::acquire(dir, "extract")?);
+        // The holder of the lock may have finished between the check above and taking the lock.
+        if writer.is_complete() {
+            return Ok(writer);
+        }
+        fsx::remove_stale_temps(dir)?;
+        fsx::remove_stale_temps(&dir.join(".partial"))?;
+        fsx::create_dir_all(&dir.join(".partial"))?;
         writer.scan_partial()?;
         Ok(writer)
+    }
+
+    /// Records, per layer index, the transformers module path of the stored point in the manifest.
+    pub fn with_modules(mut self, modules: BTreeMap<usize, String>) -> Self {
+        self.modules = modules;
+        self
+    }
+
+    /// Records each sample's prompt layout (one entry per sample, in order) in the manifest.
+    pub fn set_tokens(&mut self, tokens: Vec<manifest::SampleTokens>) {
+        self.tokens = Some(tokens);
     }
 
     /// True when `dir` already holds a finished store made from exactly these inputs.
@@ -220,6 +253,7 @@ impl StoreWriter {
                     hook: hook.clone(),
                     sample: self.spec.samples[chunk.range.start + s].id.clone(),
                     value: v,
+                    hint: super::non_finite_hint(self.spec.provenance.settings.get("dtype").map(String::as_str)),
                 }
                 .into());
             }
@@ -280,7 +314,8 @@ impl StoreWriter {
             let sample_shape = sample_shape.unwrap_or_default();
             let mut shape = vec![n];
             shape.extend_from_slice(&sample_shape);
-            let entry = write_layer(&self.dir, *index, hook, &shape, &data)?;
+            let mut entry = write_layer(&self.dir, *index, hook, &shape, &data)?;
+            entry.module = self.modules.get(index).cloned();
             layers.push(entry);
         }
         drop(files);
@@ -291,9 +326,12 @@ impl StoreWriter {
             layers,
             self.spec.samples.clone(),
             self.spec.shard,
+            self.tokens,
         )?;
         let _ = std::fs::remove_dir_all(self.dir.join(".partial"));
-        ActivationStore::open(&self.dir)
+        let store = ActivationStore::open(&self.dir);
+        drop(self.lock);
+        store
     }
 }
 
@@ -313,7 +351,16 @@ pub(crate) fn write_layer(
     let bytes = format::serialize_f32(&[F32Tensor { name: ACTS, shape, data }], &meta);
     let file = manifest::layer_file_name(index);
     fsx::write_atomic(&dir.join(&file), &bytes)?;
-    Ok(LayerEntry { index, hook: hook.to_string(), file, shape: shape.to_vec(), sha256: fsx::sha256_hex(&bytes) })
+    let component = hook.parse::<crate::model::HookPoint>().ok().map(|p| p.component().as_str().to_string());
+    Ok(LayerEntry {
+        index,
+        hook: hook.to_string(),
+        file,
+        shape: shape.to_vec(),
+        sha256: fsx::sha256_hex(&bytes),
+        component,
+        module: None,
+    })
 }
 
 pub(crate) fn write_manifest(
@@ -323,6 +370,7 @@ pub(crate) fn write_manifest(
     layers: Vec<LayerEntry>,
     samples: Vec<SampleEntry>,
     shard: Option<ShardInfo>,
+    tokens: Option<Vec<manifest::SampleTokens>>,
 ) -> crate::Result<Manifest> {
     let manifest = Manifest {
         format: manifest::FORMAT.to_string(),
@@ -335,6 +383,7 @@ pub(crate) fn write_manifest(
         layers,
         samples,
         shard,
+        tokens,
     };
     manifest.validate()?;
     fsx::write_json(&dir.join("manifest.json"), &manifest)?;

@@ -70,7 +70,7 @@ fn images(dir: &Path, n: usize) -> Vec<SampleInput> {
             let path = dir.join(format!("hue_{i:03}.png"));
             let c = [(i * 7 % 256) as u8, (i * 13 % 256) as u8, (i * 29 % 256) as u8];
             image::RgbImage::from_pixel(8, 8, image::Rgb(c)).save(&path).unwrap();
-            SampleInput { id: format!("hue_{i:03}"), hue_deg: (i * 5) as f64, image: path }
+            SampleInput { id: format!("hue_{i:03}"), hue_deg: ((i * 5) % 360) as f64, image: path }
         })
         .collect()
 }

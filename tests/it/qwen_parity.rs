@@ -236,6 +236,42 @@ fn batch_with_padding_equals_batch_of_one() {
 }
 
 #[test]
+fn a_vision_intervention_for_one_sample_of_a_batch_touches_only_that_samples_patches() {
+    let r = Reference::load();
+    let model = load(&fixture().join("model"), DType::F32);
+    let (a, b) = (r.sample("a"), r.sample("b"));
+    let steer = |sample: Option<usize>| HookSet {
+        capture: vec![HookPoint::VisualResidPost(3), HookPoint::VisualMergerOut, HookPoint::ResidPost(1)],
+        interventions: vec![Intervention {
+            point: HookPoint::VisualResidPost(1),
+            positions: Positions::Indices(vec![0, 3, 7]),
+            sample,
+            op: InterventionOp::Add { vector: vec![0.5; 32], alpha: 3.0 },
+        }],
+        stop_early: false,
+    };
+    let both = model.forward_samples(&[a.clone(), b.clone()], &steer(Some(1)), Pooling::ImageMean).unwrap();
+    let a_clean = model.forward_samples(&[a], &HookSet::capture(steer(None).capture), Pooling::ImageMean).unwrap();
+    let b_steered = model.forward_samples(std::slice::from_ref(&b), &steer(Some(0)), Pooling::ImageMean).unwrap();
+    let b_clean = model.forward_samples(&[b], &HookSet::capture(steer(None).capture), Pooling::ImageMean).unwrap();
+    for p in &steer(None).capture {
+        assert_close(
+            &format!("{p} row 0 (not steered)"),
+            &both.layers[p].get(0).unwrap(),
+            &a_clean.layers[p].get(0).unwrap(),
+            1e-5,
+        );
+        assert_close(
+            &format!("{p} row 1 (steered)"),
+            &both.layers[p].get(1).unwrap(),
+            &b_steered.layers[p].get(0).unwrap(),
+            1e-5,
+        );
+        assert!(rel_err(&b_steered.layers[p], &b_clean.layers[p]) > 1e-3, "{p}: the intervention changes sample b");
+    }
+}
+
+#[test]
 fn model_trait_runs_processor_prompt_and_pooling_end_to_end() {
     let r = Reference::load();
     let prompt = r.meta["a"]["prompt_ids"].as_array().unwrap();
@@ -258,8 +294,10 @@ fn model_trait_runs_processor_prompt_and_pooling_end_to_end() {
     let caps = model.forward(&[img], &hooks, Pooling::ImageMean).unwrap();
     let w = want.get(2).unwrap().narrow(0, first, last + 1 - first).unwrap().mean(0).unwrap().unsqueeze(0).unwrap();
     assert_close("image-mean blocks.1.hook_resid_post", &caps.layers[&HookPoint::ResidPost(1)], &w, F32_TOL);
-    let err = model.forward(&[], &HookSet::capture([HookPoint::ResidPost(2)]), Pooling::Last).unwrap_err();
-    assert!(err.to_string().contains("blocks.2.hook_resid_post"), "{err}");
+    let err = model.forward(&[], &HookSet::capture([HookPoint::ResidPost(3)]), Pooling::Last).unwrap_err();
+    assert!(err.to_string().contains("blocks.3.hook_resid_post"), "{err}");
+    let err = model.forward(&[], &HookSet::capture([HookPoint::VisualResidPost(4)]), Pooling::Last).unwrap_err();
+    assert!(err.to_string().contains("visual.blocks.4.hook_resid_post"), "{err}");
     let err = model.forward(&[], &HookSet::capture([HookPoint::ResidPre(1)]), Pooling::Last).unwrap_err();
     assert!(err.to_string().contains("blocks.1.hook_resid_pre"), "{err}");
 }
@@ -360,4 +398,190 @@ fn tied_head_reuses_the_embedding_matrix() {
     let last = r.get("b.hidden_states").get(3).unwrap();
     let want = last.matmul(&embed.t().unwrap()).unwrap();
     assert_close("tied logits", &out.logits, &want, F32_TOL);
+}
+
+/// `reference_points.*`: transformers' forward hooks at every point beyond the hidden states.
+fn points_reference() -> Reference {
+    let dir = fixture();
+    let t = candle_core::safetensors::load(dir.join("reference_points.safetensors"), &Device::Cpu).unwrap();
+    let meta = serde_json::from_str(&std::fs::read_to_string(dir.join("reference_points.json")).unwrap()).unwrap();
+    Reference { t, meta }
+}
+
+fn ids_of(t: &Tensor) -> Vec<u32> {
+    t.flatten_all().unwrap().to_vec1::<i64>().unwrap().into_iter().map(|x| x as u32).collect()
+}
+
+#[test]
+fn every_hook_point_matches_a_transformers_forward_hook() {
+    let (r, p) = (Reference::load(), points_reference());
+    let model = load(&fixture().join("model"), DType::F32);
+    let all = model.all_hook_points();
+    assert_eq!(all.len(), 4 + 6 + 3 * 3 + 1, "4 hidden states, patch embed + 4 blocks + merger, 3 per block, raw last");
+    let caps = model.forward_samples(&[r.sample("b")], &HookSet::capture(all.clone()), Pooling::Tokens).unwrap();
+    let named: Vec<String> =
+        p.meta["points"].as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_string()).collect();
+    for point in &all {
+        let name = point.to_string();
+        let got = caps.layers[point].squeeze(0).unwrap();
+        assert_eq!(got.dim(1).unwrap(), model.width(point).unwrap(), "{name} width");
+        if *point == HookPoint::ResidPre(0) {
+            assert_close(&name, &got, &r.get("b.hidden_states").get(0).unwrap(), F32_TOL);
+            continue;
+        }
+        assert!(named.contains(&name), "the fixture has no transformers reference for `{name}`");
+        assert_close(&name, &got, p.get(&format!("b.point.{name}")), F32_TOL);
+        assert!(model.module_path(point).unwrap().starts_with("model."), "{name}");
+    }
+    // Image-mean pooling of a vision point is the mean over the image's patches.
+    let pooled = model
+        .forward_samples(&[r.sample("b")], &HookSet::capture([HookPoint::VisualResidPost(1)]), Pooling::ImageMean)
+        .unwrap();
+    let want = p.get("b.point.visual.blocks.1.hook_resid_post").mean(0).unwrap().unsqueeze(0).unwrap();
+    assert_close("image-mean visual.blocks.1", &pooled.layers[&HookPoint::VisualResidPost(1)], &want, F32_TOL);
+    let err = model
+        .forward_samples(&[r.sample("b")], &HookSet::capture([HookPoint::VisualMergerOut]), Pooling::Last)
+        .unwrap_err();
+    assert!(err.to_string().contains("no last prompt token"), "{err}");
+}
+
+#[test]
+fn capturing_every_point_changes_no_hidden_state_bit() {
+    let r = Reference::load();
+    let model = load(&fixture().join("model"), DType::F32);
+    let s = r.sample("b");
+    let plain =
+        model.forward_samples(std::slice::from_ref(&s), &HookSet::capture(model.hook_points()), Pooling::Tokens);
+    let all = model.forward_samples(&[s], &HookSet::capture(model.all_hook_points()), Pooling::Tokens).unwrap();
+    for (p, t) in &plain.unwrap().layers {
+        assert_eq!(rel_err(t, &all.layers[p]), 0.0, "{p}");
+    }
+}
+
+#[test]
+fn steering_a_vision_block_at_chosen_patches_matches_transformers() {
+    let (r, p) = (Reference::load(), points_reference());
+    let model = load(&fixture().join("model"), DType::F32);
+    let spec = &p.meta["steer_vision"];
+    let point: HookPoint = spec["hook_point"].as_str().unwrap().parse().unwrap();
+    let patches: Vec<usize> =
+        spec["patches_raster"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as usize).collect();
+    let hooks = HookSet {
+        interventions: vec![Intervention {
+            point,
+            positions: Positions::Indices(patches),
+            sample: None,
+            op: InterventionOp::Add {
+                vector: p.get("b.steer_vision.vector").to_vec1::<f32>().unwrap(),
+                alpha: spec["alpha"].as_f64().unwrap() as f32,
+            },
+        }],
+        ..HookSet::default()
+    };
+    let s = r.sample("b");
+    let out = model.forward_hidden_states(&s.pixel_values, &s.grids, &s.input_ids, &hooks).unwrap();
+    let want = p.get("b.steer_vision.hidden_states");
+    let clean = r.get("b.hidden_states");
+    for (i, h) in out.hidden_states.iter().enumerate() {
+        assert_close(&format!("vision-steered hidden_states[{i}]"), h, &want.get(i).unwrap(), F32_TOL);
+    }
+    assert!(rel_err(&want.get(0).unwrap(), &clean.get(0).unwrap()) > 1e-2, "the steering must change the prompt");
+    assert_close("vision-steered logits", &out.logits, p.get("b.steer_vision.logits"), F32_TOL);
+    let mut bad = hooks.clone();
+    bad.interventions[0].positions = Positions::Indices(vec![96]);
+    let err = model.forward_hidden_states(&s.pixel_values, &s.grids, &s.input_ids, &bad).unwrap_err();
+    assert!(err.to_string().contains("96 rows"), "{err}");
+}
+
+#[test]
+fn steering_the_embeddings_a_block_mlp_and_the_final_norm_applies_in_every_decoding_step() {
+    let (r, p) = (Reference::load(), points_reference());
+    let model = load(&fixture().join("model"), DType::F32);
+    let s = r.sample("b");
+    let spec = &p.meta["steer_decode"];
+    let vector = p.get("b.steer_decode.vector").to_vec1::<f32>().unwrap();
+    let alpha = spec["alpha"].as_f64().unwrap() as f32;
+    let n_new = r.ids("b.generated").len();
+    for name in spec["points"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()) {
+        let steer = |positions: Positions| HookSet {
+            interventions: vec![Intervention {
+                point: name.parse().unwrap(),
+                positions,
+                sample: None,
+                op: InterventionOp::Add { vector: vector.clone(), alpha },
+            }],
+            ..HookSet::default()
+        };
+        let got = model.generate(&s, n_new, &steer(Positions::All)).unwrap();
+        assert_eq!(got, ids_of(p.get(&format!("b.steer_decode.{name}.generated"))), "{name}");
+        // The same change at the prompt positions only is a different run: the generated steps were steered.
+        let prompt_only = model.generate(&s, n_new, &steer(Positions::Indices((0..s.input_ids.len()).collect())));
+        assert_ne!(prompt_only.unwrap(), got, "{name}: steering reached the generated tokens");
+    }
+}
+
+#[test]
+fn a_text_only_prompt_matches_transformers() {
+    let p = points_reference();
+    let model = load(&fixture().join("model"), DType::F32);
+    let s = model.text_sample(&ids_of(p.get("text.input_ids")));
+    let out = model.forward_hidden_states(&s.pixel_values, &s.grids, &s.input_ids, &HookSet::default()).unwrap();
+    let want = p.get("text.hidden_states");
+    assert_eq!(out.hidden_states.len(), want.dim(0).unwrap());
+    for (i, h) in out.hidden_states.iter().enumerate() {
+        assert_close(&format!("text-only hidden_states[{i}]"), h, &want.get(i).unwrap(), F32_TOL);
+    }
+    assert_close("text-only logits", &out.logits, p.get("text.logits"), F32_TOL);
+    let want_gen = ids_of(p.get("text.generated"));
+    assert_eq!(model.generate(&s, want_gen.len(), &HookSet::default()).unwrap(), want_gen);
+    let err = model.forward_samples(
+        std::slice::from_ref(&s),
+        &HookSet::capture([HookPoint::VisualPatchEmbed]),
+        Pooling::Tokens,
+    );
+    assert!(err.unwrap_err().to_string().contains("no sample of the batch has an image"));
+    for (point, positions) in
+        [(HookPoint::VisualResidPost(0), Positions::All), (HookPoint::ResidPost(0), Positions::ImageTokens)]
+    {
+        let hooks = HookSet {
+            interventions: vec![Intervention {
+                point: point.clone(),
+                positions,
+                sample: None,
+                op: InterventionOp::Add { vector: vec![1.0; model.width(&point).unwrap()], alpha: 1.0 },
+            }],
+            ..HookSet::default()
+        };
+        let err = model.generate(&s, 2, &hooks).unwrap_err().to_string();
+        assert!(err.contains("has no image"), "{point}: {err}");
+    }
+}
+
+#[test]
+fn steering_an_attention_output_or_the_mid_stream_matches_transformers() {
+    let (r, p) = (Reference::load(), points_reference());
+    let model = load(&fixture().join("model"), DType::F32);
+    let s = r.sample("b");
+    let spec = &p.meta["steer_attn"];
+    let want = p.get("b.steer_attn.hidden_states");
+    assert!(rel_err(&want.get(1).unwrap(), &r.get("b.hidden_states").get(1).unwrap()) > 1e-2, "a visible change");
+    for name in spec["hook_points"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()) {
+        let hooks = HookSet {
+            interventions: vec![Intervention {
+                point: name.parse().unwrap(),
+                positions: Positions::ImageTokens,
+                sample: None,
+                op: InterventionOp::Add {
+                    vector: p.get("b.steer_attn.vector").to_vec1::<f32>().unwrap(),
+                    alpha: spec["alpha"].as_f64().unwrap() as f32,
+                },
+            }],
+            ..HookSet::default()
+        };
+        let out = model.forward_hidden_states(&s.pixel_values, &s.grids, &s.input_ids, &hooks).unwrap();
+        for (i, h) in out.hidden_states.iter().enumerate() {
+            assert_close(&format!("{name}-steered hidden_states[{i}]"), h, &want.get(i).unwrap(), F32_TOL);
+        }
+        assert_close(&format!("{name}-steered logits"), &out.logits, p.get("b.steer_attn.logits"), F32_TOL);
+    }
 }

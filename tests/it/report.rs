@@ -19,26 +19,32 @@ fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
 }
 
 #[test]
-fn a_hostile_set_name_is_escaped_everywhere_and_the_page_is_byte_identical_across_runs() {
+fn untrusted_text_is_escaped_everywhere_and_the_page_is_byte_identical_across_runs() {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     let dir = fresh_dir("report", "hostile");
     ok(huescan()
         .args(["analyze", "--permutations", "0", "--bootstrap", "0", "--out"])
         .arg(dir.join("analysis"))
         .arg(root.join("tests/fixtures/joblib-converted")));
-    // A set name no input edge should let through, but the report must survive anyway.
+    // Text from disk that no input edge vets: the model id and the command line in run.json. A folder whose
+    // name is not a set name is left out with a warning (the input edge's rule), never rendered raw.
     let evil = "<svg onload=alert(1)>\"'&x";
-    std::fs::rename(dir.join("analysis/tiny_scan"), dir.join("analysis").join(evil)).unwrap();
-    copy_dir(&root.join("tests/fixtures/joblib-converted"), &dir.join("activations").join(evil));
-    ok(huescan().arg("report").arg(&dir));
+    let run = serde_json::json!({"model": evil, "command_line": ["huescan", evil], "tool": "huescan"});
+    std::fs::write(dir.join("run.json"), serde_json::to_vec(&run).unwrap()).unwrap();
+    copy_dir(&root.join("tests/fixtures/joblib-converted"), &dir.join("activations/tiny_scan"));
+    std::fs::create_dir_all(dir.join("analysis").join(evil)).unwrap();
+    std::fs::copy(dir.join("analysis/tiny_scan/summary.json"), dir.join("analysis").join(evil).join("summary.json"))
+        .unwrap();
+    let said = ok(huescan().arg("report").arg(&dir));
+    assert!(said.contains("report leaves out") && said.contains("not a set name"), "{said}");
     let index = std::fs::read_to_string(dir.join("report/index.html")).unwrap();
-    assert!(!index.contains("<svg onload"), "the set name reached the page unescaped");
+    assert!(!index.contains("<svg onload"), "untrusted text reached the page unescaped");
     assert!(index.contains("&lt;svg onload=alert(1)&gt;&quot;&#39;&amp;x"));
     for e in std::fs::read_dir(dir.join("report/figures")).unwrap() {
         let path = e.unwrap().path();
         if path.extension().is_some_and(|x| x == "svg") {
             let svg = std::fs::read_to_string(&path).unwrap();
-            assert!(!svg.contains("<svg onload"), "{} holds the raw set name", path.display());
+            assert!(!svg.contains("<svg onload"), "{} holds the raw text", path.display());
         }
     }
     // Supervised and unsupervised views side by side, the interactive views, and "n/a" for what was not
@@ -46,9 +52,8 @@ fn a_hostile_set_name_is_escaped_everywhere_and_the_page_is_byte_identical_acros
     assert!(index.contains("-projection2d.svg") && index.contains("-pca2d.svg"), "SMDS and PCA figures");
     assert!(index.contains("class=\"view3d\"") && index.contains("data-views3d"));
     assert!(index.contains(">n/a</td>") && !index.contains("NaN"));
-    // Data links are relative to the report folder and percent-encoded.
-    assert!(index.contains("href=\"../analysis/%3Csvg%20onload%3Dalert%281%29%3E%22%27%26x/layer_scan.csv\""));
-    assert!(index.contains("no run.json"), "a folder without run.json says so");
+    // Data links are relative to the report folder.
+    assert!(index.contains("href=\"../analysis/tiny_scan/layer_scan.csv\"") && index.contains("href=\"../run.json\""));
     // Another folder at the same depth gets the same bytes (figures included); so does a re-run.
     let again = dir.join("again");
     ok(huescan().arg("report").arg(&dir).arg("--out").arg(&again));

@@ -7,7 +7,7 @@ use anyhow::Context;
 use clap::Args;
 
 use crate::cli::commands::extract::parse_layers;
-use crate::cli::{existing, Progress};
+use crate::cli::{existing, values, Progress};
 use crate::manifold::{self, AnalyzeOptions, JoystickOptions, LabelMode, Shape};
 use crate::store::ActivationStore;
 
@@ -43,13 +43,39 @@ pub struct AnalyzeArgs {
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// Composite weight of the held-out score (the periodicity weight is 1 minus this).
-    #[arg(long, default_value_t = 0.7)]
+    #[arg(long, default_value_t = 0.7, value_parser = crate::cli::values::fraction)]
     pub w_test: f64,
+}
+
+/// Refuses a store given twice (it would count as two sets agreeing) and resample counts past the cap.
+fn check_inputs(args: &AnalyzeArgs) -> anyhow::Result<()> {
+    let mut seen = std::collections::BTreeMap::new();
+    for dir in &args.stores {
+        let key = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.clone());
+        if let Some(first) = seen.insert(key, dir) {
+            anyhow::bail!(
+                "the store `{}` is given twice (also as `{}`); each set must be analysed once",
+                dir.display(),
+                first.display()
+            );
+        }
+    }
+    let work = |n: usize| format!("{n} refits per layer and shape");
+    values::check_cap("--bootstrap", args.bootstrap as u64, values::MAX_RESAMPLES as u64, &work(args.bootstrap))?;
+    values::check_cap(
+        "--permutations",
+        args.permutations as u64,
+        values::MAX_RESAMPLES as u64,
+        &work(args.permutations),
+    )
 }
 
 pub fn run(args: &AnalyzeArgs, progress: &Progress) -> anyhow::Result<ExitCode> {
     let shapes = args.shapes.split(',').map(|s| s.trim().parse::<Shape>()).collect::<Result<Vec<_>, _>>()?;
     let mode: LabelMode = args.mode.parse()?;
+    check_inputs(args)?;
+    // Taken before the first write, not before the first check, so a refused run leaves no folder behind.
+    let mut lock = None;
     let mut analyses = Vec::with_capacity(args.stores.len());
     for dir in &args.stores {
         let dir = existing(dir, "activation store")?;
@@ -94,6 +120,9 @@ pub fn run(args: &AnalyzeArgs, progress: &Progress) -> anyhow::Result<ExitCode> 
         let map = manifold::ProjectionMap::fit(x.view(), &hue, p.shape, opts.alpha_fit)?;
         analysis.projection.map = Some(map);
         let set_dir = args.out.join(&name);
+        if lock.is_none() {
+            lock = Some(crate::fsx::DirLock::acquire(&args.out, "analyze")?);
+        }
         manifold::write_analysis(&set_dir, &analysis)?;
         for w in &analysis.warnings {
             tracing::warn!("{name}: {w}");
@@ -117,5 +146,6 @@ pub fn run(args: &AnalyzeArgs, progress: &Progress) -> anyhow::Result<ExitCode> 
             progress.say(format!("global winner across {} sets: {}", analyses.len(), g.shape));
         }
     }
+    drop(lock);
     Ok(ExitCode::SUCCESS)
 }

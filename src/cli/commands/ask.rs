@@ -1,4 +1,4 @@
-//! `huescan ask`: one image, one question, the model's greedy answer.
+//! `huescan ask`: one image (or none, a text-only control), one question, the model's greedy answer.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -6,8 +6,9 @@ use std::process::ExitCode;
 use clap::Args;
 
 use crate::cli::commands::extract::{AutoencoderArgs, ModelArgs, RuntimeArgs};
-use crate::cli::{existing, Progress};
-use crate::model::HookSet;
+use crate::cli::{existing, values, Progress};
+use crate::model::{Component, HookPoint, HookSet, Intervention, InterventionOp, Model, Positions};
+use crate::steer::SteeringVector;
 
 /// The model options that apply to a question: `ask` runs Qwen2.5-VL only, so the autoencoder's training
 /// options are not offered.
@@ -28,9 +29,10 @@ pub struct AskModelArgs {
 pub struct AskArgs {
     #[command(flatten)]
     pub model: AskModelArgs,
-    /// The image to ask about.
+    /// The image to ask about; without it the question is asked alone (a text-only control such as "What colour
+    /// is a banana?").
     #[arg(long)]
-    pub image: PathBuf,
+    pub image: Option<PathBuf>,
     /// Most tokens to generate (generation also stops at the checkpoint's EOS ids; raise it for questions
     /// with longer answers). Greedy decoding with no repetition penalty: transformers applies
     /// generation_config.json's penalty unless told `repetition_penalty=1.0`, so compare with that.
@@ -38,15 +40,71 @@ pub struct AskArgs {
     pub max_new_tokens: usize,
     /// The question [default: the model's prompt, "What colour is this image? Answer with one word."].
     pub question: Option<String>,
+    /// A steering vector (from `huescan steer`) added while answering, at its own hook point. With a text-only
+    /// question it is a control: does the direction move the colour concept, or only what the image shows?
+    #[arg(long)]
+    pub steer: Option<PathBuf>,
+    /// Scale of --steer.
+    #[arg(long, default_value_t = 1.0, allow_hyphen_values = true, requires = "steer")]
+    pub alpha: f32,
+    /// Positions --steer changes: image, all (also every generated token), last or indices [default: the
+    /// vector's own].
+    #[arg(long, requires = "steer")]
+    pub positions: Option<String>,
+}
+
+/// The intervention of `--steer`: the vector at its recorded point, checked against the model and the prompt.
+fn steering(args: &AskArgs, model: &dyn Model, text_only: bool) -> anyhow::Result<HookSet> {
+    let Some(path) = &args.steer else { return Ok(HookSet::default()) };
+    let v = SteeringVector::load(&existing(path, "steering vector")?)?;
+    let point: HookPoint = v.recipe.hook.parse()?;
+    match model.width(&point) {
+        Some(w) if w == v.vector.len() => {}
+        Some(w) => anyhow::bail!(
+            "the vector has width {} but `{point}` of `{}` has width {w}; it was made for another model",
+            v.vector.len(),
+            model.id()
+        ),
+        None => {
+            anyhow::bail!("`{}` has no hook point `{point}` (the vector's); it was made for another model", model.id())
+        }
+    }
+    let positions: Positions = args.positions.as_deref().unwrap_or(&v.recipe.positions).parse()?;
+    if text_only && point.component() == Component::Vision {
+        anyhow::bail!("the vector is at `{point}` in the vision tower, which a question without --image never runs");
+    }
+    if text_only && positions == Positions::ImageTokens {
+        anyhow::bail!(
+            "the vector steers image tokens, which a question without --image has none of; add --positions all or last"
+        );
+    }
+    Ok(HookSet {
+        interventions: vec![Intervention {
+            point,
+            positions,
+            sample: None,
+            op: InterventionOp::Add { vector: v.vector, alpha: args.alpha },
+        }],
+        ..HookSet::default()
+    })
 }
 
 pub fn run(args: &AskArgs, progress: &Progress) -> anyhow::Result<ExitCode> {
-    let image_path = existing(&args.image, "image")?;
+    let image_path = args.image.as_deref().map(|p| existing(p, "image")).transpose()?;
+    if image_path.is_none() && args.question.is_none() {
+        anyhow::bail!(
+            "without --image, give the question to ask, e.g. `huescan ask --model M \"What colour is a banana?\"`"
+        );
+    }
+    let n = args.max_new_tokens;
+    values::check_cap("--max-new-tokens", n as u64, values::MAX_NEW_TOKENS as u64, &format!("{n} decoder steps"))?;
     let model_args = ModelArgs {
         model: args.model.model.clone(),
         runtime: args.model.runtime.clone(),
         max_pixels: args.model.max_pixels,
-        prompt: args.question.clone(),
+        // With an image the question replaces the image prompt; without one `prepare_text` asks it (an
+        // ids-only checkpoint cannot take a new question in the image prompt, and says so).
+        prompt: image_path.as_ref().and(args.question.clone()),
         ae: AutoencoderArgs::default(),
     };
     let tmp = std::env::temp_dir();
@@ -54,14 +112,20 @@ pub fn run(args: &AskArgs, progress: &Progress) -> anyhow::Result<ExitCode> {
     let Some(qwen) = &loaded.qwen else {
         anyhow::bail!("`{}` does not generate text; `huescan ask` needs a Qwen2.5-VL model", loaded.id);
     };
-    let image = image::open(&image_path)
-        .map_err(|e| anyhow::anyhow!("cannot read image `{}`: {e}", image_path.display()))?
-        .to_rgb8();
-    let sample = qwen.prepare(&image)?;
-    let ids = qwen.generate(&sample, args.max_new_tokens, &HookSet::default())?;
+    let sample = match &image_path {
+        Some(path) => {
+            let image = image::load_from_memory(&crate::fsx::read(path)?)
+                .map_err(|e| anyhow::anyhow!("cannot read image `{}`: {e}", path.display()))?
+                .to_rgb8();
+            qwen.prepare(&image)?
+        }
+        None => qwen.prepare_text(args.question.as_deref().unwrap_or_default())?,
+    };
+    let hooks = steering(args, loaded.model.as_ref(), image_path.is_none())?;
+    let ids = crate::model::qwen2_5_vl::Qwen25VlModel::generate(qwen, &sample, args.max_new_tokens, &hooks)?;
     let prompt = qwen.prompt().expect("a loaded Qwen model always has a prompt");
     let answer = prompt.decode(&ids)?;
     progress.say(format!("{} ({} tokens):", loaded.id, ids.len()));
-    println!("{}", answer.trim());
+    outln!("{}", answer.trim());
     Ok(ExitCode::SUCCESS)
 }

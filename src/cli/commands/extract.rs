@@ -12,7 +12,7 @@ use crate::extract::{self, ExtractPlan, SampleInput};
 use crate::model::autoencoder::{HueRange, TrainConfig};
 use crate::model::hub::HubSettings;
 use crate::model::load::{self, LoadOptions, LoadedModel};
-use crate::model::{device, Pooling};
+use crate::model::{device, HookPoint, Model, Pooling};
 use crate::stimuli::{StimulusManifest, MANIFEST_FILE};
 use crate::store::{self, Provenance};
 
@@ -116,10 +116,16 @@ pub struct ExtractArgs {
     /// The activation store to write (resumed if it holds unfinished work of the same inputs).
     #[arg(long)]
     pub out: PathBuf,
-    /// Layers to store: `all`, or indices and ranges like `0,4,8-12` (HF hidden_states indices). The model
-    /// runs only up to the deepest one.
+    /// Layers to store: `all` (HF hidden_states indices 0..=L), `residual` (those and every vision block's
+    /// output), indices and ranges like `0,4,8-12`, or hook names and globs as in --hooks. The model runs only
+    /// up to the deepest one.
     #[arg(long, default_value = "all")]
     pub layers: String,
+    /// Hook points to store by name or glob, comma-separated (`visual.blocks.*,blocks.*`,
+    /// `blocks.*.hook_resid_post`, `ln_final.hook_out`); see the README's hook table. Replaces the default
+    /// `--layers all`; with an explicit --layers both are stored.
+    #[arg(long)]
+    pub hooks: Option<String>,
     /// Per-sample pooling: image-mean (mean over image tokens), last (last prompt token) or tokens (all).
     #[arg(long, default_value = "image-mean")]
     pub pool: String,
@@ -149,12 +155,23 @@ pub fn read_stimuli(path: &Path) -> anyhow::Result<(StimulusManifest, PathBuf, V
     Ok((manifest, dir, samples))
 }
 
-/// `all` or `0,4,8-12`.
+/// `all` or `0,4,8-12`, each index below `n_points` (the model's hook points or the store's layers). Bounds
+/// are checked before a range is expanded, so `0-4000000000` is a sentence, not a 32 GB allocation.
 pub fn parse_layers(spec: &str, n_points: usize) -> anyhow::Result<Vec<usize>> {
     if spec == "all" {
         return Ok((0..n_points).collect());
     }
     let mut out = Vec::new();
+    let in_range = |i: usize| -> anyhow::Result<usize> {
+        if i < n_points {
+            Ok(i)
+        } else {
+            anyhow::bail!(
+                "--layers `{spec}`: layer {i} does not exist; there are {n_points} (0..={})",
+                n_points.saturating_sub(1)
+            )
+        }
+    };
     for part in spec.split(',').map(str::trim) {
         let bad = || anyhow::anyhow!("invalid --layers `{spec}`: expected `all` or indices/ranges like `0,4,8-12`");
         match part.split_once('-') {
@@ -163,14 +180,58 @@ pub fn parse_layers(spec: &str, n_points: usize) -> anyhow::Result<Vec<usize>> {
                 if a > b {
                     return Err(bad());
                 }
-                out.extend(a..=b);
+                out.extend(in_range(a)?..=in_range(b)?);
             }
-            None => out.push(part.parse().map_err(|_| bad())?),
+            None => out.push(in_range(part.parse().map_err(|_| bad())?)?),
         }
     }
     out.sort_unstable();
     out.dedup();
     Ok(out)
+}
+
+/// Layer indices (positions in `Model::all_hook_points`) that a selection names: comma-separated items, each
+/// `all` (the HF hidden-state list), `residual` (that list and every vision block's output), an index or range
+/// (`0,4,8-12`), or a hook name or glob (`visual.blocks.*`, `blocks.*.hook_mlp_out`). Sorted, no repeats.
+pub fn parse_points(spec: &str, model: &dyn Model) -> anyhow::Result<Vec<usize>> {
+    let all = model.all_hook_points();
+    let n_indexed = model.hook_points().len();
+    let mut out = Vec::new();
+    for item in spec.split(',').map(str::trim) {
+        match item {
+            "all" => out.extend(0..n_indexed),
+            "residual" => {
+                out.extend((0..all.len()).filter(|&i| i < n_indexed || matches!(all[i], HookPoint::VisualResidPost(_))))
+            }
+            _ if item.starts_with(|c: char| c.is_ascii_digit()) => out.extend(parse_layers(item, all.len())?),
+            _ => {
+                for p in crate::model::select_points(item, &all)? {
+                    out.extend(all.iter().position(|q| *q == p));
+                }
+            }
+        }
+    }
+    if let Some(&bad) = out.iter().find(|&&i| i >= all.len()) {
+        anyhow::bail!(
+            "layer {bad} does not exist: `{}` has layers 0..={} ({})",
+            model.id(),
+            all.len().saturating_sub(1),
+            crate::model::summarize_points(&all)
+        );
+    }
+    out.sort_unstable();
+    out.dedup();
+    Ok(out)
+}
+
+/// The points `extract` stores: `--hooks` alone, `--layers` alone, or both.
+pub fn selected_points(layers: &str, hooks: Option<&str>, model: &dyn Model) -> anyhow::Result<Vec<usize>> {
+    let spec = match hooks {
+        None => layers.to_string(),
+        Some(h) if layers == "all" => h.to_string(),
+        Some(h) => format!("{layers},{h}"),
+    };
+    parse_points(&spec, model)
 }
 
 /// `--shard`, else the Slurm array variables, else none.
@@ -194,7 +255,7 @@ pub fn run(args: &ExtractArgs, progress: &Progress) -> anyhow::Result<ExitCode> 
     let shard = resolve_shard(args.shard.as_deref(), &ProcessEnv)?;
     crate::fsx::create_dir_all(&args.out)?;
     let loaded = args.model.load(&args.out)?;
-    let layers = parse_layers(&args.layers, loaded.model.hook_points().len())?;
+    let layers = selected_points(&args.layers, args.hooks.as_deref(), loaded.model.as_ref())?;
     let batch_size = args.batch_size.unwrap_or_else(|| extract::default_batch_size(args.model.runtime.device == "cpu"));
     let plan = ExtractPlan {
         samples,
@@ -261,12 +322,64 @@ mod tests {
 
     use super::*;
 
+    /// Two decoder blocks and a two-block vision tower, points only.
+    struct Points;
+
+    impl Model for Points {
+        fn id(&self) -> &str {
+            "points"
+        }
+        fn hook_points(&self) -> Vec<HookPoint> {
+            vec![HookPoint::ResidPre(0), HookPoint::ResidPost(0), HookPoint::LnFinalOut]
+        }
+        fn extra_hook_points(&self) -> Vec<HookPoint> {
+            vec![
+                HookPoint::VisualResidPost(0),
+                HookPoint::VisualResidPost(1),
+                HookPoint::MlpOut(0),
+                HookPoint::ResidPost(1),
+            ]
+        }
+        fn width(&self, _: &HookPoint) -> Option<usize> {
+            Some(1)
+        }
+        fn forward(
+            &self,
+            _: &[image::RgbImage],
+            _: &crate::model::HookSet,
+            _: Pooling,
+        ) -> crate::Result<crate::model::Captures> {
+            unreachable!("selection never runs the model")
+        }
+    }
+
+    #[test]
+    fn points_select_by_index_keyword_and_glob() {
+        let m = Points;
+        assert_eq!(parse_points("all", &m).unwrap(), vec![0, 1, 2]);
+        assert_eq!(parse_points("residual", &m).unwrap(), vec![0, 1, 2, 3, 4]);
+        assert_eq!(parse_points("visual.blocks.*,blocks.*", &m).unwrap(), vec![0, 1, 3, 4, 5, 6]);
+        assert_eq!(parse_points("blocks.*.hook_resid_post,6", &m).unwrap(), vec![1, 6]);
+        assert_eq!(
+            selected_points("all", Some("ln_final.hook_out"), &m).unwrap(),
+            vec![2],
+            "--hooks replaces the default"
+        );
+        assert_eq!(selected_points("0", Some("blocks.0.hook_mlp_out"), &m).unwrap(), vec![0, 5], "both: the union");
+        let err = parse_points("7", &m).unwrap_err().to_string();
+        assert!(err.contains("layer 7 does not exist") && err.contains("0..=6"), "{err}");
+        let err = parse_points("visual.merger.*", &m).unwrap_err().to_string();
+        assert!(err.contains("matches no hook point"), "{err}");
+    }
+
     #[test]
     fn layer_lists_and_shards_parse() {
         assert_eq!(parse_layers("all", 3).unwrap(), vec![0, 1, 2]);
         assert_eq!(parse_layers("8-10,0,9", 37).unwrap(), vec![0, 8, 9, 10]);
         assert!(parse_layers("3-1", 5).is_err());
         assert!(parse_layers("x", 5).is_err());
+        let e = parse_layers("0-4000000000", 5).unwrap_err().to_string();
+        assert!(e.contains("layer 4000000000 does not exist") && e.contains("0..=4"), "{e}");
         let slurm: HashMap<&str, &str> = HashMap::from([("SLURM_ARRAY_TASK_ID", "3"), ("SLURM_ARRAY_TASK_COUNT", "8")]);
         assert_eq!(resolve_shard(None, &slurm).unwrap(), Some((3, 8)));
         assert_eq!(resolve_shard(Some("1/2"), &slurm).unwrap(), Some((1, 2)));

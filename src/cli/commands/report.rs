@@ -19,6 +19,7 @@ pub struct ReportArgs {
 pub fn run(args: &ReportArgs, progress: &Progress) -> anyhow::Result<ExitCode> {
     let run = existing(&args.run, "run folder")?;
     let out = args.out.clone().unwrap_or_else(|| run.join("report"));
+    let _lock = crate::fsx::DirLock::acquire(&out, "report")?;
     let report = crate::report::build(&run, &out)?;
     progress.say(format!(
         "report of {} set(s) ({}) with {} figures: {}",

@@ -41,8 +41,9 @@ pub struct PipelineArgs {
     /// Per-sample pooling: image-mean, last or tokens.
     #[arg(long, default_value = "image-mean")]
     pub pool: String,
-    /// Layers to store and scan: `all` or indices/ranges like `0,4,8-12`.
-    #[arg(long, default_value = "all")]
+    /// Points to store and scan: `residual` (every vision block's output and the HF hidden states), `all` (the
+    /// hidden states only), indices/ranges like `0,4,8-12`, or hook names and globs (`visual.blocks.*,blocks.*`).
+    #[arg(long, alias = "hooks", default_value = "residual")]
     pub layers: String,
     /// Label permutations per layer and shape for p-values (0 = off).
     #[arg(long, default_value_t = 100)]
@@ -113,6 +114,7 @@ pub fn run(args: &ScanArgs, progress: &Progress) -> anyhow::Result<ExitCode> {
 /// Render every set (unless already rendered), extract, analyse all sets together, and write the report.
 pub fn pipeline(model: &str, sets: &[String], out: &Path, p: &PipelineArgs, progress: &Progress) -> anyhow::Result<()> {
     crate::fsx::create_dir_all(out)?;
+    crate::fsx::remove_stale_temps(out)?;
     crate::runinfo::write(out, model, sets)?;
     let mut stores = Vec::new();
     for set in sets {
@@ -127,6 +129,7 @@ pub fn pipeline(model: &str, sets: &[String], out: &Path, p: &PipelineArgs, prog
             stimuli: stim,
             out: acts.clone(),
             layers: p.layers.clone(),
+            hooks: None,
             pool: p.pool.clone(),
             batch_size: p.batch_size,
             shard: None,
@@ -181,7 +184,7 @@ pub fn pipeline(model: &str, sets: &[String], out: &Path, p: &PipelineArgs, prog
 }
 
 fn dry_run(args: &ScanArgs, out: &Path) -> anyhow::Result<ExitCode> {
-    println!("plan for `{}` into {}", args.model, out.display());
+    outln!("plan for `{}` into {}", args.model, out.display());
     let mut total_samples = 0usize;
     let mut sizes = Vec::new();
     for set in &args.sets {
@@ -189,12 +192,12 @@ fn dry_run(args: &ScanArgs, out: &Path) -> anyhow::Result<ExitCode> {
         let n = crate::stimuli::render::stimuli(&spec, spec.variants).len();
         total_samples += n;
         sizes.extend(std::iter::repeat_n((spec.height as usize, spec.width as usize), n));
-        println!("  set {:<16} {n:>5} images  ({})", spec.name, spec.description);
+        outln!("  set {:<16} {n:>5} images  ({})", spec.name, spec.description);
     }
     let preset = crate::model::preset::find(&args.model);
     match &preset {
-        Some(p) => println!("  model        preset {} ({})", p.name, p.description),
-        None => println!("  model        {}", args.model),
+        Some(p) => outln!("  model        preset {} ({})", p.name, p.description),
+        None => outln!("  model        {}", args.model),
     }
     // The checkpoint if it is on disk already (a preset's path, a directory, or the hub cache, offline).
     let hub = crate::model::hub::HubSettings {
@@ -220,43 +223,51 @@ fn dry_run(args: &ScanArgs, out: &Path) -> anyhow::Result<ExitCode> {
         preset.as_ref().and_then(|p| p.expect_d_model),
         preset.as_ref().and_then(|p| p.expect_weights_gb),
     );
+    // (depth, width) of the vision tower, whose block outputs the default `residual` selection stores too.
+    let mut vision: Option<(u64, u64)> = None;
     if let Some(dir) = dir.as_ref().filter(|d| d.join("config.json").exists()) {
         let v: ConfigDims = crate::fsx::read_json(&dir.join("config.json"))?;
         let text = v.text_config.as_deref().unwrap_or(&v);
         blocks = text.num_hidden_layers.or(blocks);
         d_model = text.hidden_size.or(d_model);
+        vision = v.vision_config.as_ref().and_then(|c| c.depth.zip(c.hidden_size));
         let files = crate::model::hub::weight_files(dir).unwrap_or_default();
         let bytes: u64 = files.iter().filter_map(|f| std::fs::metadata(dir.join(f)).ok()).map(|m| m.len()).sum();
         if bytes > 0 {
             weights_gb = Some(bytes as f64 / 1e9);
         }
-        println!("  checkpoint   {} (on disk)", dir.display());
+        outln!("  checkpoint   {} (on disk)", dir.display());
     } else {
-        println!("  checkpoint   not on disk yet: it is downloaded into {} on first use", hub.cache_dir.display());
+        outln!("  checkpoint   not on disk yet: it is downloaded into {} on first use", hub.cache_dir.display());
     }
     match (blocks, d_model) {
         (Some(l), Some(d)) => {
-            let bytes = total_samples as u64 * (l + 1) * d * 4;
-            println!(
-                "  disk         {:.1} MB of activations ({} layers x d_model {d}, f32, pooled) + stimuli",
+            let (vision_floats, vision_note) = match (args.run.layers.as_str(), vision) {
+                ("residual", Some((n, w))) => (n * w, format!(" + {n} vision blocks x {w}")),
+                ("residual", None) => (0, " + the vision blocks (their size needs the config on disk)".into()),
+                _ => (0, String::new()),
+            };
+            let bytes = total_samples as u64 * ((l + 1) * d + vision_floats) * 4;
+            outln!(
+                "  disk         {:.1} MB of activations ({} layers x d_model {d}{vision_note}, f32, pooled) + stimuli",
                 bytes as f64 / 1e6,
                 l + 1
             );
         }
-        _ => println!("  disk         (layers + 1) x d_model x 4 bytes per image of activations, plus stimuli"),
+        _ => outln!("  disk         (layers + 1) x d_model x 4 bytes per image of activations, plus stimuli"),
     }
     match weights_gb {
         Some(w) if w < 1.0 => {
-            println!("  memory       about {:.1} MB of weights (as stored) plus one batch of activations", w * 1e3)
+            outln!("  memory       about {:.1} MB of weights (as stored) plus one batch of activations", w * 1e3)
         }
-        Some(w) => println!("  memory       about {w:.1} GB of weights (as stored) plus one batch of activations"),
-        None => println!("  memory       the checkpoint's weights plus one batch of activations"),
+        Some(w) => outln!("  memory       about {w:.1} GB of weights (as stored) plus one batch of activations"),
+        None => outln!("  memory       the checkpoint's weights plus one batch of activations"),
     }
-    println!(
+    outln!(
         "  steps        render -> extract (resumable) -> analyze -> steer -> report; re-run the same command to resume"
     );
     match estimate_extract_seconds(args, preset.as_ref(), dir.as_deref(), &sizes) {
-        Ok(e) => println!(
+        Ok(e) => outln!(
             "  time         about {} to extract ({:.2} TFLOP at {:.0} GFLOP/s: {:.0} % of the {} matmul rate measured \
              just now on {}); analysis and steering come on top",
             human_duration(e.seconds),
@@ -266,7 +277,7 @@ fn dry_run(args: &ScanArgs, out: &Path) -> anyhow::Result<ExitCode> {
             e.dtype,
             args.run.runtime.device,
         ),
-        Err(why) => println!(
+        Err(why) => outln!(
             "  time         not estimated ({why:#}); the progress bar shows images/s and the ETA after the first batch"
         ),
     }
@@ -280,6 +291,14 @@ struct ConfigDims {
     num_hidden_layers: Option<u64>,
     hidden_size: Option<u64>,
     text_config: Option<Box<ConfigDims>>,
+    vision_config: Option<VisionDims>,
+}
+
+/// The vision tower's depth and width, whose block outputs the default `residual` selection stores too.
+#[derive(Debug, serde::Deserialize)]
+struct VisionDims {
+    depth: Option<u64>,
+    hidden_size: Option<u64>,
 }
 
 struct Estimate {

@@ -8,8 +8,8 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::Args;
 
-use super::extract::{parse_layers, read_stimuli, ModelArgs};
-use crate::cli::{existing, Progress};
+use super::extract::{parse_points, read_stimuli, ModelArgs};
+use crate::cli::{existing, values, Progress};
 use crate::extract::load_image;
 use crate::model::autoencoder;
 use crate::model::load::LoadedModel;
@@ -34,14 +34,15 @@ pub struct SteerArgs {
     /// The rendered stimulus set the store was extracted from; the source-hue images are steered.
     #[arg(long)]
     pub stimuli: PathBuf,
-    /// Steering layer(s): an index, a list or ranges like `4,8-10`, or `all` (store/HF hidden_states indices).
-    #[arg(long)]
+    /// Steering point(s): an index, a list or ranges like `4,8-10` (store layer indices), hook names or globs
+    /// (`visual.blocks.2.hook_resid_post`, `blocks.*.hook_mlp_out`), or `all` (every point the store holds).
+    #[arg(long, alias = "hooks")]
     pub layer: String,
     /// Source hue in degrees (with --to); without both, the pairs 240:0, 0:120, 120:240.
-    #[arg(long, requires = "to", allow_hyphen_values = true)]
+    #[arg(long, requires = "to", allow_hyphen_values = true, value_parser = values::finite)]
     pub from: Option<f64>,
     /// Target hue in degrees.
-    #[arg(long, requires = "from", allow_hyphen_values = true)]
+    #[arg(long, requires = "from", allow_hyphen_values = true, value_parser = values::finite)]
     pub to: Option<f64>,
     /// Several pairs instead of --from/--to: `FROM:TO` comma-separated, e.g. `240:0,0:120`.
     #[arg(long, conflicts_with_all = ["from", "to"])]
@@ -62,10 +63,10 @@ pub struct SteerArgs {
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// Ridge penalty of the SMDS Circular fit behind --direction manifold (the notebook's fits use 1e-4).
-    #[arg(long, default_value_t = 1e-4)]
+    #[arg(long, default_value_t = 1e-4, value_parser = values::positive)]
     pub smds_alpha: f64,
     /// A hue within this many degrees of the target counts as reached in the summary.
-    #[arg(long, default_value_t = 30.0)]
+    #[arg(long, default_value_t = 30.0, value_parser = values::positive)]
     pub tolerance: f64,
     /// Answer tokens to generate per steered image (models with text output; 0 = none).
     #[arg(long, default_value_t = DEFAULT_MAX_NEW_TOKENS)]
@@ -138,9 +139,31 @@ fn pairs(args: &SteerArgs) -> anyhow::Result<Vec<PairSpec>> {
     })
 }
 
+/// The stimulus folder must be the very set the store was extracted from: its `stimuli.json` hash is the
+/// store's `stimuli_sha256` (`huescan extract` records it), so another set with matching ids is refused.
+fn check_stimuli_provenance(store: &ActivationStore, spec_name: &str, dir: &std::path::Path) -> anyhow::Result<()> {
+    let p = &store.manifest().provenance;
+    let sha = crate::fsx::sha256_file(&dir.join(crate::stimuli::MANIFEST_FILE))?;
+    if spec_name != p.stimuli_name || sha != p.stimuli_sha256 {
+        anyhow::bail!(
+            "--stimuli `{}` (set `{spec_name}`, stimuli.json sha256 {}) is not the set the store was extracted \
+             from (set `{}`, sha256 {}); pass that rendered folder",
+            dir.display(),
+            &sha[..12],
+            p.stimuli_name,
+            &p.stimuli_sha256[..p.stimuli_sha256.len().min(12)]
+        );
+    }
+    Ok(())
+}
+
 pub fn run(args: &SteerArgs, progress: &Progress) -> anyhow::Result<ExitCode> {
     let store = ActivationStore::open(&existing(&args.acts, "activation store")?)?;
-    let (_, _, samples) = read_stimuli(&args.stimuli)?;
+    let n = args.max_new_tokens;
+    values::check_cap("--max-new-tokens", n as u64, values::MAX_NEW_TOKENS as u64, &format!("{n} decoder steps"))?;
+    let (stim_manifest, stim_dir, samples) = read_stimuli(&args.stimuli)?;
+    check_stimuli_provenance(&store, &stim_manifest.spec_name, &stim_dir)?;
+    let _lock = crate::fsx::DirLock::acquire(&args.out, "steer")?;
     let by_id: HashMap<&str, &crate::extract::SampleInput> = samples.iter().map(|s| (s.id.as_str(), s)).collect();
     let rows: Vec<&crate::extract::SampleInput> = store
         .sample_ids()
@@ -162,13 +185,33 @@ pub fn run(args: &SteerArgs, progress: &Progress) -> anyhow::Result<ExitCode> {
             loaded.id
         );
     }
+    let stored_config = &store.manifest().provenance.model_config_sha256;
+    if let (Some(a), Some(b)) = (stored_config, &loaded.config_sha256) {
+        if a != b {
+            anyhow::bail!(
+                "`{}` is not the checkpoint the store was extracted from (config/weights sha256 {} there, {} \
+                 here); steer the model the store came from",
+                loaded.id,
+                &a[..a.len().min(12)],
+                &b[..b.len().min(12)]
+            );
+        }
+    }
     let model = loaded.model.as_ref();
-    let n_points = model.hook_points().len();
-    let layers = if args.layer == "all" {
+    let n_points = model.all_hook_points().len();
+    let layers: Vec<usize> = if args.layer == "all" {
         store.layer_indices().into_iter().filter(|&i| i < n_points).collect()
     } else {
-        parse_layers(&args.layer, n_points)?
+        parse_points(&args.layer, model)?
     };
+    let stored = store.layer_indices();
+    if let Some(l) = layers.iter().find(|l| !stored.contains(l)) {
+        anyhow::bail!(
+            "steering layer {l} is not in the store `{}` (it holds {stored:?}); directions come from the stored \
+             activations of the steered layer",
+            args.acts.display()
+        );
+    }
     let words: Vec<String> = DEFAULT_COLOUR_WORDS.iter().map(|(w, _)| w.to_string()).collect();
     let colour_words = model.token_ids(&words)?.map(|ids| ColourWords::new(words, ids)).transpose()?;
     let opts = SweepOptions {

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::Args;
 
-use crate::cli::Progress;
+use crate::cli::{values, Progress};
 use crate::stimuli::{self, RenderOptions, StimulusSpec};
 
 #[derive(Debug, Args)]
@@ -22,6 +22,10 @@ pub struct RenderArgs {
 
 pub fn render(args: &RenderArgs, progress: &Progress) -> anyhow::Result<ExitCode> {
     let spec = StimulusSpec::resolve(&args.spec)?;
+    let n = spec.hue_mdegs().len() as u64 * u64::from(spec.variants);
+    let png_mb = n as f64 * f64::from(spec.width) * f64::from(spec.height) * 3.0 / 1e6;
+    values::check_cap("the image count", n, values::MAX_IMAGES, &format!("up to {png_mb:.0} MB of PNGs"))?;
+    let _lock = crate::fsx::DirLock::acquire(&args.out, "stimuli render")?;
     let bar = progress.bar(0, "rendering");
     let tick = |done: usize, total: usize| {
         bar.set_length(total as u64);
@@ -44,7 +48,7 @@ pub fn render(args: &RenderArgs, progress: &Progress) -> anyhow::Result<ExitCode
 
 pub fn list() -> anyhow::Result<ExitCode> {
     for b in stimuli::bundled() {
-        println!("{:<16} {:<28} {}", b.name, b.path, b.description());
+        outln!("{:<16} {:<28} {}", b.name, b.path, b.description());
     }
     Ok(ExitCode::SUCCESS)
 }

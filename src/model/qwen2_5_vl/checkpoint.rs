@@ -158,7 +158,7 @@ impl Shards {
                 path: path.clone(),
                 msg: format!("not a readable safetensors file ({msg}); re-download this shard"),
             };
-            let file = File::open(path).map_err(|e| bad(e.to_string()))?;
+            let file = crate::fsx::open_regular(path).map_err(|e| bad(e.to_string()))?;
             let file_len = file.metadata().map_err(|e| bad(e.to_string()))?.len();
             let mut len8 = [0u8; 8];
             read_at(&file, &mut len8, 0).map_err(|e| bad(format!("no header: {e}")))?;

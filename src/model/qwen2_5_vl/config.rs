@@ -190,6 +190,7 @@ impl Config {
                 merged.insert(k.clone(), val.clone());
             }
         }
+        check_counts(&merged, "", TEXT_COUNTS)?;
         let text: TextWire =
             serde_json::from_value(Value::Object(merged.clone())).map_err(|e| format!("text fields: {e}"))?;
         if let Some(act) = &text.hidden_act {
@@ -225,6 +226,7 @@ impl Config {
             ));
         }
         let vision_v = top.get("vision_config").ok_or("no `vision_config`")?;
+        check_counts(vision_v.as_object().ok_or("`vision_config` is not an object")?, "vision_config.", VISION_COUNTS)?;
         let vw: VisionWire = serde_json::from_value(vision_v.clone()).map_err(|e| format!("vision_config: {e}"))?;
         if let Some(act) = &vw.hidden_act {
             if act != "silu" {
@@ -251,11 +253,8 @@ impl Config {
             return Err(format!("fullatt_block_indexes has block {b} but depth is {}", vw.depth));
         }
         let id = |k: &str| -> Result<u32, String> {
-            top.get(k)
-                .or_else(|| merged.get(k))
-                .and_then(Value::as_u64)
-                .map(|x| x as u32)
-                .ok_or_else(|| format!("no `{k}`"))
+            let v = top.get(k).or_else(|| merged.get(k)).ok_or_else(|| format!("no `{k}`"))?;
+            v.as_u64().and_then(|x| u32::try_from(x).ok()).ok_or_else(|| format!("`{k}` must be a token id, got {v}"))
         };
         let vision = VisionConfig {
             depth: vw.depth,
@@ -277,6 +276,27 @@ impl Config {
         let eos_token_ids = ids_of(text.eos_token_id.as_ref());
         if eos_token_ids.is_empty() {
             return Err("no `eos_token_id`".into());
+        }
+        for (field, x) in [
+            ("rms_norm_eps", text.rms_norm_eps),
+            ("rope_theta", rope_theta),
+            ("vision_config.rope_theta", vision.rope_theta),
+        ] {
+            if !(x.is_finite() && x > 0.0) {
+                return Err(format!("`{field}` must be a finite number > 0, got {x}"));
+            }
+        }
+        let ids = [
+            ("image_token_id", id("image_token_id")?),
+            ("vision_start_token_id", id("vision_start_token_id")?),
+            ("vision_end_token_id", id("vision_end_token_id")?),
+        ];
+        let eos = eos_token_ids.iter().map(|&i| ("eos_token_id", i));
+        if let Some((field, i)) = ids.into_iter().chain(eos).find(|(_, i)| *i as usize >= text.vocab_size) {
+            return Err(format!(
+                "`{field}` {i} is outside the vocabulary (vocab_size {}); the config does not belong to these weights",
+                text.vocab_size
+            ));
         }
         Ok(Config {
             text: TextConfig {
@@ -303,6 +323,51 @@ impl Config {
                 .unwrap_or(false),
         })
     }
+}
+
+/// Most decoder layers or vision blocks a config may declare: far above any released checkpoint (Qwen2.5-VL-72B
+/// has 80), low enough that a typo such as 10^9 layers is refused before anything is allocated for it.
+const MAX_LAYERS: u64 = 4096;
+/// Most units of any width (hidden, intermediate, heads, vocabulary) a config may declare (2^24, ~16.7M).
+const MAX_WIDTH: u64 = 1 << 24;
+/// Most pixels a patch or window side may declare.
+const MAX_PATCH: u64 = 4096;
+
+/// `(key, maximum)` of every count in the text part; each must be a whole number in 1..=maximum.
+const TEXT_COUNTS: &[(&str, u64)] = &[
+    ("vocab_size", MAX_WIDTH),
+    ("hidden_size", MAX_WIDTH),
+    ("intermediate_size", MAX_WIDTH),
+    ("num_hidden_layers", MAX_LAYERS),
+    ("num_attention_heads", MAX_WIDTH),
+    ("num_key_value_heads", MAX_WIDTH),
+    ("head_dim", MAX_WIDTH),
+];
+const VISION_COUNTS: &[(&str, u64)] = &[
+    ("depth", MAX_LAYERS),
+    ("hidden_size", MAX_WIDTH),
+    ("intermediate_size", MAX_WIDTH),
+    ("num_heads", MAX_WIDTH),
+    ("in_channels", MAX_PATCH),
+    ("in_chans", MAX_PATCH),
+    ("patch_size", MAX_PATCH),
+    ("spatial_merge_size", MAX_PATCH),
+    ("temporal_patch_size", MAX_PATCH),
+    ("window_size", MAX_PATCH),
+    ("out_hidden_size", MAX_WIDTH),
+];
+
+/// Zero, negative, fractional or absurd sizes are refused with the key named, before serde (whose message
+/// does not name the field) and before any division or allocation uses them.
+fn check_counts(obj: &Map<String, Value>, prefix: &str, counts: &[(&str, u64)]) -> Result<(), String> {
+    for &(key, max) in counts {
+        let Some(v) = obj.get(key).filter(|v| !v.is_null()) else { continue };
+        match v.as_u64() {
+            Some(n) if (1..=max).contains(&n) => {}
+            _ => return Err(format!("`{prefix}{key}` must be a whole number in 1..={max}, got {v}")),
+        }
+    }
+    Ok(())
 }
 
 fn ids_of(v: Option<&Value>) -> Vec<u32> {

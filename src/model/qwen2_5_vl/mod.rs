@@ -28,7 +28,7 @@ pub use resize::resize_bicubic_pil;
 pub use rope::MropePositions;
 pub use text::KvCache;
 
-use crate::model::{Captures, Error, HookPoint, HookSet, Pooling, Positions};
+use crate::model::{Captures, Component, Error, HookPoint, HookSet, Pooling, Positions};
 use text::{causal_mask, TextModel};
 use vision::VisionModel;
 
@@ -54,11 +54,16 @@ pub struct HiddenStates {
     pub positions: MropePositions,
 }
 
-/// Where each sample sits in a left-padded batch.
+/// Where each sample sits in a left-padded batch, and in the vision tower's rows.
 struct Layout {
     seq: usize,
     pad: Vec<usize>,
     image_pos: Vec<Vec<usize>>,
+    /// Per sample, its rows among the batch's image patches (raster order) and merged tokens.
+    patch_rows: Vec<std::ops::Range<usize>>,
+    merged_rows: Vec<std::ops::Range<usize>>,
+    /// Captured vision points, `(rows, width)` f32 in raster order, every sample's rows.
+    vision: std::collections::BTreeMap<HookPoint, Tensor>,
 }
 
 impl Layout {
@@ -70,6 +75,37 @@ impl Layout {
             Positions::All => (pad..self.seq).collect(),
             Positions::Last => vec![self.seq - 1],
             Positions::Indices(ix) => ix.iter().map(|i| i + pad).collect(),
+        }
+    }
+
+    /// The vision rows of sample `b` at `point` (patches, or merged tokens for the merger).
+    fn vision_rows(&self, point: &HookPoint, b: usize) -> std::ops::Range<usize> {
+        if *point == HookPoint::VisualMergerOut {
+            self.merged_rows[b].clone()
+        } else {
+            self.patch_rows[b].clone()
+        }
+    }
+
+    /// Rows of sample `b` at vision `point` that `p` selects: `image` and `all` are every patch of the sample's
+    /// images, `last` its last patch, indices count patches in raster order.
+    fn select_vision(&self, point: &HookPoint, b: usize, p: &Positions) -> candle_core::Result<Vec<usize>> {
+        let rows = self.vision_rows(point, b);
+        match p {
+            Positions::ImageTokens | Positions::All => Ok(rows.collect()),
+            Positions::Last => Ok(rows.last().into_iter().collect()),
+            Positions::Indices(ix) => ix
+                .iter()
+                .map(|&i| {
+                    if i >= rows.len() {
+                        candle_core::bail!(
+                            "position {i} at `{point}`: sample {b} has {} rows there (image patches in raster order)",
+                            rows.len()
+                        );
+                    }
+                    Ok(rows.start + i)
+                })
+                .collect(),
         }
     }
 }
@@ -200,6 +236,33 @@ impl Qwen25VlModel {
         Ok(Sample { pixel_values, grids: vec![p.grid_thw], input_ids: ids })
     }
 
+    /// A prompt without an image (text-only controls): `input_ids` must hold no image-pad token.
+    pub fn text_sample(&self, input_ids: &[u32]) -> Sample {
+        let v = &self.cfg.vision;
+        let patch_dim = v.in_channels * v.temporal_patch_size * v.patch_size * v.patch_size;
+        let pixel_values = Tensor::zeros((0, patch_dim), DType::F32, &self.device).expect("an empty tensor");
+        Sample { pixel_values, grids: vec![], input_ids: input_ids.to_vec() }
+    }
+
+    /// The prompt without its image (a text-only control): the chat template asking `question`, or, for a
+    /// raw-id prompt, its ids without the vision start/end tokens (the question is then not used, as with
+    /// images).
+    pub fn prepare_text(&self, question: &str) -> Result<Sample, Error> {
+        let ids = match &self.prompt {
+            Some(Prompt::Chat(c)) => c.text_only_ids(question)?,
+            Some(Prompt::Ids { prefix, suffix }) => {
+                let vision = [self.cfg.vision_start_token_id, self.cfg.vision_end_token_id, self.cfg.image_token_id];
+                prefix.iter().chain(suffix).copied().filter(|id| !vision.contains(id)).collect()
+            }
+            None => {
+                return Err(Error::Msg(
+                    "no prompt: the checkpoint has no tokenizer.json and no prompt ids were given".into(),
+                ))
+            }
+        };
+        Ok(self.text_sample(&ids))
+    }
+
     /// The vision tower's merged features `(Σ tokens, hidden)` in the model dtype, raster order.
     pub fn image_features(&self, pixel_values: &Tensor, grids: &[[usize; 3]]) -> Result<Tensor, Error> {
         Ok(self.vision.forward(&pixel_values.to_device(&self.device)?, grids)?)
@@ -230,7 +293,8 @@ impl Qwen25VlModel {
     }
 
     /// Greedy decoding with a KV cache until an EOS id of the config or `max_new_tokens`. Interventions with
-    /// [`Positions::All`] also apply to every generated token; other position modes touch the prompt only.
+    /// [`Positions::All`] at a decoder point (the embeddings, any block point, the final norm) also apply to every
+    /// generated token; other position modes, and vision-tower points, touch the prompt only.
     pub fn generate(&self, sample: &Sample, max_new_tokens: usize, hooks: &HookSet) -> Result<Vec<u32>, Error> {
         let positions = self.positions(sample)?;
         let mut cache = KvCache::new(self.n_layers());
@@ -241,7 +305,18 @@ impl Qwen25VlModel {
         let mut next_logits = self.text.logits(&last.i((.., seq - 1..seq, ..))?)?;
         let mut out = Vec::new();
         for _ in 0..max_new_tokens {
-            let token = next_logits.flatten_all()?.to_dtype(DType::F32)?.argmax(0)?.to_scalar::<u32>()?;
+            let flat = next_logits.flatten_all()?.to_dtype(DType::F32)?;
+            // argmax over NaN logits returns token 0 every step: an answer that looks valid and is wrong.
+            let sum = flat.sum_all()?.to_scalar::<f32>()?;
+            if !sum.is_finite() && flat.to_vec1::<f32>()?.iter().any(|v| !v.is_finite()) {
+                return Err(Error::Msg(format!(
+                    "the logits of generated token {} are not finite (NaN/Inf); the checkpoint's weights or the \
+                     activations are broken{}",
+                    out.len() + 1,
+                    if self.dtype == DType::F32 { "" } else { " (try --dtype f32)" }
+                )));
+            }
+            let token = flat.argmax(0)?.to_scalar::<u32>()?;
             out.push(token);
             if self.cfg.eos_token_ids.contains(&token) {
                 break;
@@ -255,16 +330,18 @@ impl Qwen25VlModel {
                 &self.cfg.text.mrope_section,
                 &self.device,
             )?;
-            let xs = self.text.embed(&Tensor::new(&[[token]], &self.device)?)?;
-            let layout = Layout { seq: 1, pad: vec![0], image_pos: vec![vec![]] };
-            let decode_sel = |b: usize, p: &Positions| match p {
-                Positions::All => layout.select(b, p),
+            let decode_sel = |_: usize, p: &Positions| match p {
+                Positions::All => vec![0],
                 _ => vec![],
             };
-            let normed = self.text.forward_embeds(xs, &cos, &sin, None, Some(&mut cache), None, &mut |l, xs| {
-                hooks.apply(&HookPoint::ResidPost(l), &xs, &decode_sel)
+            let xs = self.text.embed(&Tensor::new(&[[token]], &self.device)?)?;
+            let xs = hooks.apply(&HookPoint::ResidPre(0), &xs, &decode_sel)?;
+            let normed = self.text.forward_embeds(xs, &cos, &sin, None, Some(&mut cache), None, &mut |point, xs| {
+                hooks.apply(point, &xs, &decode_sel)
             })?;
-            next_logits = self.text.logits(&normed.expect("decoding runs every block"))?;
+            let normed =
+                hooks.apply(&HookPoint::LnFinalOut, &normed.expect("decoding runs every block"), &decode_sel)?;
+            next_logits = self.text.logits(&normed)?;
         }
         Ok(out)
     }
@@ -289,25 +366,26 @@ impl Qwen25VlModel {
         if seq == 0 {
             return Err(Error::Msg("empty prompt".into()));
         }
-        let mut ids = Vec::with_capacity(batch.len() * seq);
-        let mut pad = Vec::new();
-        let mut image_pos = Vec::new();
-        let mut axes_all = Vec::new();
-        let mut grids = Vec::new();
-        let mut pixels = Vec::new();
+        let (mut ids, mut pad, mut image_pos, mut axes_all) =
+            (Vec::with_capacity(batch.len() * seq), vec![], vec![], vec![]);
+        let (mut grids, mut pixels, mut patch_rows, mut merged_rows) = (vec![], vec![], vec![], vec![]);
+        let (mut patches, mut merged) = (0, 0);
         for s in batch {
             let p = seq - s.input_ids.len();
             let n_pad_tokens = s.input_ids.iter().filter(|&&i| i == image_id).count();
-            if n_pad_tokens == 0 {
+            let (n_patches, want) = self.vision.rows(&s.grids);
+            if n_pad_tokens == 0 && want > 0 {
                 return Err(Error::Msg(format!(
-                    "the prompt has no image tokens (id {image_id}); put the image placeholder in the prompt"
+                    "the prompt has no image tokens (id {image_id}) but {} image(s) that give {want} vision features; \
+                     put the image placeholder in the prompt",
+                    s.grids.len()
                 )));
             }
-            let want: usize = s.grids.iter().map(|g| g.iter().product::<usize>()).sum::<usize>()
-                / (self.cfg.vision.spatial_merge_size * self.cfg.vision.spatial_merge_size);
             if n_pad_tokens != want {
                 return Err(Error::Msg(format!(
-                    "the prompt has {n_pad_tokens} image tokens but its images give {want} vision features"
+                    "the prompt has {n_pad_tokens} image tokens (id {image_id}) but its {} image(s) give {want} vision \
+                     features; a text-only prompt must have none",
+                    s.grids.len()
                 )));
             }
             let pos = self.positions(s)?;
@@ -322,28 +400,25 @@ impl Qwen25VlModel {
                 s.input_ids.iter().enumerate().filter(|(_, &i)| i == image_id).map(|(j, _)| j + p).collect::<Vec<_>>(),
             );
             pad.push(p);
-            grids.extend(s.grids.iter().copied());
-            pixels.push(s.pixel_values.to_device(&self.device)?);
-        }
-        let b = batch.len();
-        let layout = Layout { seq, pad, image_pos };
-        let features = self.vision.forward(&Tensor::cat(&pixels, 0)?, &grids)?;
-        let ids_t = Tensor::from_vec(ids.clone(), (b, seq), &self.device)?;
-        let embeds = self.text.embed(&ids_t)?.reshape((b * seq, ()))?;
-        // One gather from [token embeddings; image features] puts features at the image positions, in order.
-        let mut src = Vec::with_capacity(b * seq);
-        let mut next_feature = (b * seq) as u32;
-        for (r, &id) in ids.iter().enumerate() {
-            let is_image = layout.image_pos[r / seq].binary_search(&(r % seq)).is_ok() && id == image_id;
-            if is_image {
-                src.push(next_feature);
-                next_feature += 1;
-            } else {
-                src.push(r as u32);
+            patch_rows.push(patches..patches + n_patches);
+            merged_rows.push(merged..merged + want);
+            (patches, merged) = (patches + n_patches, merged + want);
+            if !s.grids.is_empty() {
+                grids.extend(s.grids.iter().copied());
+                pixels.push(s.pixel_values.to_device(&self.device)?);
             }
         }
-        let table = Tensor::cat(&[&embeds, &features.to_dtype(embeds.dtype())?], 0)?;
-        let xs = table.index_select(&Tensor::from_vec(src, b * seq, &self.device)?, 0)?.reshape((b, seq, ()))?;
+        let b = batch.len();
+        let mut layout = Layout { seq, pad, image_pos, patch_rows, merged_rows, vision: Default::default() };
+        refuse_image_interventions_without_image(hooks, &layout)?;
+        let ids_t = Tensor::from_vec(ids.clone(), (b, seq), &self.device)?;
+        let embeds = self.text.embed(&ids_t)?;
+        let xs = if pixels.is_empty() {
+            embeds
+        } else {
+            let features = self.vision_features(&Tensor::cat(&pixels, 0)?, &grids, hooks, &mut layout)?;
+            self.merge_features(&embeds, &features, &ids, &layout)?
+        };
 
         let refs: Vec<&[Vec<i64>; 3]> = axes_all.iter().collect();
         let tc = &self.cfg.text;
@@ -354,10 +429,9 @@ impl Qwen25VlModel {
         let point = HookPoint::ResidPre(0);
         let xs = hooks.apply(&point, &xs, &sel)?;
         on_point(&point, &xs, &layout)?;
-        let normed = self.text.forward_embeds(xs, &cos, &sin, mask.as_ref(), cache, blocks, &mut |l, xs| {
-            let point = HookPoint::ResidPost(l);
-            let xs = hooks.apply(&point, &xs, &sel)?;
-            on_point(&point, &xs, &layout)?;
+        let normed = self.text.forward_embeds(xs, &cos, &sin, mask.as_ref(), cache, blocks, &mut |point, xs| {
+            let xs = hooks.apply(point, &xs, &sel)?;
+            on_point(point, &xs, &layout)?;
             Ok(xs)
         })?;
         let Some(normed) = normed else { return Ok((None, layout)) };
@@ -365,6 +439,58 @@ impl Qwen25VlModel {
         let normed = hooks.apply(&point, &normed, &sel)?;
         on_point(&point, &normed, &layout)?;
         Ok((Some(normed), layout))
+    }
+
+    /// The prompt embeddings `(batch, seq, hidden)` with the image features put at the image positions, in order:
+    /// one gather from [token embeddings; image features].
+    fn merge_features(
+        &self,
+        embeds: &Tensor,
+        features: &Tensor,
+        ids: &[u32],
+        layout: &Layout,
+    ) -> Result<Tensor, Error> {
+        let (b, seq) = (layout.pad.len(), layout.seq);
+        let embeds = embeds.reshape((b * seq, ()))?;
+        let mut src = Vec::with_capacity(b * seq);
+        let mut next_feature = (b * seq) as u32;
+        for (r, &id) in ids.iter().enumerate() {
+            let is_image = layout.image_pos[r / seq].binary_search(&(r % seq)).is_ok() && id == self.cfg.image_token_id;
+            if is_image {
+                src.push(next_feature);
+                next_feature += 1;
+            } else {
+                src.push(r as u32);
+            }
+        }
+        let table = Tensor::cat(&[&embeds, &features.to_dtype(embeds.dtype())?], 0)?;
+        Ok(table.index_select(&Tensor::from_vec(src, b * seq, &self.device)?, 0)?.reshape((b, seq, ()))?)
+    }
+
+    /// The vision tower on a batch's patches with its hook points: interventions are applied per sample and the
+    /// captured points land in `layout.vision` (f32, raster order).
+    fn vision_features(
+        &self,
+        pixels: &Tensor,
+        grids: &[[usize; 3]],
+        hooks: &HookSet,
+        layout: &mut Layout,
+    ) -> Result<Tensor, Error> {
+        let n_samples = layout.pad.len();
+        let wanted = |p: &HookPoint| p.component() == Component::Vision && (hooks.wants(p) || hooks.intervenes_at(p));
+        let mut captured = std::collections::BTreeMap::new();
+        let view: &Layout = layout;
+        let features = self.vision.forward_hooked(pixels, grids, &wanted, &mut |point, xs| {
+            let rows = |b: usize, p: &Positions| view.select_vision(point, b, p);
+            let changed =
+                hooks.intervenes_at(point).then(|| hooks.apply_rows(point, xs, n_samples, &rows)).transpose()?;
+            if hooks.wants(point) {
+                captured.insert(point.clone(), changed.as_ref().unwrap_or(xs).to_dtype(DType::F32)?);
+            }
+            Ok(changed)
+        })?;
+        layout.vision = captured;
+        Ok(features)
     }
 
     /// Runs a batch of prepared samples and pools the requested captures (f32, CPU). Samples are left-padded to
@@ -380,12 +506,37 @@ impl Qwen25VlModel {
             }
             Ok(())
         })?;
+        for point in hooks.capture.iter().filter(|p| p.component() == Component::Vision) {
+            let xs = layout.vision.get(point).ok_or_else(|| {
+                Error::Msg(format!("`{point}` is a vision-tower point, but no sample of the batch has an image"))
+            })?;
+            caps.layers.insert(point.clone(), pool_vision(point, xs, &layout, pooling)?);
+        }
         if let Some(normed) = normed {
             let last = normed.i((.., layout.seq - 1, ..))?.contiguous()?;
             caps.logits = Some(self.text.logits(&last)?.to_dtype(DType::F32)?.to_device(&Device::Cpu)?);
         }
         Ok(caps)
     }
+}
+
+/// An intervention at a vision point, or at the image tokens, of a sample without an image would change nothing
+/// and look like a result; it is refused instead.
+fn refuse_image_interventions_without_image(hooks: &HookSet, layout: &Layout) -> Result<(), Error> {
+    let n = layout.pad.len();
+    for iv in &hooks.interventions {
+        let needs_image = iv.point.component() == Component::Vision || iv.positions == Positions::ImageTokens;
+        let samples = iv.sample.map_or(0..n, |b| b..(b + 1).min(n));
+        if let Some(b) = samples.into_iter().find(|&b| needs_image && layout.image_pos[b].is_empty()) {
+            return Err(Error::Msg(format!(
+                "the intervention at `{}` changes image {}, but sample {b} has no image; steer a text-only prompt \
+                 at a decoder point with positions `all`, `last` or indices",
+                iv.point,
+                if iv.point.component() == Component::Vision { "patches" } else { "tokens" }
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Reduces `(batch, seq, hidden)` per sample in f32 and moves it to the CPU.
@@ -398,6 +549,11 @@ fn pool(xs: &Tensor, layout: &Layout, pooling: Pooling) -> candle_core::Result<T
                 Pooling::ImageMean => {
                     let ix: Vec<u32> = layout.image_pos[b].iter().map(|&p| p as u32).collect();
                     let n = ix.len();
+                    if n == 0 {
+                        candle_core::bail!(
+                            "image-mean pooling of a prompt without an image; use --pool last for text-only prompts"
+                        );
+                    }
                     row.index_select(&Tensor::from_vec(ix, n, xs.device())?, 0)?.mean(0)
                 }
                 Pooling::Last => row.get(layout.seq - 1),
@@ -414,6 +570,36 @@ fn pool(xs: &Tensor, layout: &Layout, pooling: Pooling) -> candle_core::Result<T
     Tensor::stack(&rows, 0)?.to_device(&Device::Cpu)
 }
 
+/// Reduces a vision point's `(rows, width)` per sample: `image-mean` is the mean over the sample's patches
+/// (merged tokens at the merger), `tokens` keeps them in raster order; `last` (a prompt token) has no meaning
+/// in the vision tower and is refused.
+fn pool_vision(point: &HookPoint, xs: &Tensor, layout: &Layout, pooling: Pooling) -> candle_core::Result<Tensor> {
+    let rows = (0..layout.pad.len())
+        .map(|b| {
+            let r = layout.vision_rows(point, b);
+            if r.is_empty() {
+                candle_core::bail!("`{point}` is a vision-tower point, but sample {b} has no image");
+            }
+            let part = xs.narrow(0, r.start, r.len())?;
+            match pooling {
+                Pooling::ImageMean => part.mean(0),
+                Pooling::Tokens => Ok(part),
+                Pooling::Last => candle_core::bail!(
+                    "`{point}` is in the vision tower, which has no last prompt token; pool vision points with \
+                     image-mean or tokens"
+                ),
+            }
+        })
+        .collect::<candle_core::Result<Vec<_>>>()?;
+    if pooling == Pooling::Tokens && rows.windows(2).any(|w| w[0].dims() != w[1].dims()) {
+        candle_core::bail!(
+            "token pooling at `{point}` needs images with one patch count in a batch; use batch size 1 or resize \
+             the images to one size"
+        );
+    }
+    Tensor::stack(&rows, 0)?.to_device(&Device::Cpu)
+}
+
 impl crate::model::Model for Qwen25VlModel {
     fn id(&self) -> &str {
         &self.id
@@ -424,8 +610,44 @@ impl crate::model::Model for Qwen25VlModel {
         (0..=n).filter_map(|i| HookPoint::from_hidden_state_index(i, n)).collect()
     }
 
+    /// The vision tower (patch embedding, every block, merger), then per decoder block its attention output,
+    /// mid stream and MLP output, and last the raw output of the last block.
+    fn extra_hook_points(&self) -> Vec<HookPoint> {
+        let n = self.n_layers();
+        let mut v = vec![HookPoint::VisualPatchEmbed];
+        v.extend((0..self.cfg.vision.depth).map(HookPoint::VisualResidPost));
+        v.push(HookPoint::VisualMergerOut);
+        for l in 0..n {
+            v.extend([HookPoint::AttnOut(l), HookPoint::ResidMid(l), HookPoint::MlpOut(l)]);
+        }
+        v.extend(n.checked_sub(1).map(HookPoint::ResidPost));
+        v
+    }
+
     fn width(&self, point: &HookPoint) -> Option<usize> {
-        point.hidden_state_index(self.n_layers()).map(|_| self.cfg.text.hidden_size)
+        let known = self.all_hook_points().contains(point);
+        known.then_some(match point {
+            HookPoint::VisualPatchEmbed | HookPoint::VisualResidPost(_) => self.cfg.vision.hidden_size,
+            HookPoint::VisualMergerOut => self.cfg.vision.out_hidden_size,
+            _ => self.cfg.text.hidden_size,
+        })
+    }
+
+    fn module_path(&self, point: &HookPoint) -> Option<String> {
+        let (lm, vis) = ("model.language_model", "model.visual");
+        let window = "output, rows in window order (un-permute with the inverse of get_vision_window_index)";
+        Some(match point {
+            HookPoint::ResidPre(0) => format!("{lm}: input `inputs_embeds` (image features merged)"),
+            HookPoint::ResidPost(l) => format!("{lm}.layers.{l}: output"),
+            HookPoint::AttnOut(l) => format!("{lm}.layers.{l}.self_attn: output[0]"),
+            HookPoint::ResidMid(l) => format!("{lm}.layers.{l}.post_attention_layernorm: input[0]"),
+            HookPoint::MlpOut(l) => format!("{lm}.layers.{l}.mlp: output"),
+            HookPoint::LnFinalOut => format!("{lm}.norm: output"),
+            HookPoint::VisualPatchEmbed => format!("{vis}.patch_embed: output, rows in processor order"),
+            HookPoint::VisualResidPost(i) => format!("{vis}.blocks.{i}: {window}"),
+            HookPoint::VisualMergerOut => format!("{vis}.merger: {window}"),
+            HookPoint::ResidPre(_) | HookPoint::Named(_) => return None,
+        })
     }
 
     fn generate(
@@ -447,7 +669,12 @@ impl crate::model::Model for Qwen25VlModel {
         let Some(Prompt::Chat(chat)) = self.prompt() else { return Ok(None) };
         let mut all = Vec::with_capacity(words.len());
         for w in words {
-            let cap = w[..1].to_uppercase() + &w[1..];
+            // By chars, not bytes: `w[..1]` panicked on an empty word and would on a non-ASCII first letter.
+            let mut chars = w.chars();
+            let Some(first) = chars.next() else {
+                return Err(Error::Msg("a colour word is empty; expected a non-empty word".into()).into());
+            };
+            let cap = first.to_uppercase().collect::<String>() + chars.as_str();
             let mut ids = Vec::new();
             for variant in [w.clone(), cap.clone(), format!(" {w}"), format!(" {cap}")] {
                 if let [id] = chat.word_ids(&variant)?[..] {
@@ -461,16 +688,31 @@ impl crate::model::Model for Qwen25VlModel {
         Ok(Some(all))
     }
 
+    fn token_layout(&self, image: &RgbImage) -> crate::Result<Option<crate::model::TokenLayout>> {
+        let sample = self.prepare(image)?;
+        let positions = self.positions(&sample)?;
+        let strings = match &self.prompt {
+            Some(Prompt::Chat(c)) => Some(c.token_strings(&sample.input_ids)?),
+            _ => None,
+        };
+        let image_mask = sample.input_ids.iter().map(|&id| id == self.cfg.image_token_id).collect();
+        Ok(Some(crate::model::TokenLayout {
+            ids: sample.input_ids,
+            strings,
+            image_mask,
+            mrope_positions: positions.axes,
+        }))
+    }
+
     fn forward(&self, images: &[RgbImage], hooks: &HookSet, pooling: Pooling) -> crate::Result<Captures> {
         // Only the canonical names are emitted (`blocks.{l}.hook_resid_pre` for l > 0 is the same tensor as
         // `blocks.{l-1}.hook_resid_post` and is never produced), so anything else is refused, not left empty.
-        let points = self.hook_points();
-        if let Some(p) = hooks.capture.iter().find(|p| !points.contains(p)) {
-            return Err(Error::NoSuchHook {
-                point: p.to_string(),
-                available: crate::model::summarize_points(&self.hook_points()),
-            }
-            .into());
+        let points = self.all_hook_points();
+        let asked = hooks.capture.iter().chain(hooks.interventions.iter().map(|iv| &iv.point));
+        if let Some(p) = asked.into_iter().find(|p| !points.contains(p)) {
+            return Err(
+                Error::NoSuchHook { point: p.to_string(), available: crate::model::summarize_points(&points) }.into()
+            );
         }
         let batch = images.iter().map(|img| self.prepare(img)).collect::<Result<Vec<_>, _>>()?;
         Ok(self.forward_samples(&batch, hooks, pooling)?)

@@ -81,6 +81,16 @@ impl ChatPrompt {
         )
     }
 
+    /// The template with `question` and no image (a text-only control), tokenised.
+    pub fn text_only_ids(&self, question: &str) -> Result<Vec<u32>, Error> {
+        let text = format!(
+            "<|im_start|>system\n{DEFAULT_SYSTEM}<|im_end|>\n<|im_start|>user\n{question}<|im_end|>\n<|im_start|>assistant\n"
+        );
+        let enc =
+            self.tokenizer.encode(text, false).map_err(|e| Error::Msg(format!("cannot tokenise the prompt: {e}")))?;
+        Ok(enc.get_ids().to_vec())
+    }
+
     /// Tokenises the template and expands its one image-pad id to `n_image_tokens` copies (the pad is an atomic
     /// added token, so this equals tokenising the expanded string).
     pub fn ids(&self, n_image_tokens: usize) -> Result<Vec<u32>, Error> {
@@ -97,6 +107,15 @@ impl ChatPrompt {
             }
         }
         Ok(out)
+    }
+
+    /// Each id decoded alone with special tokens kept (TransformerLens' `to_str_tokens`).
+    pub fn token_strings(&self, ids: &[u32]) -> Result<Vec<String>, Error> {
+        ids.iter()
+            .map(|&id| {
+                self.tokenizer.decode(&[id], false).map_err(|e| Error::Msg(format!("cannot decode id {id}: {e}")))
+            })
+            .collect()
     }
 
     /// Ids of a word without special tokens (e.g. colour words whose logits steering reads).

@@ -6,6 +6,7 @@ use candle_core::{DType, Device, Module, Tensor, D};
 use candle_nn::{embedding, linear, linear_no_bias, Embedding, Linear, VarBuilder};
 
 use super::config::TextConfig;
+use crate::model::HookPoint;
 
 /// Added to masked attention scores. Finite, so a row with every key masked (a padding query) stays a
 /// harmless uniform average instead of NaN that would leak into real rows through the next layer.
@@ -192,19 +193,24 @@ impl DecoderLayer {
         })
     }
 
+    /// Block `l`; `on_point` sees (and may replace) its attention output, mid stream, MLP output and output.
+    #[allow(clippy::too_many_arguments)]
     fn forward(
         &self,
+        l: usize,
         xs: &Tensor,
         cos: &Tensor,
         sin: &Tensor,
         mask: Option<&Tensor>,
         cache: Option<&mut Option<(Tensor, Tensor)>>,
+        on_point: &mut dyn FnMut(&HookPoint, Tensor) -> candle_core::Result<Tensor>,
     ) -> candle_core::Result<Tensor> {
         let residual = xs;
-        let xs = self.self_attn.forward(&self.input_layernorm.forward(xs)?, cos, sin, mask, cache)?;
-        let xs = (xs + residual)?;
-        let residual = &xs;
-        self.mlp.forward(&self.post_attention_layernorm.forward(&xs)?)? + residual
+        let attn = self.self_attn.forward(&self.input_layernorm.forward(xs)?, cos, sin, mask, cache)?;
+        let attn = on_point(&HookPoint::AttnOut(l), attn)?;
+        let xs = on_point(&HookPoint::ResidMid(l), (attn + residual)?)?;
+        let mlp = on_point(&HookPoint::MlpOut(l), self.mlp.forward(&self.post_attention_layernorm.forward(&xs)?)?)?;
+        on_point(&HookPoint::ResidPost(l), (mlp + &xs)?)
     }
 }
 
@@ -241,9 +247,11 @@ impl TextModel {
         self.embed_tokens.forward(ids)
     }
 
-    /// Runs the first `blocks` decoder blocks (all when `None`) on `xs` (`(batch, seq, hidden)`). After block
-    /// `l`, `on_block(l, out)` may replace the block output (interventions) and record it (captures). Returns the
-    /// final-norm output when every block ran, `None` when it stopped early.
+    /// Runs the first `blocks` decoder blocks (all when `None`) on `xs` (`(batch, seq, hidden)`). At every point
+    /// of a block (`blocks.{l}.hook_attn_out`, `hook_resid_mid`, `hook_mlp_out`, `hook_resid_post`),
+    /// `on_point(point, xs)` may replace the tensor (interventions) and record it (captures). Returns the
+    /// final-norm output (before any hook at `ln_final.hook_out`) when every block ran, `None` when it stopped
+    /// early.
     #[allow(clippy::too_many_arguments)]
     pub fn forward_embeds(
         &self,
@@ -253,7 +261,7 @@ impl TextModel {
         mask: Option<&Tensor>,
         mut cache: Option<&mut KvCache>,
         blocks: Option<usize>,
-        on_block: &mut dyn FnMut(usize, Tensor) -> candle_core::Result<Tensor>,
+        on_point: &mut dyn FnMut(&HookPoint, Tensor) -> candle_core::Result<Tensor>,
     ) -> candle_core::Result<Option<Tensor>> {
         let dtype = xs.dtype();
         let (cos, sin) = (cos.to_dtype(dtype)?, sin.to_dtype(dtype)?);
@@ -261,8 +269,7 @@ impl TextModel {
         let mut xs = xs;
         for (l, layer) in self.layers.iter().take(run).enumerate() {
             let slot = cache.as_deref_mut().map(|c| &mut c.layers[l]);
-            xs = layer.forward(&xs, &cos, &sin, mask, slot)?;
-            xs = on_block(l, xs)?;
+            xs = layer.forward(l, &xs, &cos, &sin, mask, slot, on_point)?;
         }
         if run < self.layers.len() {
             return Ok(None);

@@ -2,6 +2,10 @@
 //! map, 2-D rotary, windowed / full attention per segment, RMSNorm blocks with a gated SiLU MLP, and the 2x2
 //! patch merger with exact-erf GELU. Patches are permuted into window order before the blocks and the merged
 //! tokens are put back into raster order after the merger.
+//!
+//! Hook points see the patches in row-major raster order (`t`, patch row, patch column of each image, images
+//! one after another), whatever order the tower holds them in: the processor emits them grouped by 2x2 merge
+//! units and the blocks run in window order. A hook that changes a tensor is mapped back into that order.
 
 use candle_core::{DType, Module, Tensor};
 use candle_nn::{linear, Linear, VarBuilder};
@@ -9,6 +13,7 @@ use candle_nn::{linear, Linear, VarBuilder};
 use super::config::VisionConfig;
 use super::rope::{full_cu_seqlens, vision_cos_sin, vision_patch_positions, window_index};
 use super::text::RmsNorm;
+use crate::model::HookPoint;
 
 /// transformers builds every vision RMSNorm with this eps, whatever the config says.
 const VISION_NORM_EPS: f64 = 1e-6;
@@ -202,6 +207,19 @@ impl VisionModel {
     }
 
     pub fn forward(&self, pixel_values: &Tensor, grids: &[[usize; 3]]) -> candle_core::Result<Tensor> {
+        self.forward_hooked(pixel_values, grids, &|_| false, &mut |_, _| Ok(None))
+    }
+
+    /// [`VisionModel::forward`] with hook points: for every point where `wanted(point)`, `tap(point, xs)` sees
+    /// the activation `(patches, width)` in raster order (merged tokens for the merger) and may return a
+    /// replacement. Unwanted points cost nothing and a tap returning `None` changes no bit.
+    pub fn forward_hooked(
+        &self,
+        pixel_values: &Tensor,
+        grids: &[[usize; 3]],
+        wanted: &dyn Fn(&HookPoint) -> bool,
+        tap: &mut dyn FnMut(&HookPoint, &Tensor) -> candle_core::Result<Option<Tensor>>,
+    ) -> candle_core::Result<Tensor> {
         let cfg = &self.cfg;
         let merge = cfg.spatial_merge_size;
         let unit = merge * merge;
@@ -214,25 +232,44 @@ impl VisionModel {
         let wi = window_index(grids, merge, cfg.window_size, cfg.patch_size);
         let order: Vec<u32> = (0..n).map(|k| (wi.index[k / unit] * unit + k % unit) as u32).collect();
         let order_t = Tensor::from_vec(order.clone(), n, device)?;
+        // Raster row r is processor row raster[r]; window row j is processor row order[j].
+        let raster = raster_to_processor(grids, merge);
+        let mut hook = |point: HookPoint, xs: Tensor, to_raster: &[u32]| -> candle_core::Result<Tensor> {
+            if !wanted(&point) {
+                return Ok(xs);
+            }
+            let ix = Tensor::from_vec(to_raster.to_vec(), to_raster.len(), device)?;
+            let Some(changed) = tap(&point, &xs.index_select(&ix, 0)?)? else { return Ok(xs) };
+            changed.index_select(&Tensor::from_vec(inverse(to_raster), to_raster.len(), device)?, 0)
+        };
 
-        let xs = self.patch_embed.forward(pixel_values)?.index_select(&order_t, 0)?;
+        let xs = hook(HookPoint::VisualPatchEmbed, self.patch_embed.forward(pixel_values)?, &raster)?;
+        let xs = xs.index_select(&order_t, 0)?;
         let positions = vision_patch_positions(grids, merge);
         let permuted: Vec<(usize, usize)> = order.iter().map(|&k| positions[k as usize]).collect();
         let head_dim = cfg.hidden_size / cfg.num_heads;
         let (cos, sin) = vision_cos_sin(&permuted, head_dim, cfg.rope_theta, device)?;
         let full = full_cu_seqlens(grids);
 
+        let window_of = inverse(&order);
+        let raster_in_window: Vec<u32> = raster.iter().map(|&p| window_of[p as usize]).collect();
         let mut xs = xs;
         for (i, block) in self.blocks.iter().enumerate() {
             let cu = if cfg.fullatt_block_indexes.contains(&i) { &full } else { &wi.cu_seqlens };
-            xs = block.forward(&xs, cu, &cos, &sin)?;
+            xs = hook(HookPoint::VisualResidPost(i), block.forward(&xs, cu, &cos, &sin)?, &raster_in_window)?;
         }
         let merged = self.merger.forward(&xs)?;
-        let mut inverse = vec![0u32; wi.index.len()];
-        for (slot, &token) in wi.index.iter().enumerate() {
-            inverse[token] = slot as u32;
-        }
-        merged.index_select(&Tensor::from_vec(inverse, wi.index.len(), device)?, 0)
+        let slots: Vec<u32> = wi.index.iter().map(|&t| t as u32).collect();
+        let merged = merged.index_select(&Tensor::from_vec(inverse(&slots), wi.index.len(), device)?, 0)?;
+        // Merged tokens are already in raster order of the merged grid.
+        let identity: Vec<u32> = (0..wi.index.len() as u32).collect();
+        hook(HookPoint::VisualMergerOut, merged, &identity)
+    }
+
+    /// The number of patch rows (and merged tokens) a hook sees for `grids`.
+    pub fn rows(&self, grids: &[[usize; 3]]) -> (usize, usize) {
+        let n: usize = grids.iter().map(|g| g.iter().product::<usize>()).sum();
+        (n, n / (self.cfg.spatial_merge_size * self.cfg.spatial_merge_size))
     }
 
     /// The expected `(name, shape)` of every vision tensor, relative to the vision prefix.
@@ -268,10 +305,48 @@ impl VisionModel {
     }
 }
 
+/// For each patch in row-major raster order (per image: `t`, row, column), its row in the processor's order,
+/// which groups patches by `merge x merge` unit (units in raster order, rows within a unit in raster order).
+fn raster_to_processor(grids: &[[usize; 3]], merge: usize) -> Vec<u32> {
+    let mut out = Vec::new();
+    let mut base = 0;
+    for &[t, h, w] in grids {
+        for tt in 0..t {
+            for r in 0..h {
+                for c in 0..w {
+                    let unit = (r / merge) * (w / merge) + c / merge;
+                    out.push((base + tt * h * w + unit * merge * merge + (r % merge) * merge + c % merge) as u32);
+                }
+            }
+        }
+        base += t * h * w;
+    }
+    out
+}
+
+/// The inverse of a permutation.
+fn inverse(perm: &[u32]) -> Vec<u32> {
+    let mut inv = vec![0u32; perm.len()];
+    for (i, &p) in perm.iter().enumerate() {
+        inv[p as usize] = i as u32;
+    }
+    inv
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use candle_core::Device;
+
+    #[test]
+    fn raster_order_walks_rows_across_merge_units() {
+        // One 1x4x4 image, merge 2: processor rows 0..4 are the top-left unit (0,0) (0,1) (1,0) (1,1).
+        let r = raster_to_processor(&[[1, 4, 4]], 2);
+        assert_eq!(&r[..8], &[0, 1, 4, 5, 2, 3, 6, 7]);
+        assert_eq!(inverse(&r)[4], 2, "processor row 4 is raster (0, 2)");
+        let two = raster_to_processor(&[[1, 2, 2], [1, 2, 4]], 2);
+        assert_eq!(two, vec![0, 1, 2, 3, 4, 5, 8, 9, 6, 7, 10, 11]);
+    }
 
     /// One segment at a time, all query rows at once: the plain definition.
     fn naive(q: &Tensor, k: &Tensor, v: &Tensor, cu: &[usize], scale: f64) -> Tensor {
