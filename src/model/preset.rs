@@ -59,6 +59,7 @@ const BUNDLED: &[(&str, &str)] = &[
     ("qwen2.5-vl-3b", include_str!("../../models/qwen2.5-vl-3b.toml")),
     ("qwen2.5-vl-7b", include_str!("../../models/qwen2.5-vl-7b.toml")),
     ("qwen-tiny-random", include_str!("../../models/qwen-tiny-random.toml")),
+    ("qwen-colour", include_str!("../../models/qwen-colour.toml")),
     ("colour-autoencoder", include_str!("../../models/colour-autoencoder.toml")),
 ];
 

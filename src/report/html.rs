@@ -370,6 +370,9 @@ pub(super) fn set_section(inputs: &RunInputs, rel: &str, index: usize, set: &Set
     if set.steering.is_some() {
         sub(&mut s, "steer", "In-model steering");
         s.push_str(&super::steering::section(set, figs));
+        if let Ok(Some(flips)) = super::findings::html(&inputs.run, &set.name) {
+            s.push_str(&flips);
+        }
     }
     sub(&mut s, "tables", "Analysis tables");
     s.push_str(&super::tables::analysis_tables(&set.analysis));

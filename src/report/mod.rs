@@ -5,6 +5,7 @@
 //! The report is a function of typed inputs ([`inputs`]): the structs that wrote each file read it back.
 
 mod figures;
+pub mod findings;
 mod heatmap;
 mod html;
 pub mod inputs;

@@ -28,12 +28,14 @@
 
 pub mod direction;
 pub mod gguf;
+pub mod layers;
 pub mod readout;
 pub mod sweep;
 mod table;
 mod vector;
 
 pub use direction::{centroid, manifold_rotation, random_control, rows_at_hue, Direction, DirectionContext};
+pub use layers::{answer_flips, default_steering_layers, AnswerFlip};
 pub use readout::{ColourWords, HueProbe, DEFAULT_COLOUR_WORDS};
 pub use sweep::{
     parse_alphas, parse_pair, run_sweep, PairSpec, ProbeInfo, SummaryRow, SweepInput, SweepOptions, SweepRecord,

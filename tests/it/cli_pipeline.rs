@@ -158,7 +158,10 @@ fn slurm_array_scripts_shard_merge_and_analyse() {
 #[test]
 fn demo_runs_offline_and_writes_a_report_whose_figures_exist() {
     let dir = tmp("demo");
-    let said = ok(huescan().args(["demo", "--permutations", "20", "--out"]).arg(&dir));
+    // The autoencoder act alone (the whole demo, VLM first, is `qwen_colour::the_demo_*`).
+    let demo =
+        || ok(huescan().args(["demo", "--model", "colour-autoencoder", "--permutations", "20", "--out"]).arg(&dir));
+    let said = demo();
     assert!(said.contains("winner CircularShape"), "{said}");
     let index = std::fs::read_to_string(dir.join("report/index.html")).unwrap();
     let mut figures = 0;
@@ -178,7 +181,7 @@ fn demo_runs_offline_and_writes_a_report_whose_figures_exist() {
     let run: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("run.json")).unwrap()).unwrap();
     assert_eq!(run["model"], "colour-autoencoder");
     // A second run resumes: nothing is re-rendered or re-extracted.
-    let said = ok(huescan().args(["demo", "--permutations", "20", "--out"]).arg(&dir));
+    let said = demo();
     assert!(said.contains("computed 0, resumed 60") && !said.contains("rendered"), "{said}");
     std::fs::remove_dir_all(dir).unwrap();
 }

@@ -7,6 +7,7 @@ use clap::Args;
 
 use crate::cli::commands::extract::{AutoencoderArgs, ModelArgs, RuntimeArgs};
 use crate::cli::{existing, values, Progress};
+use crate::model::qwen2_5_vl::{Prompt, Qwen25VlModel};
 use crate::model::{Component, HookPoint, HookSet, Intervention, InterventionOp, Model, Positions};
 use crate::steer::SteeringVector;
 
@@ -91,20 +92,14 @@ fn steering(args: &AskArgs, model: &dyn Model, text_only: bool) -> anyhow::Resul
 
 pub fn run(args: &AskArgs, progress: &Progress) -> anyhow::Result<ExitCode> {
     let image_path = args.image.as_deref().map(|p| existing(p, "image")).transpose()?;
-    if image_path.is_none() && args.question.is_none() {
-        anyhow::bail!(
-            "without --image, give the question to ask, e.g. `huescan ask --model M \"What colour is a banana?\"`"
-        );
-    }
     let n = args.max_new_tokens;
     values::check_cap("--max-new-tokens", n as u64, values::MAX_NEW_TOKENS as u64, &format!("{n} decoder steps"))?;
     let model_args = ModelArgs {
         model: args.model.model.clone(),
         runtime: args.model.runtime.clone(),
         max_pixels: args.model.max_pixels,
-        // With an image the question replaces the image prompt; without one `prepare_text` asks it (an
-        // ids-only checkpoint cannot take a new question in the image prompt, and says so).
-        prompt: image_path.as_ref().and(args.question.clone()),
+        // With an image the question replaces the model's prompt; without one it is the whole text prompt.
+        prompt: args.question.clone().filter(|_| image_path.is_some()),
         ae: AutoencoderArgs::default(),
     };
     let tmp = std::env::temp_dir();
@@ -119,13 +114,29 @@ pub fn run(args: &AskArgs, progress: &Progress) -> anyhow::Result<ExitCode> {
                 .to_rgb8();
             qwen.prepare(&image)?
         }
-        None => qwen.prepare_text(args.question.as_deref().unwrap_or_default())?,
+        None => qwen.prepare_text(&text_question(qwen, args.question.as_deref(), &loaded.id)?)?,
     };
     let hooks = steering(args, loaded.model.as_ref(), image_path.is_none())?;
-    let ids = crate::model::qwen2_5_vl::Qwen25VlModel::generate(qwen, &sample, args.max_new_tokens, &hooks)?;
+    let ids = Qwen25VlModel::generate(qwen, &sample, args.max_new_tokens, &hooks)?;
     let prompt = qwen.prompt().expect("a loaded Qwen model always has a prompt");
     let answer = prompt.decode(&ids)?;
     progress.say(format!("{} ({} tokens):", loaded.id, ids.len()));
     outln!("{}", answer.trim());
     Ok(ExitCode::SUCCESS)
+}
+
+/// The question of a text-only prompt. A checkpoint with a tokenizer needs one; a checkpoint without one runs
+/// its fixed prompt of token ids with the image removed, so a question could not be used and is refused.
+fn text_question(qwen: &Qwen25VlModel, question: Option<&str>, id: &str) -> anyhow::Result<String> {
+    match (qwen.prompt(), question) {
+        (Some(Prompt::Ids { .. }), None) => Ok(String::new()),
+        (Some(Prompt::Ids { .. }), Some(_)) => anyhow::bail!(
+            "`{id}` has no tokenizer.json, so a question cannot be tokenized; without --image and without a \
+             question it answers its fixed prompt of token ids with the image removed"
+        ),
+        (_, Some(q)) => Ok(q.to_string()),
+        (_, None) => anyhow::bail!(
+            "without --image, give the question to ask, e.g. `huescan ask --model M \"What colour is a banana?\"`"
+        ),
+    }
 }

@@ -67,16 +67,6 @@ pub fn default_pairs(hues: &[f64]) -> String {
         .join(",")
 }
 
-/// The chosen layer and the quartiles of the stored layers: where `scan` steers by default.
-pub fn steering_layers(chosen: Option<usize>, stored: &[usize]) -> Vec<usize> {
-    let max = stored.iter().copied().max().unwrap_or(0);
-    let mut layers: Vec<usize> =
-        [max / 4, max / 2, 3 * max / 4].into_iter().chain(chosen).filter(|l| stored.contains(l)).collect();
-    layers.sort_unstable();
-    layers.dedup();
-    layers
-}
-
 impl PipelineArgs {
     fn model_args(&self, model: &str, run: &Path) -> ModelArgs {
         ModelArgs {
@@ -155,7 +145,7 @@ pub fn pipeline(model: &str, sets: &[String], out: &Path, p: &PipelineArgs, prog
         let analysis: crate::manifold::Analysis =
             crate::nan_json::read(&out.join("analysis").join(&name).join("summary.json"))?;
         let store = crate::store::ActivationStore::open(acts)?;
-        let layers = steering_layers(Some(analysis.choice.layer), &store.layer_indices());
+        let layers = crate::steer::default_steering_layers(Some(analysis.choice.layer), &store.layer_indices());
         let steer_args = SteerArgs {
             model: p.model_args(model, out),
             acts: acts.clone(),
