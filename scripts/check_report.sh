@@ -17,10 +17,12 @@ profile=$(mktemp -d)
 trap 'rm -rf "$profile"' EXIT
 flags=(--headless --no-sandbox --disable-gpu --disable-quic --no-first-run --disable-background-networking
        --disable-component-update --disable-sync --user-data-dir="$profile" --virtual-time-budget=5000)
-"$browser" "${flags[@]}" --window-size=1400,2400 --screenshot="$shot" "file://$page" >/dev/null 2>&1
+# Headless Chromium occasionally never exits after a screenshot on a loaded machine: bound each run, retry once.
+browse() { timeout 120 "$browser" "$@" || timeout 120 "$browser" "$@"; }
+browse "${flags[@]}" --window-size=1400,2400 --screenshot="$shot" "file://$page" >/dev/null 2>&1
 # --enable-logging=stderr --v=0 makes Chromium print every console message (errors included) as a
 # `CONSOLE(line)` log line.
-"$browser" "${flags[@]}" --enable-logging=stderr --v=0 --dump-dom "file://$page" 2>"$profile/console.log" > "$profile/dom.html"
+browse "${flags[@]}" --enable-logging=stderr --v=0 --dump-dom "file://$page" 2>"$profile/console.log" > "$profile/dom.html"
 loaded=$(grep -o 'data-figures-loaded="[0-9]*/[0-9]*"' "$profile/dom.html" | head -1 | sed 's/.*="\(.*\)"/\1/')
 if [ -z "$loaded" ]; then
     echo "error: the page did not finish loading in headless Chromium (no data-figures-loaded mark)" >&2

@@ -12,8 +12,8 @@ use plotters::prelude::*;
 use crate::stimuli::colour::{hsv_to_rgb, Hsv};
 
 const FONT: &str = "sans-serif";
-/// Text sizes in figure pixels. The page's grid shows a 760 px figure no narrower than 520 px, so axis text
-/// stays at >= 12 px on screen and in print.
+/// Text sizes in figure pixels (plotters draws them at ~0.8 of this). The page's grid shows a 640 px figure no
+/// narrower than 520 px, so axis text stays at >= 13 px on screen and in print.
 const LABEL_PX: u32 = 20;
 const TITLE_PX: u32 = 24;
 static FONT_ONCE: Once = Once::new();
@@ -29,7 +29,7 @@ fn register_font() {
 /// A figure that can draw itself on any plotters backend.
 pub trait Figure {
     fn size(&self) -> (u32, u32) {
-        (760, 460)
+        (640, 400)
     }
     fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> Result<(), String>;
 }
@@ -203,7 +203,7 @@ impl Figure for HueScatter {
         if self.square {
             (560, 560)
         } else {
-            (760, 460)
+            (640, 400)
         }
     }
 

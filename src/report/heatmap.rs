@@ -16,7 +16,7 @@ struct HeatCell {
 
 const CELL_W: usize = 78;
 const CELL_H: usize = 30;
-const LABEL_W: usize = 210;
+const LABEL_W: usize = 300;
 const HEAD_H: usize = 56;
 
 /// Interpolates green (good) → yellow → red (bad) for `t` in [0, 1].
@@ -186,4 +186,45 @@ pub fn flip_map(summary: &[SummaryRow], max_alpha: f64) -> Option<String> {
         },
     });
     Some(map)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(layer: usize, kind: DirectionKind, err: Option<f64>, word: Option<&str>, flip: Option<f64>) -> SummaryRow {
+        SummaryRow {
+            layer,
+            hook: format!("blocks.{}.hook_resid_post", layer - 1),
+            pair: "Blue→Red".into(),
+            direction: kind,
+            tolerance_deg: 30.0,
+            alpha_reached: err.filter(|e| e.abs() <= 30.0).map(|_| 1.0),
+            alpha_word_flip: flip,
+            target_word: word.map(String::from),
+            joystick_alpha_reached: None,
+            error_at_alpha_1: err,
+            monotone: true,
+            max_disagreement_deg: None,
+        }
+    }
+
+    #[test]
+    fn cells_tell_not_applicable_from_never_and_missing_from_measured() {
+        let rows = vec![
+            row(2, DirectionKind::Centroid, Some(-12.0), Some("red"), Some(0.5)),
+            row(2, DirectionKind::Random, Some(170.0), Some("red"), None),
+            row(3, DirectionKind::Centroid, None, Some("red"), Some(1.0)),
+        ];
+        let err = error_map(&rows);
+        assert!(err.contains(">12°<") && err.contains(">170°<"), "{err}");
+        // Layer 3 random was not steered, layer 3 centroid read no hue at alpha 1: both n/a, never "0°".
+        assert_eq!(err.matches(">n/a<").count(), 2, "{err}");
+        let flip = flip_map(&rows, 1.25).unwrap();
+        assert!(flip.contains(">α 0.5<") && flip.contains(">never<") && flip.contains(">α 1<"), "{flip}");
+        let no_words: Vec<SummaryRow> = rows.iter().map(|r| SummaryRow { target_word: None, ..r.clone() }).collect();
+        assert!(flip_map(&no_words, 1.25).is_none(), "a model without colour words gets no flip map");
+        let evil = vec![SummaryRow { pair: "<b>x</b>".into(), ..rows[0].clone() }];
+        assert!(!error_map(&evil).contains("<b>"));
+    }
 }

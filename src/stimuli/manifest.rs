@@ -56,6 +56,10 @@ pub struct StimulusRecord {
     pub variant: u32,
     /// The image's own seed, derived from (spec seed, hue, variant); rendering from it alone reproduces it.
     pub seed: u64,
+    /// The same seed as a decimal string: seeds go up to 2^64, and JSON readers that parse numbers as doubles
+    /// (JavaScript, jq, pandas by default) round those above 2^53. Absent in sets rendered before it existed.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub seed_string: String,
     /// Lower-case hex SHA-256 of the PNG file.
     pub sha256: String,
     /// Photo sets only: the source photo's file name and SHA-256.
@@ -115,6 +119,13 @@ impl StimulusManifest {
             return Err(invalid(path, "the manifest lists no stimuli".into()));
         }
         super::check_set_name(&self.spec_name).map_err(|msg| invalid(path, format!("spec_name: {msg}")))?;
+        if let Some(r) = self.stimuli.iter().find(|r| !r.seed_string.is_empty() && r.seed_string != r.seed.to_string())
+        {
+            return Err(invalid(
+                path,
+                format!("stimulus `{}` has seed {} but seed_string `{}`", r.id, r.seed, r.seed_string),
+            ));
+        }
         let mut ids = HashSet::new();
         let mut files = HashSet::new();
         for rec in &self.stimuli {

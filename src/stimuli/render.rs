@@ -319,6 +319,7 @@ pub fn render(spec: &StimulusSpec, out_dir: &Path, opts: &RenderOptions) -> crat
                 chromatic_fraction: measured.chromatic_fraction,
                 variant: s.variant,
                 seed: s.seed,
+                seed_string: s.seed.to_string(),
                 sha256: fsx::sha256_hex(&png),
                 source: photo.map(|p| p.file.clone()),
                 source_sha256: photo.map(|p| p.sha256.clone()),

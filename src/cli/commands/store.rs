@@ -69,6 +69,9 @@ pub fn inspect(args: &InspectArgs) -> anyhow::Result<ExitCode> {
         let p = &m.provenance;
         writeln!(out, "store       {}", dir.display())?;
         writeln!(out, "model       {} (revision {})", p.model_id, p.model_revision.as_deref().unwrap_or("unknown"))?;
+        for (file, hash) in &p.model_files_sha256 {
+            writeln!(out, "checkpoint  {file} sha256 {}", short(hash))?;
+        }
         writeln!(out, "stimuli     {} (sha256 {})", p.stimuli_name, short(&p.stimuli_sha256))?;
         writeln!(out, "pooling     {}", p.pooling)?;
         for (k, v) in &p.settings {
