@@ -10,6 +10,7 @@ pub mod estimate;
 pub mod hooks;
 pub mod hub;
 pub mod load;
+pub mod nn;
 pub mod preset;
 pub mod qwen2_5_vl;
 

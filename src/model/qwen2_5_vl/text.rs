@@ -2,10 +2,11 @@
 //! without, GQA, SiLU MLP, RMSNorm in transformers' rounding order, M-RoPE tables supplied by the caller, no
 //! sliding window, an explicit KV cache, and a per-block callback where hooks capture and intervene.
 
-use candle_core::{DType, Device, Module, Tensor, D};
+use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::{embedding, linear, linear_no_bias, Embedding, Linear, VarBuilder};
 
 use super::config::TextConfig;
+use crate::model::nn::{GatedMlp, RmsNorm};
 use crate::model::HookPoint;
 
 /// Added to masked attention scores. Finite, so a row with every key masked (a padding query) stays a
@@ -13,49 +14,6 @@ use crate::model::HookPoint;
 const MASKED: f32 = -1e30;
 /// Query rows per attention product.
 const QUERY_CHUNK: usize = 1024;
-
-/// RMSNorm as transformers computes it: normalise in f32, round to the model dtype, then scale by the weight
-/// (candle's fused `rms_norm` multiplies before rounding).
-#[derive(Debug, Clone)]
-pub struct RmsNorm {
-    weight: Tensor,
-    eps: f64,
-}
-
-impl RmsNorm {
-    pub fn new(size: usize, eps: f64, vb: VarBuilder) -> candle_core::Result<Self> {
-        Ok(RmsNorm { weight: vb.get(size, "weight")?, eps })
-    }
-
-    pub fn forward(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
-        let dtype = xs.dtype();
-        let x = xs.to_dtype(DType::F32)?;
-        let inv_rms = (x.sqr()?.mean_keepdim(D::Minus1)? + self.eps)?.sqrt()?.recip()?;
-        x.broadcast_mul(&inv_rms)?.to_dtype(dtype)?.broadcast_mul(&self.weight)
-    }
-}
-
-struct Mlp {
-    gate_proj: Linear,
-    up_proj: Linear,
-    down_proj: Linear,
-}
-
-impl Mlp {
-    fn new(cfg: &TextConfig, vb: VarBuilder) -> candle_core::Result<Self> {
-        let (h, i) = (cfg.hidden_size, cfg.intermediate_size);
-        Ok(Mlp {
-            gate_proj: linear_no_bias(h, i, vb.pp("gate_proj"))?,
-            up_proj: linear_no_bias(h, i, vb.pp("up_proj"))?,
-            down_proj: linear_no_bias(i, h, vb.pp("down_proj"))?,
-        })
-    }
-
-    fn forward(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
-        let gate = self.gate_proj.forward(xs)?.silu()?;
-        self.down_proj.forward(&(gate * self.up_proj.forward(xs)?)?)
-    }
-}
 
 /// Keys and values of every layer so far, `(batch, kv_heads, len, head_dim)` each, rotary already applied.
 #[derive(Debug, Default)]
@@ -184,7 +142,7 @@ fn chunked_attention(
 
 struct DecoderLayer {
     self_attn: Attention,
-    mlp: Mlp,
+    mlp: GatedMlp,
     input_layernorm: RmsNorm,
     post_attention_layernorm: RmsNorm,
 }
@@ -193,7 +151,7 @@ impl DecoderLayer {
     fn new(cfg: &TextConfig, vb: VarBuilder) -> candle_core::Result<Self> {
         Ok(DecoderLayer {
             self_attn: Attention::new(cfg, vb.pp("self_attn"))?,
-            mlp: Mlp::new(cfg, vb.pp("mlp"))?,
+            mlp: GatedMlp::new(cfg.hidden_size, cfg.intermediate_size, false, vb.pp("mlp"))?,
             input_layernorm: RmsNorm::new(cfg.hidden_size, cfg.rms_norm_eps, vb.pp("input_layernorm"))?,
             post_attention_layernorm: RmsNorm::new(
                 cfg.hidden_size,

@@ -12,7 +12,7 @@ use candle_nn::{linear, Linear, VarBuilder};
 
 use super::config::VisionConfig;
 use super::rope::{full_cu_seqlens, vision_cos_sin, vision_patch_positions, window_index};
-use super::text::RmsNorm;
+use crate::model::nn::{GatedMlp, RmsNorm};
 use crate::model::HookPoint;
 
 /// transformers builds every vision RMSNorm with this eps, whatever the config says.
@@ -34,28 +34,6 @@ impl PatchEmbed {
 
     fn forward(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
         xs.to_dtype(self.weight.dtype())?.matmul(&self.weight.t()?)
-    }
-}
-
-struct VisionMlp {
-    gate_proj: Linear,
-    up_proj: Linear,
-    down_proj: Linear,
-}
-
-impl VisionMlp {
-    fn new(cfg: &VisionConfig, vb: VarBuilder) -> candle_core::Result<Self> {
-        let (h, i) = (cfg.hidden_size, cfg.intermediate_size);
-        Ok(VisionMlp {
-            gate_proj: linear(h, i, vb.pp("gate_proj"))?,
-            up_proj: linear(h, i, vb.pp("up_proj"))?,
-            down_proj: linear(i, h, vb.pp("down_proj"))?,
-        })
-    }
-
-    fn forward(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
-        let gate = self.gate_proj.forward(xs)?.silu()?;
-        self.down_proj.forward(&(gate * self.up_proj.forward(xs)?)?)
     }
 }
 
@@ -140,7 +118,7 @@ struct VisionBlock {
     norm1: RmsNorm,
     norm2: RmsNorm,
     attn: VisionAttention,
-    mlp: VisionMlp,
+    mlp: GatedMlp,
 }
 
 impl VisionBlock {
@@ -149,7 +127,7 @@ impl VisionBlock {
             norm1: RmsNorm::new(cfg.hidden_size, VISION_NORM_EPS, vb.pp("norm1"))?,
             norm2: RmsNorm::new(cfg.hidden_size, VISION_NORM_EPS, vb.pp("norm2"))?,
             attn: VisionAttention::new(cfg, vb.pp("attn"))?,
-            mlp: VisionMlp::new(cfg, vb.pp("mlp"))?,
+            mlp: GatedMlp::new(cfg.hidden_size, cfg.intermediate_size, true, vb.pp("mlp"))?,
         })
     }
 
