@@ -9,7 +9,30 @@ fn git(args: &[&str]) -> Option<String> {
     out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim().to_string()).filter(|s| !s.is_empty())
 }
 
+/// Every `models/*.toml` is a bundled preset: writes the `(name, text)` table `src/model/preset.rs` includes,
+/// sorted by name, so adding a preset is adding its file.
+fn bundle_presets() {
+    let root = std::path::PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets it"));
+    let dir = root.join("models");
+    let mut names: Vec<String> = std::fs::read_dir(&dir)
+        .expect("models/ holds the presets")
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter_map(|n| n.strip_suffix(".toml").map(str::to_string))
+        .collect();
+    names.sort();
+    let mut table = String::from("&[\n");
+    for n in &names {
+        let path = dir.join(format!("{n}.toml"));
+        table.push_str(&format!("    ({n:?}, include_str!({:?})),\n", path.display().to_string()));
+    }
+    table.push_str("]\n");
+    let out = std::path::PathBuf::from(std::env::var("OUT_DIR").expect("cargo sets it")).join("presets.rs");
+    std::fs::write(out, table).expect("OUT_DIR is writable");
+    println!("cargo:rerun-if-changed=models");
+}
+
 fn main() {
+    bundle_presets();
     let commit = git(&["rev-parse", "--short=12", "HEAD"]).unwrap_or_else(|| "unknown".into());
     println!("cargo:rustc-env=HUESCAN_GIT_COMMIT={commit}");
     let features: Vec<&str> = [("CARGO_FEATURE_CUDA", "cuda"), ("CARGO_FEATURE_METAL", "metal")]

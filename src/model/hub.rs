@@ -52,25 +52,29 @@ pub struct Checkpoint {
     pub revision: Option<String>,
 }
 
-/// Files every Qwen2.5-VL checkpoint needs besides its weights.
-pub const REQUIRED_FILES: &[&str] = &["config.json", "preprocessor_config.json", "tokenizer.json"];
-/// Files used when present.
-pub const OPTIONAL_FILES: &[&str] = &["generation_config.json", "tokenizer_config.json", "chat_template.json"];
+/// The files the family of `dir`'s config.json needs besides config.json and its weights (required, then used
+/// when present), from the registry; none when config.json names no family, which the loader then explains.
+fn family_files(dir: &Path) -> (&'static [&'static str], &'static [&'static str]) {
+    match crate::model::registry::for_dir(dir) {
+        Ok(f) => (f.files, f.optional_files),
+        Err(_) => (&[], &[]),
+    }
+}
 const INDEX: &str = "model.safetensors.index.json";
 const SINGLE: &str = "model.safetensors";
 
 /// Fingerprints of what makes a checkpoint itself besides `config.json` (hashed on its own), keyed by what they
-/// cover: `weights` and the SHA-256 of every file in [`REQUIRED_FILES`]/[`OPTIONAL_FILES`] that is present.
+/// cover: `weights` and the SHA-256 of every file of `files` (the family's checkpoint files) that is present.
 ///
 /// `weights` is a SHA-256 over each weight file (sorted by name) of its name, its size, its whole safetensors
 /// header and 1 MiB of tensor data at the start, middle and end (all of it for files under 3 MiB). Hashing
 /// every byte of a 15 GB checkpoint on every run would cost tens of seconds; any fine-tune changes values in
 /// every tensor, so the samples tell two of them apart while the header pins names, dtypes and shapes.
-pub fn checkpoint_hashes(dir: &Path) -> Result<std::collections::BTreeMap<String, String>, Error> {
+pub fn checkpoint_hashes(dir: &Path, files: &[&str]) -> Result<std::collections::BTreeMap<String, String>, Error> {
     use sha2::{Digest, Sha256};
     use std::io::{Read, Seek, SeekFrom};
     let mut out = std::collections::BTreeMap::new();
-    for f in REQUIRED_FILES.iter().chain(OPTIONAL_FILES).filter(|f| **f != "config.json") {
+    for f in files.iter().filter(|f| **f != "config.json") {
         let path = dir.join(f);
         if path.exists() {
             let hash = crate::fsx::sha256_file(&path).map_err(|e| Error::Msg(e.to_string()))?;
@@ -203,8 +207,11 @@ fn cached_snapshot(repo_dir: &Path, repo: &str, revision: &str) -> Result<Snapsh
     if !dir.is_dir() {
         return Ok(Snapshot::Absent);
     }
-    let mut missing: Vec<String> =
-        REQUIRED_FILES.iter().filter(|f| !dir.join(f).exists()).map(|f| f.to_string()).collect();
+    let needed: Vec<&str> = match dir.join("config.json").exists() {
+        true => family_files(&dir).0.to_vec(),
+        false => vec!["config.json"],
+    };
+    let mut missing: Vec<String> = needed.iter().filter(|f| !dir.join(f).exists()).map(|f| f.to_string()).collect();
     match weight_files(&dir) {
         Ok(files) => missing.extend(files.into_iter().filter(|f| !dir.join(f).exists())),
         Err(_) => missing.push(format!("{SINGLE} (or {INDEX} and its shards)")),
@@ -261,10 +268,11 @@ fn download(repo: &str, revision: &str, settings: &HubSettings) -> Result<Checkp
     let get = |file: &str| api_repo.get(file).map_err(|e| Error::Msg(format!("`{file}`: {e}")));
     let config = get("config.json")?;
     let dir = config.parent().expect("snapshot file has a parent").to_path_buf();
-    for f in &REQUIRED_FILES[1..] {
+    let (required, optional) = family_files(&dir);
+    for f in required {
         get(f)?;
     }
-    for f in OPTIONAL_FILES {
+    for f in optional {
         let _ = api_repo.get(f); // optional: absence is fine
     }
     let weights = match get(INDEX) {
@@ -332,9 +340,10 @@ mod tests {
         std::fs::create_dir_all(&snap).unwrap();
         std::fs::create_dir_all(repo_dir.join("refs")).unwrap();
         std::fs::write(repo_dir.join("refs/main"), commit).unwrap();
-        for f in REQUIRED_FILES.iter().chain(&["model.safetensors"]) {
+        for f in ["preprocessor_config.json", "tokenizer.json", "model.safetensors"] {
             std::fs::write(snap.join(f), b"{}").unwrap();
         }
+        std::fs::write(snap.join("config.json"), br#"{"model_type": "qwen2_5_vl"}"#).unwrap();
         let settings = HubSettings { cache_dir: cache.clone(), token: None, offline: true, endpoint: None };
         let ck = resolve_repo("org/tiny", "main", &settings).unwrap();
         assert_eq!(ck.dir, snap);
@@ -378,13 +387,14 @@ mod provenance_tests {
         };
         std::fs::write(dir.join("model.safetensors"), file(1.0)).unwrap();
         std::fs::write(dir.join("tokenizer.json"), "{}").unwrap();
-        let a = checkpoint_hashes(&dir).unwrap();
+        let files = ["preprocessor_config.json", "tokenizer.json"];
+        let a = checkpoint_hashes(&dir, &files).unwrap();
         assert_eq!(a["tokenizer.json"], crate::fsx::sha256_hex(b"{}"));
         assert!(!a.contains_key("preprocessor_config.json"), "absent files are not listed");
         std::fs::write(dir.join("model.safetensors"), file(2.0)).unwrap();
-        let b = checkpoint_hashes(&dir).unwrap();
+        let b = checkpoint_hashes(&dir, &files).unwrap();
         assert_ne!(a["weights"], b["weights"]);
-        assert_eq!(b, checkpoint_hashes(&dir).unwrap(), "deterministic");
+        assert_eq!(b, checkpoint_hashes(&dir, &files).unwrap(), "deterministic");
         std::fs::remove_dir_all(dir).unwrap();
     }
 }

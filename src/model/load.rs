@@ -8,7 +8,7 @@ use candle_core::{DType, Device};
 use super::autoencoder::{Autoencoder, TrainConfig};
 use super::hub::{self, Checkpoint, HubSettings};
 use super::preset::{self, ModelKind, Preset};
-use super::qwen2_5_vl::{ChatPrompt, Prompt, Qwen25VlModel};
+use super::registry::{self, LoadRequest};
 use super::{device, Error, Model};
 use crate::fsx;
 
@@ -33,12 +33,10 @@ pub struct LoadOptions {
 /// The question huescan asks by default: it makes the answer position predict a colour word.
 pub const DEFAULT_PROMPT: &str = "What colour is this image? Answer with one word.";
 
-/// A loaded model and what the activation store must record about it.
+/// A loaded model and what the activation store must record about it. What the model can do (text output,
+/// a colour output) is asked through [`Model`].
 pub struct LoadedModel {
     pub model: Box<dyn Model>,
-    /// The same model when it is a Qwen2.5-VL (for generation and colour-word logits).
-    pub qwen: Option<std::sync::Arc<Qwen25VlModel>>,
-    pub kind: ModelKind,
     pub id: String,
     pub revision: Option<String>,
     pub config_sha256: Option<String>,
@@ -71,9 +69,9 @@ pub fn load(spec: &str, opts: &LoadOptions) -> crate::Result<LoadedModel> {
 }
 
 fn load_preset(p: &Preset, opts: &LoadOptions) -> crate::Result<LoadedModel> {
-    match p.kind {
+    match &p.kind {
         ModelKind::Autoencoder => load_autoencoder(p, opts),
-        ModelKind::Qwen2_5Vl => {
+        ModelKind::Checkpoint(_) => {
             let ck = match (&p.repo, p.local_dir()) {
                 (Some(repo), _) => {
                     let revision =
@@ -109,8 +107,6 @@ fn load_autoencoder(p: &Preset, opts: &LoadOptions) -> crate::Result<LoadedModel
     let settings = BTreeMap::from([("autoencoder_train_config".to_string(), cfg_json.clone())]);
     Ok(LoadedModel {
         model: Box::new(model),
-        qwen: None,
-        kind: ModelKind::Autoencoder,
         id: p.name.clone(),
         revision: None,
         config_sha256: Some(fsx::sha256_hex(cfg_json.as_bytes())),
@@ -123,7 +119,8 @@ fn load_autoencoder(p: &Preset, opts: &LoadOptions) -> crate::Result<LoadedModel
     })
 }
 
-/// Reads `model_type`/`architectures` from a checkpoint's config.json to pick the runner.
+/// Reads `architectures`/`model_type` from a checkpoint's config.json and loads it with the family the
+/// registry names for them.
 fn load_dir(id: &str, ck: &Checkpoint, preset: Option<&Preset>, opts: &LoadOptions) -> crate::Result<LoadedModel> {
     let config_path = ck.dir.join("config.json");
     if !config_path.exists() {
@@ -132,13 +129,20 @@ fn load_dir(id: &str, ck: &Checkpoint, preset: Option<&Preset>, opts: &LoadOptio
     let config_bytes = fsx::read(&config_path)?;
     let value: serde_json::Value = serde_json::from_slice(&config_bytes)
         .map_err(|e| Error::Config { path: config_path.clone(), msg: format!("is not valid JSON ({e})") })?;
-    let model_type = value.get("model_type").and_then(|v| v.as_str()).unwrap_or("");
-    if model_type != "qwen2_5_vl" {
-        return Err(Error::Config {
-            path: config_path,
-            msg: format!("model_type is `{model_type}`; huescan runs `qwen2_5_vl` (Qwen2.5-VL) checkpoints"),
+    let family = registry::for_config(&value).map_err(|msg| Error::Config { path: config_path.clone(), msg })?;
+    if let Some((p, ModelKind::Checkpoint(kind))) = preset.map(|p| (p, &p.kind)) {
+        if !family.model_types.contains(&kind.as_str()) {
+            return Err(Error::Config {
+                path: config_path,
+                msg: format!(
+                    "is a {} checkpoint (`{}`), but preset `{}` says kind `{kind}`; fix the preset's kind",
+                    family.name,
+                    family.model_type(),
+                    p.name
+                ),
+            }
+            .into());
         }
-        .into());
     }
     let dtype =
         opts.dtype.unwrap_or_else(|| device::default_dtype(&opts.device, preset.and_then(|p| p.dtype.as_deref())));
@@ -163,41 +167,22 @@ fn load_dir(id: &str, ck: &Checkpoint, preset: Option<&Preset>, opts: &LoadOptio
     if let Some((pre, suf)) = &ids_prompt {
         settings.insert("prompt".into(), format!("ids {pre:?} <image> {suf:?}"));
     }
-    let qwen = std::sync::Arc::new(load_qwen(ck, &opts.device, dtype, &prompt, ids_prompt, max_pixels)?);
+    let request = LoadRequest {
+        dir: &ck.dir,
+        id: ck.repo.clone().unwrap_or_else(|| ck.dir.display().to_string()),
+        device: &opts.device,
+        dtype,
+        question: &prompt,
+        prompt_ids: ids_prompt,
+        max_pixels,
+    };
+    let files: Vec<&str> = family.files.iter().chain(family.optional_files).copied().collect();
     Ok(LoadedModel {
-        model: Box::new(qwen.clone()),
-        qwen: Some(qwen),
-        kind: ModelKind::Qwen2_5Vl,
+        model: (family.load)(&request)?,
         id: ck.repo.clone().unwrap_or_else(|| id.to_string()),
         revision: ck.revision.clone().or_else(|| hub::local_revision(&ck.dir)),
         config_sha256: Some(fsx::sha256_hex(&config_bytes)),
-        file_hashes: hub::checkpoint_hashes(&ck.dir)?,
+        file_hashes: hub::checkpoint_hashes(&ck.dir, &files)?,
         settings,
     })
-}
-
-fn load_qwen(
-    ck: &Checkpoint,
-    device: &Device,
-    dtype: DType,
-    question: &str,
-    ids_prompt: Option<(Vec<u32>, Vec<u32>)>,
-    max_pixels: Option<usize>,
-) -> crate::Result<Qwen25VlModel> {
-    let mut model = Qwen25VlModel::load(&ck.dir, dtype, device)?
-        .with_id(ck.repo.clone().unwrap_or_else(|| ck.dir.display().to_string()))
-        .with_pixel_limits(None, max_pixels);
-    let tokenizer = ck.dir.join("tokenizer.json");
-    if let Some((prefix, suffix)) = ids_prompt {
-        model = model.with_prompt(Prompt::Ids { prefix, suffix });
-    } else if tokenizer.exists() {
-        model = model.with_prompt(Prompt::Chat(ChatPrompt::from_file(&tokenizer, question)?));
-    } else {
-        return Err(Error::Checkpoint {
-            path: ck.dir.clone(),
-            msg: "has no tokenizer.json, so no prompt can be built; use a checkpoint with its tokenizer".into(),
-        }
-        .into());
-    }
-    Ok(model)
 }

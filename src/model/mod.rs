@@ -12,7 +12,13 @@ pub mod hub;
 pub mod load;
 pub mod nn;
 pub mod preset;
-pub mod qwen2_5_vl;
+pub mod registry;
+
+// The model families run from checkpoints: one line each (its directory under src/model/ and its entry in
+// `registry::FAMILIES`).
+registry::families! {
+    qwen2_5_vl,
+}
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -116,6 +122,21 @@ fn images_only(model: &str, inputs: &[Input]) -> crate::Result<Vec<RgbImage>> {
         .collect()
 }
 
+/// What a model that answers in text can do besides [`Model`]'s captures: `huescan ask`, the steering readout
+/// of generated colour words, text-only prompts.
+pub trait TextOutput {
+    /// Greedy answer to `input` (up to `max_new_tokens` tokens, stopping at the end-of-turn token) with
+    /// `hooks.interventions` applied: the generated ids and their decoding.
+    fn answer(&self, input: &Input, hooks: &HookSet, max_new_tokens: usize) -> crate::Result<(Vec<u32>, String)>;
+
+    /// Whether prompts are spelled by a tokenizer; `false` for a fixed prompt of token ids (a checkpoint without
+    /// `tokenizer.json`, like the test fixtures), whose text prompts cannot use their text.
+    fn has_tokenizer(&self) -> bool;
+
+    /// The decoder's `config.json` `model_type` (what llama.cpp's GGUF architecture is looked up by).
+    fn model_type(&self) -> &str;
+}
+
 /// A model huescan can scan and steer.
 pub trait Model {
     /// A stable identifier for manifests (repo id, preset or path).
@@ -204,6 +225,17 @@ pub trait Model {
         }
     }
 
+    /// The model's text output (generation, a chat or raw-id prompt), when it has one.
+    fn text_output(&self) -> Option<&dyn TextOutput> {
+        None
+    }
+
+    /// For a model whose output is itself a colour (the autoencoder), the hook point holding that RGB output;
+    /// steering then reads the output's hue instead of a probe's.
+    fn colour_output(&self) -> Option<HookPoint> {
+        None
+    }
+
     /// The layer index of `point`, or a clear error listing what exists.
     fn layer_index(&self, point: &HookPoint) -> Result<usize, Error> {
         let points = self.all_hook_points();
@@ -214,8 +246,7 @@ pub trait Model {
     }
 }
 
-/// A shared model is a model (so one loaded checkpoint can serve the `Model` API and its own extras, such
-/// as Qwen2.5-VL's generation).
+/// A shared model is a model (so one loaded checkpoint can serve the `Model` API and its own extras).
 impl<T: Model + ?Sized> Model for std::sync::Arc<T> {
     fn id(&self) -> &str {
         (**self).id()
@@ -268,6 +299,12 @@ impl<T: Model + ?Sized> Model for std::sync::Arc<T> {
     }
     fn input_token_layout(&self, input: &Input) -> crate::Result<Option<TokenLayout>> {
         (**self).input_token_layout(input)
+    }
+    fn text_output(&self) -> Option<&dyn TextOutput> {
+        (**self).text_output()
+    }
+    fn colour_output(&self) -> Option<HookPoint> {
+        (**self).colour_output()
     }
 }
 

@@ -7,14 +7,25 @@ use serde::Deserialize;
 
 use crate::model::Error;
 
-/// Which runner a preset (or checkpoint) needs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
+/// Which runner a preset needs: `kind = "autoencoder"`, or the `model_type` of a model family in the
+/// registry (`qwen2_5_vl`, ...), which the checkpoint's config.json must then match.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(from = "String")]
 pub enum ModelKind {
-    /// `Qwen2_5_VLForConditionalGeneration`.
-    Qwen2_5Vl,
     /// The seed-003 colour autoencoder.
     Autoencoder,
+    /// A checkpoint of the family with this `model_type`.
+    Checkpoint(String),
+}
+
+impl From<String> for ModelKind {
+    fn from(s: String) -> Self {
+        if s == "autoencoder" {
+            ModelKind::Autoencoder
+        } else {
+            ModelKind::Checkpoint(s)
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -55,13 +66,8 @@ pub struct Preset {
     pub expect_weights_gb: Option<f64>,
 }
 
-const BUNDLED: &[(&str, &str)] = &[
-    ("qwen2.5-vl-3b", include_str!("../../models/qwen2.5-vl-3b.toml")),
-    ("qwen2.5-vl-7b", include_str!("../../models/qwen2.5-vl-7b.toml")),
-    ("qwen-tiny-random", include_str!("../../models/qwen-tiny-random.toml")),
-    ("qwen-colour", include_str!("../../models/qwen-colour.toml")),
-    ("colour-autoencoder", include_str!("../../models/colour-autoencoder.toml")),
-];
+/// `(name, text)` of every `models/*.toml`, sorted by name (written by build.rs).
+const BUNDLED: &[(&str, &str)] = include!(concat!(env!("OUT_DIR"), "/presets.rs"));
 
 /// Every bundled preset.
 pub fn bundled() -> Vec<Preset> {
@@ -78,8 +84,17 @@ pub fn parse(origin: &str, text: &str) -> Result<Preset, Error> {
     let preset: Preset = toml::from_str(text)
         .map_err(|e| Error::Config { path: PathBuf::from(origin), msg: format!("invalid preset: {e}") })?;
     let bad = |msg: &str| Err(Error::Config { path: PathBuf::from(origin), msg: msg.to_string() });
-    match (preset.kind, &preset.repo, &preset.path) {
-        (ModelKind::Qwen2_5Vl, None, None) => return bad("a qwen2_5_vl preset needs `repo` or `path`"),
+    if let ModelKind::Checkpoint(kind) = &preset.kind {
+        if crate::model::registry::by_model_type(kind).is_none() {
+            let known: Vec<&str> = crate::model::FAMILIES.iter().map(|f| f.model_type()).collect();
+            return bad(&format!(
+                "kind `{kind}` is not `autoencoder` or a model family huescan runs ({})",
+                known.join(", ")
+            ));
+        }
+    }
+    match (&preset.kind, &preset.repo, &preset.path) {
+        (ModelKind::Checkpoint(kind), None, None) => return bad(&format!("a {kind} preset needs `repo` or `path`")),
         (_, Some(_), Some(_)) => return bad("give `repo` or `path`, not both"),
         _ => {}
     }
@@ -128,5 +143,7 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("dtype"), "{err}");
+        let err = parse("x.toml", "name='x'\ndescription=''\nkind='llama'\nrepo='a/b'").unwrap_err().to_string();
+        assert!(err.contains("`llama`") && err.contains("qwen2_5_vl"), "{err}");
     }
 }

@@ -7,8 +7,7 @@ use clap::Args;
 
 use crate::cli::commands::extract::{AutoencoderArgs, ModelArgs, RuntimeArgs};
 use crate::cli::{existing, values, Progress};
-use crate::model::qwen2_5_vl::{Prompt, Qwen25VlModel};
-use crate::model::{Component, HookPoint, HookSet, Intervention, InterventionOp, Model, Positions};
+use crate::model::{Component, HookPoint, HookSet, Input, Intervention, InterventionOp, Model, Positions, TextOutput};
 use crate::steer::SteeringVector;
 
 /// The model options that apply to a question: `ask` runs Qwen2.5-VL only, so the autoencoder's training
@@ -104,22 +103,19 @@ pub fn run(args: &AskArgs, progress: &Progress) -> anyhow::Result<ExitCode> {
     };
     let tmp = std::env::temp_dir();
     let loaded = model_args.load(&tmp)?;
-    let Some(qwen) = &loaded.qwen else {
-        anyhow::bail!("`{}` does not generate text; `huescan ask` needs a Qwen2.5-VL model", loaded.id);
+    let Some(text) = loaded.model.text_output() else {
+        anyhow::bail!("`{}` does not generate text; `huescan ask` needs a vision-language model", loaded.id);
     };
-    let sample = match &image_path {
-        Some(path) => {
-            let image = image::load_from_memory(&crate::fsx::read(path)?)
+    let input = match &image_path {
+        Some(path) => Input::Image(
+            image::load_from_memory(&crate::fsx::read(path)?)
                 .map_err(|e| anyhow::anyhow!("cannot read image `{}`: {e}", path.display()))?
-                .to_rgb8();
-            qwen.prepare(&image)?
-        }
-        None => qwen.prepare_text(&text_question(qwen, args.question.as_deref(), &loaded.id)?)?,
+                .to_rgb8(),
+        ),
+        None => Input::text(text_question(text, args.question.as_deref(), &loaded.id)?),
     };
     let hooks = steering(args, loaded.model.as_ref(), image_path.is_none())?;
-    let ids = Qwen25VlModel::generate(qwen, &sample, args.max_new_tokens, &hooks)?;
-    let prompt = qwen.prompt().expect("a loaded Qwen model always has a prompt");
-    let answer = prompt.decode(&ids)?;
+    let (ids, answer) = text.answer(&input, &hooks, args.max_new_tokens)?;
     progress.say(format!("{} ({} tokens):", loaded.id, ids.len()));
     outln!("{}", answer.trim());
     Ok(ExitCode::SUCCESS)
@@ -127,10 +123,10 @@ pub fn run(args: &AskArgs, progress: &Progress) -> anyhow::Result<ExitCode> {
 
 /// The question of a text-only prompt. A checkpoint with a tokenizer needs one; a checkpoint without one runs
 /// its fixed prompt of token ids with the image removed, so a question could not be used and is refused.
-fn text_question(qwen: &Qwen25VlModel, question: Option<&str>, id: &str) -> anyhow::Result<String> {
-    match (qwen.prompt(), question) {
-        (Some(Prompt::Ids { .. }), None) => Ok(String::new()),
-        (Some(Prompt::Ids { .. }), Some(_)) => anyhow::bail!(
+fn text_question(text: &dyn TextOutput, question: Option<&str>, id: &str) -> anyhow::Result<String> {
+    match (text.has_tokenizer(), question) {
+        (false, None) => Ok(String::new()),
+        (false, Some(_)) => anyhow::bail!(
             "`{id}` has no tokenizer.json, so a question cannot be tokenized; without --image and without a \
              question it answers its fixed prompt of token ids with the image removed"
         ),

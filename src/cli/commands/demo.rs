@@ -39,8 +39,8 @@ pub struct DemoArgs {
 
 pub fn run(args: &DemoArgs, progress: &Progress) -> anyhow::Result<ExitCode> {
     if let Some(model) = &args.model {
-        let kind = preset::find(model).map(|p| p.kind);
-        if kind == Some(ModelKind::Qwen2_5Vl) && model.starts_with("qwen2.5-vl") {
+        // A preset with a hub repo is a real checkpoint, downloaded and slow; the demo runs committed ones.
+        if preset::find(model).is_some_and(|p| p.repo.is_some()) {
             anyhow::bail!("`huescan demo` runs offline models; for a real checkpoint use `huescan scan {model}`");
         }
         if model == "qwen-tiny-random" {
@@ -63,7 +63,7 @@ pub fn run(args: &DemoArgs, progress: &Progress) -> anyhow::Result<ExitCode> {
     let sets = args.sets.clone().unwrap_or_else(|| default_sets(&main));
     let t = std::time::Instant::now();
     pipeline(&main, &sets, &args.out, &p, progress)?;
-    if preset::find(&main).is_some_and(|p| p.kind == ModelKind::Qwen2_5Vl) {
+    if preset::find(&main).is_some_and(|p| p.kind != ModelKind::Autoencoder) {
         let findings = crate::report::findings::markdown(&args.out)?;
         crate::fsx::write_atomic(&args.out.join("findings.md"), findings.as_bytes())?;
         progress.say(format!("{main}: what the demo finds ({:.0} s)\n{findings}", t.elapsed().as_secs_f64()));

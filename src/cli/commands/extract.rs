@@ -12,7 +12,6 @@ use crate::extract::{self, ExtractPlan, SampleInput};
 use crate::model::autoencoder::{HueRange, TrainConfig};
 use crate::model::hub::HubSettings;
 use crate::model::load::{self, LoadOptions, LoadedModel};
-use crate::model::qwen2_5_vl::Prompt;
 use crate::model::{device, Component, HookPoint, Model, Pooling, TextInput};
 use crate::stimuli::{StimulusManifest, TextPromptSet, MANIFEST_FILE};
 use crate::store::{self, Provenance};
@@ -299,7 +298,7 @@ pub fn selected_points(layers: &str, hooks: Option<&str>, model: &dyn Model) -> 
 /// A model with raw-id prompts (no tokenizer, e.g. the test fixture) cannot spell a text prompt: a prompt without
 /// `ids` becomes the model's fixed ids without the vision block, so such texts are all one input. Said, not hidden.
 pub fn warn_if_prompt_text_unused(loaded: &LoadedModel, samples: &[SampleInput], progress: &Progress) {
-    let raw_ids = matches!(loaded.qwen.as_ref().and_then(|q| q.prompt()), Some(Prompt::Ids { .. }));
+    let raw_ids = loaded.model.text_output().is_some_and(|t| !t.has_tokenizer());
     if raw_ids && samples.iter().any(|s| s.text.as_ref().is_some_and(|t| t.ids.is_none())) {
         progress.say(format!(
             "warning: `{}` has a raw-id prompt and no tokenizer, so every text prompt runs as the same ids (its \

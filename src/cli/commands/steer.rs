@@ -14,8 +14,7 @@ use super::extract::{
 use crate::cli::{existing, values, Progress};
 use crate::extract::load_image;
 use crate::model::load::LoadedModel;
-use crate::model::preset::ModelKind;
-use crate::model::{autoencoder, Positions};
+use crate::model::Positions;
 use crate::steer::{
     self, gguf, parse_alphas, parse_pair, ColourWords, DirectionKind, PairSpec, SteeringVector, SweepInput,
     SweepOptions, DEFAULT_COLOUR_WORDS,
@@ -91,9 +90,7 @@ pub struct SteerArgs {
 /// (block 0, non-block points) are left out with a warning, and so is everything when llama.cpp has no
 /// architecture for the model.
 fn export_gguf(files: &[(String, &SteeringVector)], dir: &std::path::Path, loaded: &LoadedModel) -> anyhow::Result<()> {
-    let Some(hint) =
-        (loaded.kind == ModelKind::Qwen2_5Vl).then(|| gguf::llama_cpp_architecture("qwen2_5_vl")).flatten()
-    else {
+    let Some(hint) = loaded.model.text_output().and_then(|t| gguf::llama_cpp_architecture(t.model_type())) else {
         tracing::warn!("no GGUF control vectors written: llama.cpp has no architecture for `{}`", loaded.id);
         return Ok(());
     };
@@ -244,7 +241,7 @@ pub fn run(args: &SteerArgs, progress: &Progress) -> anyhow::Result<ExitCode> {
         tolerance_deg: args.tolerance,
         max_new_tokens: args.max_new_tokens,
         batch_size: args.batch_size.unwrap_or(if args.model.runtime.device == "cpu" { 8 } else { 32 }),
-        output_rgb: (loaded.kind == ModelKind::Autoencoder).then(|| autoencoder::point(autoencoder::OUTPUT)),
+        output_rgb: loaded.model.colour_output(),
         colour_words,
         text_prompts: if set.is_text { rows.iter().filter_map(|s| s.text.clone()).collect() } else { vec![] },
         ..SweepOptions::default()

@@ -361,6 +361,10 @@ impl Model for Autoencoder {
         format!("named_points: index = position in [{}]", POINTS.join(", "))
     }
 
+    fn colour_output(&self) -> Option<HookPoint> {
+        Some(point(OUTPUT))
+    }
+
     fn width(&self, p: &HookPoint) -> Option<usize> {
         let i = POINTS.iter().position(|&name| point(name) == *p)?;
         Some(self.config().point_widths()[i])

@@ -10,9 +10,9 @@ use std::path::{Path, PathBuf};
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 
+use super::arch::VisionTensors;
 use super::config::Config;
 use super::text::TextModel;
-use super::vision::VisionModel;
 use crate::model::nn::safetensors::{shard_files, Shards};
 use crate::model::Error;
 
@@ -32,8 +32,9 @@ pub struct Checkpoint {
 }
 
 impl Checkpoint {
-    /// Finds the safetensors files of `dir`, parses their headers and checks names and shapes against `cfg`.
-    pub fn open(dir: &Path, cfg: &Config) -> Result<Self, Error> {
+    /// Finds the safetensors files of `dir`, parses their headers and checks names and shapes against `cfg`
+    /// (the vision tensors as `vision_tensors` lists them for the checkpoint's generation).
+    pub fn open(dir: &Path, cfg: &Config, vision_tensors: VisionTensors) -> Result<Self, Error> {
         let err = |path: &Path, msg: String| Error::Checkpoint { path: path.to_path_buf(), msg };
         let files = shard_files(dir)?;
         let tensors = Shards::open(&files)?;
@@ -59,7 +60,7 @@ impl Checkpoint {
         for (n, s) in TextModel::expected_tensors(&cfg.text) {
             expected.push((format!("{text_prefix}.{n}"), s));
         }
-        for (n, s) in VisionModel::expected_tensors(&cfg.vision) {
+        for (n, s) in vision_tensors(&cfg.vision) {
             expected.push((format!("{vision_prefix}.{n}"), s));
         }
         if has_lm_head {

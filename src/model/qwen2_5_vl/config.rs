@@ -8,6 +8,7 @@ use std::path::Path;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
+use super::arch::{Architecture, QWEN2_5_VL};
 use crate::model::Error;
 
 /// The decoder ("language model") half of the config.
@@ -44,6 +45,8 @@ pub struct VisionConfig {
     pub fullatt_block_indexes: Vec<usize>,
     /// Base of the 2-D vision rotary (`rope_parameters.rope_theta` in newer saves; 10000 when absent).
     pub rope_theta: f64,
+    /// Whether the blocks' MLP is gated (three matrices, Qwen2.5-VL) rather than `fc1`/`fc2` (Qwen2-VL).
+    pub gated_mlp: bool,
 }
 
 /// Everything the runner needs from `config.json`.
@@ -59,8 +62,6 @@ pub struct Config {
     /// What the config claims; the loader checks it against the presence of `lm_head.weight`.
     pub tie_word_embeddings: bool,
 }
-
-const MODEL_TYPE: &str = "qwen2_5_vl";
 
 #[derive(Deserialize)]
 struct TextWire {
@@ -110,7 +111,7 @@ struct VisionWire {
 }
 
 /// transformers' default base for the vision rotary.
-const DEFAULT_VISION_ROPE_THETA: f64 = 10_000.0;
+pub(crate) const DEFAULT_VISION_ROPE_THETA: f64 = 10_000.0;
 
 fn default_patch() -> usize {
     14
@@ -142,7 +143,8 @@ impl Config {
         let mut macs = p * patch_in * vh;
         for block in 0..v.depth {
             let span = if v.fullatt_block_indexes.contains(&block) { p } else { window };
-            macs += p * vh * 4.0 * vh + 3.0 * p * vh * vi + 2.0 * p * span * vh;
+            let mlp_matrices = if v.gated_mlp { 3.0 } else { 2.0 };
+            macs += p * vh * 4.0 * vh + mlp_matrices * p * vh * vi + 2.0 * p * span * vh;
         }
         let merged = (p / merge).floor();
         macs += merged * (merge * vh) * (merge * vh) + merged * merge * vh * v.out_hidden_size as f64;
@@ -153,8 +155,13 @@ impl Config {
 
     /// Reads `dir/config.json` and, when present, the EOS ids of `dir/generation_config.json`.
     pub fn from_dir(dir: &Path) -> Result<Self, Error> {
+        Self::from_dir_as(&QWEN2_5_VL, dir)
+    }
+
+    /// [`Config::from_dir`] for the Qwen-VL generation `arch`.
+    pub fn from_dir_as(arch: &Architecture, dir: &Path) -> Result<Self, Error> {
         let path = dir.join("config.json");
-        let mut cfg = Self::from_file(&path)?;
+        let mut cfg = Self::from_file_as(arch, &path)?;
         let gen = dir.join("generation_config.json");
         if gen.exists() {
             let v = read_value(&gen)?;
@@ -168,20 +175,32 @@ impl Config {
     }
 
     pub fn from_file(path: &Path) -> Result<Self, Error> {
-        Self::from_value(&read_value(path)?).map_err(|msg| Error::Config { path: path.to_path_buf(), msg })
+        Self::from_file_as(&QWEN2_5_VL, path)
     }
 
-    /// Parses a `config.json` value; the error is a sentence without the path.
+    fn from_file_as(arch: &Architecture, path: &Path) -> Result<Self, Error> {
+        Self::from_value_as(arch, &read_value(path)?).map_err(|msg| Error::Config { path: path.to_path_buf(), msg })
+    }
+
+    /// Parses a Qwen2.5-VL `config.json` value; the error is a sentence without the path.
     pub fn from_value(v: &Value) -> Result<Self, String> {
+        Self::from_value_as(&QWEN2_5_VL, v)
+    }
+
+    /// Parses the `config.json` value of Qwen-VL generation `arch`: the decoder and token ids here, the vision
+    /// part by `arch`.
+    pub fn from_value_as(arch: &Architecture, v: &Value) -> Result<Self, String> {
         let top = v.as_object().ok_or("expected a json object")?;
+        let expected = arch.model_type;
         match top.get("model_type").and_then(Value::as_str) {
-            Some(MODEL_TYPE) => {}
+            Some(t) if t == expected => {}
             Some(other) => {
                 return Err(format!(
-                    "model_type is `{other}`, expected `{MODEL_TYPE}` (this runner implements Qwen2.5-VL only)"
+                    "model_type is `{other}`, expected `{expected}` (this runner reads {} configs)",
+                    arch.name
                 ))
             }
-            None => return Err(format!("no `model_type`; expected `{MODEL_TYPE}`")),
+            None => return Err(format!("no `model_type`; expected `{expected}`")),
         }
         // Text fields: the nested text_config wins over the top level, which holds them in the hub layout.
         let mut merged: Map<String, Value> = top.clone();
@@ -195,11 +214,11 @@ impl Config {
             serde_json::from_value(Value::Object(merged.clone())).map_err(|e| format!("text fields: {e}"))?;
         if let Some(act) = &text.hidden_act {
             if act != "silu" {
-                return Err(format!("hidden_act `{act}` is not supported; Qwen2.5-VL uses `silu`"));
+                return Err(format!("hidden_act `{act}` is not supported; {} uses `silu`", arch.name));
             }
         }
         if text.use_sliding_window {
-            return Err("use_sliding_window = true is not supported (no Qwen2.5-VL checkpoint uses it)".into());
+            return Err(format!("use_sliding_window = true is not supported (no {} checkpoint uses it)", arch.name));
         }
         let rope = merged.get("rope_scaling").or_else(|| merged.get("rope_parameters")).and_then(Value::as_object);
         let mrope_section: Vec<usize> = rope
@@ -226,52 +245,10 @@ impl Config {
             ));
         }
         let vision_v = top.get("vision_config").ok_or("no `vision_config`")?;
-        check_counts(vision_v.as_object().ok_or("`vision_config` is not an object")?, "vision_config.", VISION_COUNTS)?;
-        let vw: VisionWire = serde_json::from_value(vision_v.clone()).map_err(|e| format!("vision_config: {e}"))?;
-        if let Some(act) = &vw.hidden_act {
-            if act != "silu" {
-                return Err(format!("vision_config.hidden_act `{act}` is not supported; expected `silu`"));
-            }
-        }
-        if vw.num_heads == 0 || vw.hidden_size % vw.num_heads != 0 || (vw.hidden_size / vw.num_heads) % 4 != 0 {
-            return Err(format!(
-                "vision hidden_size {} must split into num_heads {} of a head_dim divisible by 4",
-                vw.hidden_size, vw.num_heads
-            ));
-        }
-        if vw.out_hidden_size != text.hidden_size {
-            return Err(format!(
-                "vision_config.out_hidden_size {} differs from the text hidden_size {}",
-                vw.out_hidden_size, text.hidden_size
-            ));
-        }
-        let unit = vw.patch_size * vw.spatial_merge_size;
-        if unit == 0 || vw.window_size % unit != 0 {
-            return Err(format!("window_size {} is not a multiple of patch_size*spatial_merge_size", vw.window_size));
-        }
-        if let Some(&b) = vw.fullatt_block_indexes.iter().find(|&&b| b >= vw.depth) {
-            return Err(format!("fullatt_block_indexes has block {b} but depth is {}", vw.depth));
-        }
+        let vision = (arch.vision_config)(vision_v.as_object().ok_or("`vision_config` is not an object")?, text.hidden_size)?;
         let id = |k: &str| -> Result<u32, String> {
             let v = top.get(k).or_else(|| merged.get(k)).ok_or_else(|| format!("no `{k}`"))?;
             v.as_u64().and_then(|x| u32::try_from(x).ok()).ok_or_else(|| format!("`{k}` must be a token id, got {v}"))
-        };
-        let vision = VisionConfig {
-            depth: vw.depth,
-            hidden_size: vw.hidden_size,
-            intermediate_size: vw.intermediate_size,
-            num_heads: vw.num_heads,
-            in_channels: vw.in_channels.or(vw.in_chans).unwrap_or(3),
-            patch_size: vw.patch_size,
-            spatial_merge_size: vw.spatial_merge_size,
-            temporal_patch_size: vw.temporal_patch_size,
-            window_size: vw.window_size,
-            out_hidden_size: vw.out_hidden_size,
-            fullatt_block_indexes: vw.fullatt_block_indexes,
-            rope_theta: vw
-                .rope_theta
-                .or_else(|| vw.rope_parameters.as_ref().and_then(|r| r.get("rope_theta")).and_then(Value::as_f64))
-                .unwrap_or(DEFAULT_VISION_ROPE_THETA),
         };
         let eos_token_ids = ids_of(text.eos_token_id.as_ref());
         if eos_token_ids.is_empty() {
@@ -325,13 +302,62 @@ impl Config {
     }
 }
 
+/// The `vision_config` of a Qwen2.5-VL checkpoint, checked against the decoder width `text_hidden` it feeds.
+pub fn qwen2_5_vision_config(obj: &Map<String, Value>, text_hidden: usize) -> Result<VisionConfig, String> {
+check_counts(obj, "vision_config.", VISION_COUNTS)?;
+let vw: VisionWire =
+    serde_json::from_value(Value::Object(obj.clone())).map_err(|e| format!("vision_config: {e}"))?;
+    if let Some(act) = &vw.hidden_act {
+        if act != "silu" {
+            return Err(format!("vision_config.hidden_act `{act}` is not supported; expected `silu`"));
+        }
+    }
+    if vw.num_heads == 0 || vw.hidden_size % vw.num_heads != 0 || (vw.hidden_size / vw.num_heads) % 4 != 0 {
+        return Err(format!(
+            "vision hidden_size {} must split into num_heads {} of a head_dim divisible by 4",
+            vw.hidden_size, vw.num_heads
+        ));
+    }
+    if vw.out_hidden_size != text_hidden {
+        return Err(format!(
+            "vision_config.out_hidden_size {} differs from the text hidden_size {}",
+            vw.out_hidden_size, text_hidden
+        ));
+    }
+    let unit = vw.patch_size * vw.spatial_merge_size;
+    if unit == 0 || vw.window_size % unit != 0 {
+        return Err(format!("window_size {} is not a multiple of patch_size*spatial_merge_size", vw.window_size));
+    }
+    if let Some(&b) = vw.fullatt_block_indexes.iter().find(|&&b| b >= vw.depth) {
+        return Err(format!("fullatt_block_indexes has block {b} but depth is {}", vw.depth));
+    }
+    Ok(VisionConfig {
+        depth: vw.depth,
+        hidden_size: vw.hidden_size,
+        intermediate_size: vw.intermediate_size,
+        num_heads: vw.num_heads,
+        in_channels: vw.in_channels.or(vw.in_chans).unwrap_or(3),
+        patch_size: vw.patch_size,
+        spatial_merge_size: vw.spatial_merge_size,
+        temporal_patch_size: vw.temporal_patch_size,
+        window_size: vw.window_size,
+        out_hidden_size: vw.out_hidden_size,
+        fullatt_block_indexes: vw.fullatt_block_indexes,
+        gated_mlp: true,
+        rope_theta: vw
+            .rope_theta
+            .or_else(|| vw.rope_parameters.as_ref().and_then(|r| r.get("rope_theta")).and_then(Value::as_f64))
+            .unwrap_or(DEFAULT_VISION_ROPE_THETA),
+    })
+}
+
 /// Most decoder layers or vision blocks a config may declare: far above any released checkpoint (Qwen2.5-VL-72B
 /// has 80), low enough that a typo such as 10^9 layers is refused before anything is allocated for it.
-const MAX_LAYERS: u64 = 4096;
+pub(crate) const MAX_LAYERS: u64 = 4096;
 /// Most units of any width (hidden, intermediate, heads, vocabulary) a config may declare (2^24, ~16.7M).
-const MAX_WIDTH: u64 = 1 << 24;
+pub(crate) const MAX_WIDTH: u64 = 1 << 24;
 /// Most pixels a patch or window side may declare.
-const MAX_PATCH: u64 = 4096;
+pub(crate) const MAX_PATCH: u64 = 4096;
 
 /// `(key, maximum)` of every count in the text part; each must be a whole number in 1..=maximum.
 const TEXT_COUNTS: &[(&str, u64)] = &[
@@ -359,7 +385,7 @@ const VISION_COUNTS: &[(&str, u64)] = &[
 
 /// Zero, negative, fractional or absurd sizes are refused with the key named, before serde (whose message
 /// does not name the field) and before any division or allocation uses them.
-fn check_counts(obj: &Map<String, Value>, prefix: &str, counts: &[(&str, u64)]) -> Result<(), String> {
+pub(crate) fn check_counts(obj: &Map<String, Value>, prefix: &str, counts: &[(&str, u64)]) -> Result<(), String> {
     for &(key, max) in counts {
         let Some(v) = obj.get(key).filter(|v| !v.is_null()) else { continue };
         match v.as_u64() {

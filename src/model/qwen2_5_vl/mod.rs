@@ -6,6 +6,7 @@
 //! with image features merged), `blocks.{l}.hook_resid_post` for `l < L - 1`, `ln_final.hook_out`.
 //! Interventions run at each point before its capture, so captures are post-intervention.
 
+pub mod arch;
 pub mod checkpoint;
 pub mod config;
 pub mod processor;
@@ -14,13 +15,14 @@ mod reduce;
 mod resize;
 pub mod rope;
 mod text;
-mod vision;
+pub(crate) mod vision;
 
 use std::path::Path;
 
 use candle_core::{DType, Device, IndexOp, Tensor};
 use image::RgbImage;
 
+pub use arch::{Architecture, VisionTower, FAMILY, QWEN2_5_VL};
 pub use checkpoint::Checkpoint;
 pub use config::{Config, ProcessorConfig, TextConfig, VisionConfig};
 pub use processor::{smart_resize, ImageProcessor, ProcessedImage, ResizeFilter};
@@ -31,7 +33,6 @@ pub use text::KvCache;
 
 use crate::model::{Captures, Component, Error, HookPoint, HookSet, Input, Pooling, Positions};
 use text::{causal_mask, TextModel};
-use vision::VisionModel;
 
 /// transformers gives padding positions this position id on every M-RoPE axis.
 const PAD_POSITION: i64 = 1;
@@ -111,12 +112,14 @@ impl Layout {
     }
 }
 
-/// A loaded Qwen2.5-VL checkpoint.
+/// A loaded Qwen2.5-VL checkpoint, or one of another Qwen-VL generation that shares this runner (its
+/// [`Architecture`]: Qwen2-VL).
 pub struct Qwen25VlModel {
     id: String,
+    arch: &'static Architecture,
     cfg: Config,
     processor: ImageProcessor,
-    vision: VisionModel,
+    vision: Box<dyn VisionTower>,
     text: TextModel,
     device: Device,
     dtype: DType,
@@ -129,15 +132,20 @@ impl Qwen25VlModel {
     ///
     /// [`Model`]: crate::model::Model
     pub fn load(dir: &Path, dtype: DType, device: &Device) -> Result<Self, Error> {
-        let cfg = Config::from_dir(dir)?;
+        Self::load_as(&QWEN2_5_VL, dir, dtype, device)
+    }
+
+    /// [`Self::load`] for a checkpoint of the Qwen-VL generation `arch`.
+    pub fn load_as(arch: &'static Architecture, dir: &Path, dtype: DType, device: &Device) -> Result<Self, Error> {
+        let cfg = Config::from_dir_as(arch, dir)?;
         let proc_cfg = ProcessorConfig::from_dir(dir)?;
         proc_cfg.check(&cfg.vision).map_err(|msg| Error::Config { path: dir.join("preprocessor_config.json"), msg })?;
-        let ckpt = Checkpoint::open(dir, &cfg)?;
+        let ckpt = Checkpoint::open(dir, &cfg, arch.vision_tensors)?;
         let lm_head = if ckpt.has_lm_head { Some(ckpt.load("lm_head.weight", dtype, device)?) } else { None };
         let (text_prefix, vision_prefix) = (ckpt.text_prefix, ckpt.vision_prefix);
         let vb = ckpt.into_var_builder(dtype, device);
         let text = TextModel::new(&cfg.text, vb.pp(text_prefix), lm_head)?;
-        let vision = VisionModel::new(&cfg.vision, vb.pp(vision_prefix))?;
+        let vision = (arch.vision_tower)(&cfg.vision, vb.pp(vision_prefix))?;
         let tok = dir.join("tokenizer.json");
         let prompt = if tok.exists() {
             let chat = ChatPrompt::from_file(&tok, DEFAULT_QUESTION)?;
@@ -157,6 +165,7 @@ impl Qwen25VlModel {
         };
         Ok(Qwen25VlModel {
             id: dir.display().to_string(),
+            arch,
             cfg,
             processor: ImageProcessor::new(proc_cfg),
             vision,
@@ -204,6 +213,11 @@ impl Qwen25VlModel {
 
     pub fn config(&self) -> &Config {
         &self.cfg
+    }
+
+    /// The Qwen-VL generation this checkpoint is.
+    pub fn architecture(&self) -> &'static Architecture {
+        self.arch
     }
 
     pub fn processor(&self) -> &ImageProcessor {
@@ -691,7 +705,7 @@ impl crate::model::Model for Qwen25VlModel {
 
     fn module_path(&self, point: &HookPoint) -> Option<String> {
         let (lm, vis) = ("model.language_model", "model.visual");
-        let window = "output, rows in window order (un-permute with the inverse of get_vision_window_index)";
+        let window = self.arch.vision_rows;
         Some(match point {
             HookPoint::ResidPre(0) => format!("{lm}: input `inputs_embeds` (image features merged)"),
             HookPoint::ResidPost(l) => format!("{lm}.layers.{l}: output"),
@@ -756,6 +770,10 @@ impl crate::model::Model for Qwen25VlModel {
 
     fn token_layout(&self, image: &RgbImage) -> crate::Result<Option<crate::model::TokenLayout>> {
         self.input_token_layout(&Input::Image(image.clone()))
+    }
+
+    fn text_output(&self) -> Option<&dyn crate::model::TextOutput> {
+        self.prompt.is_some().then_some(self as &dyn crate::model::TextOutput)
     }
 
     fn input_token_layout(&self, input: &Input) -> crate::Result<Option<crate::model::TokenLayout>> {

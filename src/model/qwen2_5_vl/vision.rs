@@ -21,23 +21,23 @@ const VISION_NORM_EPS: f64 = 1e-6;
 const QUERY_CHUNK: usize = 1024;
 
 /// Conv3d with kernel = stride = one patch: on flattened patches it is one matrix product.
-struct PatchEmbed {
+pub(crate) struct PatchEmbed {
     weight: Tensor,
 }
 
 impl PatchEmbed {
-    fn new(cfg: &VisionConfig, vb: VarBuilder) -> candle_core::Result<Self> {
+    pub(crate) fn new(cfg: &VisionConfig, vb: VarBuilder) -> candle_core::Result<Self> {
         let (p, t) = (cfg.patch_size, cfg.temporal_patch_size);
         let w = vb.get((cfg.hidden_size, cfg.in_channels, t, p, p), "proj.weight")?;
         Ok(PatchEmbed { weight: w.reshape((cfg.hidden_size, cfg.in_channels * t * p * p))? })
     }
 
-    fn forward(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
+    pub(crate) fn forward(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
         xs.to_dtype(self.weight.dtype())?.matmul(&self.weight.t()?)
     }
 }
 
-struct VisionAttention {
+pub(crate) struct VisionAttention {
     qkv: Linear,
     proj: Linear,
     num_heads: usize,
@@ -45,7 +45,7 @@ struct VisionAttention {
 }
 
 impl VisionAttention {
-    fn new(cfg: &VisionConfig, vb: VarBuilder) -> candle_core::Result<Self> {
+    pub(crate) fn new(cfg: &VisionConfig, vb: VarBuilder) -> candle_core::Result<Self> {
         let h = cfg.hidden_size;
         Ok(VisionAttention {
             qkv: linear(h, 3 * h, vb.pp("qkv"))?,
@@ -57,7 +57,7 @@ impl VisionAttention {
 
     /// Non-causal attention inside each `[cu[i], cu[i+1])` segment. Rotary, scores, softmax and the value
     /// product run in f32 (transformers upcasts q and k for the rotary; sdpa accumulates in f32).
-    fn forward(&self, xs: &Tensor, cu: &[usize], cos: &Tensor, sin: &Tensor) -> candle_core::Result<Tensor> {
+    pub(crate) fn forward(&self, xs: &Tensor, cu: &[usize], cos: &Tensor, sin: &Tensor) -> candle_core::Result<Tensor> {
         let (n, hidden) = xs.dims2()?;
         let dtype = xs.dtype();
         let qkv = self.qkv.forward(xs)?.reshape((n, 3, self.num_heads, self.head_dim))?;
@@ -285,7 +285,7 @@ impl VisionModel {
 
 /// For each patch in row-major raster order (per image: `t`, row, column), its row in the processor's order,
 /// which groups patches by `merge x merge` unit (units in raster order, rows within a unit in raster order).
-fn raster_to_processor(grids: &[[usize; 3]], merge: usize) -> Vec<u32> {
+pub(crate) fn raster_to_processor(grids: &[[usize; 3]], merge: usize) -> Vec<u32> {
     let mut out = Vec::new();
     let mut base = 0;
     for &[t, h, w] in grids {
@@ -303,7 +303,7 @@ fn raster_to_processor(grids: &[[usize; 3]], merge: usize) -> Vec<u32> {
 }
 
 /// The inverse of a permutation.
-fn inverse(perm: &[u32]) -> Vec<u32> {
+pub(crate) fn inverse(perm: &[u32]) -> Vec<u32> {
     let mut inv = vec![0u32; perm.len()];
     for (i, &p) in perm.iter().enumerate() {
         inv[p as usize] = i as u32;
