@@ -3,6 +3,11 @@
 
     python3 scripts/make_qwen_fixture.py                 # everything below
     python3 scripts/make_qwen_fixture.py --points-only   # only reference_points.*, from the committed model/
+    python3 scripts/make_qwen_fixture.py --family qwen2_vl   # the Qwen2-VL fixture in tests/fixtures/qwen2-vl-tiny/
+
+`--family qwen2_vl` builds Qwen2VLForConditionalGeneration instead (LayerNorm/QuickGELU vision blocks, no
+windows, so its vision points need no window un-permutation) with the same decoder, prompts, images and steering
+cases, and writes everything below except the tokenizer and resize files, which do not depend on the family.
 
 The script makes its own virtualenv (scripts/.venv-qwen, system Python 3.11), installs the pinned packages below
 from PyPI (torch is the ~3 GB CUDA wheel; the first run takes minutes) and re-executes itself inside it. Nothing in
@@ -75,6 +80,18 @@ import transformers  # noqa: E402
 from PIL import Image  # noqa: E402
 from safetensors.torch import save_file  # noqa: E402
 from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration  # noqa: E402
+from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration  # noqa: E402
+
+FAMILY = sys.argv[sys.argv.index("--family") + 1] if "--family" in sys.argv else "qwen2_5_vl"
+if FAMILY not in ("qwen2_5_vl", "qwen2_vl"):
+    sys.exit(f"--family must be qwen2_5_vl or qwen2_vl, not {FAMILY}")
+QWEN2_VL = FAMILY == "qwen2_vl"
+if QWEN2_VL:
+    OUT = ROOT / "tests" / "fixtures" / "qwen2-vl-tiny"
+CONFIG_CLASS, MODEL_CLASS = (
+    (Qwen2VLConfig, Qwen2VLForConditionalGeneration) if QWEN2_VL else (Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration)
+)
+ARCHITECTURE = MODEL_CLASS.__name__
 
 # Special ids remapped into the tiny vocabulary (the real ones are 151643..151656); the Rust side reads them from
 # the config, so a hard-coded 151655 anywhere would fail these tests.
@@ -120,6 +137,22 @@ VISION = dict(
     fullatt_block_indexes=[1, 3],
     initializer_range=0.02,
 )
+if QWEN2_VL:
+    # Qwen2-VL's keys: embed_dim is the tower width, hidden_size the merger's output (the decoder width).
+    VISION = dict(
+        depth=3,
+        embed_dim=32,
+        hidden_size=64,
+        hidden_act="quick_gelu",
+        mlp_ratio=2,
+        num_heads=2,
+        in_channels=3,
+        patch_size=14,
+        spatial_merge_size=2,
+        temporal_patch_size=2,
+        initializer_range=0.02,
+    )
+VISION_WIDTH = VISION["embed_dim"] if QWEN2_VL else VISION["hidden_size"]
 PREPROCESSOR = {
     "min_pixels": 3136,
     "max_pixels": 12845056,
@@ -129,7 +162,7 @@ PREPROCESSOR = {
     "image_mean": [0.48145466, 0.4578275, 0.40821073],
     "image_std": [0.26862954, 0.26130258, 0.27577711],
     "image_processor_type": "Qwen2VLImageProcessor",
-    "processor_class": "Qwen2_5_VLProcessor",
+    "processor_class": "Qwen2VLProcessor" if QWEN2_VL else "Qwen2_5_VLProcessor",
     "resample": 3,
     "rescale_factor": 0.00392156862745098,
     "do_convert_rgb": True,
@@ -146,7 +179,7 @@ def build_model():
     torch.manual_seed(SEED)
     text = dict(TEXT)
     text["rope_parameters"] = {"rope_type": "default", "mrope_section": MROPE, "rope_theta": ROPE_THETA}
-    cfg = Qwen2_5_VLConfig(
+    cfg = CONFIG_CLASS(
         text_config=text,
         vision_config=VISION,
         image_token_id=IDS["image"],
@@ -155,7 +188,7 @@ def build_model():
         vision_end_token_id=IDS["vision_end"],
         tie_word_embeddings=False,
     )
-    model = Qwen2_5_VLForConditionalGeneration._from_config(cfg, attn_implementation="eager", dtype=torch.float32)
+    model = MODEL_CLASS._from_config(cfg, attn_implementation="eager", dtype=torch.float32)
     # Random init leaves biases at zero and norms at one, which would let a Rust bug there pass unseen.
     g = torch.Generator().manual_seed(SEED)
     with torch.no_grad():
@@ -367,7 +400,11 @@ def raster_order(grid, merge):
 
 
 def window_rows(model, grid):
-    """Processor row of each window-order row (the order of the vision blocks' hidden states)."""
+    """Processor row of each window-order row (the order of the vision blocks' hidden states); Qwen2-VL has no
+    windows, so its blocks hold processor rows and both orders are the identity."""
+    if QWEN2_VL:
+        n = int(grid.prod(-1).sum())
+        return torch.arange(n), torch.arange(n // model.model.visual.spatial_merge_size ** 2)
     from transformers.vision_utils import get_vision_window_index
 
     vis = model.model.visual
@@ -486,7 +523,7 @@ def record_points(model, proc, img):
 
     # Vision steering: alpha * v added to visual.blocks.K's output at chosen raster patches (window rows there).
     g = torch.Generator().manual_seed(SEED + 11)
-    vis_v = POINT_STEER["alpha"] * torch.randn(VISION["hidden_size"], generator=g)
+    vis_v = POINT_STEER["alpha"] * torch.randn(VISION_WIDTH, generator=g)
     pos_in_window = torch.argsort(win)[raster]  # window row of each raster patch
     rows = pos_in_window[POINT_STEER["vision_patches"]]
     h = add_hook(model.model.visual.blocks[POINT_STEER["vision_block"]], vis_v, rows)
@@ -553,8 +590,8 @@ def hub_layout_config(saved: dict) -> dict:
     text = saved["text_config"]
     cfg = {k: v for k, v in text.items() if k not in ("model_type", "rope_parameters", "dtype", "architectures")}
     cfg.update(
-        architectures=["Qwen2_5_VLForConditionalGeneration"],
-        model_type="qwen2_5_vl",
+        architectures=[ARCHITECTURE],
+        model_type=FAMILY,
         rope_theta=ROPE_THETA,
         rope_scaling={"type": "mrope", "mrope_section": MROPE},
         torch_dtype="float32",
@@ -649,8 +686,7 @@ def record_resize_cases():
 
 def points_only():
     """Adds reference_points.* for the committed model without rewriting anything else."""
-    model = Qwen2_5_VLForConditionalGeneration.from_pretrained(OUT / "model", attn_implementation="eager",
-                                                               dtype=torch.float32)
+    model = MODEL_CLASS.from_pretrained(OUT / "model", attn_implementation="eager", dtype=torch.float32)
     model.eval()
     record_points(model, image_processor(), render_images()["b"])
 
@@ -687,11 +723,13 @@ def main():
     meta["versions"] = {"torch": torch.__version__, "transformers": transformers.__version__, "numpy": np.__version__}
     meta["ids"] = IDS
     meta["image_processor"] = type(proc).__name__
+    meta["architecture"] = ARCHITECTURE
     meta["seed"] = SEED
     save_file(tensors, str(OUT / "reference.safetensors"), metadata={"generator": "scripts/make_qwen_fixture.py"})
     (OUT / "reference.json").write_text(json.dumps(meta, indent=1) + "\n")
-    record_tokenizer()
-    record_resize_cases()
+    if not QWEN2_VL:
+        record_tokenizer()
+        record_resize_cases()
     for k in ("a", "b"):
         print(k, "generated", meta[k]["generated_ids"], "min gap", min(meta[k]["generation_top2_gaps"]))
 

@@ -18,6 +18,7 @@ pub mod registry;
 // `registry::FAMILIES`).
 registry::families! {
     qwen2_5_vl,
+    qwen2_vl,
 }
 
 use std::collections::BTreeMap;
