@@ -5,7 +5,8 @@ use std::path::Path;
 use super::figures::{render, AlphaCurves, HueScatter, HueScatter3d, LayerLines, SERIES};
 use super::inputs::SetInputs;
 use super::view3d::View3d;
-use crate::steer::{hue_diff_deg, DirectionKind, SweepRow};
+use crate::colour::signed_hue_delta_deg;
+use crate::steer::{DirectionKind, SweepRow};
 
 /// A figure on the page: its file stem in `figures/` (SVG + PNG) and caption.
 #[derive(Debug, Clone)]
@@ -272,7 +273,7 @@ fn steering_curves(set: &str, pair: &str, layer: usize, rows: &[&SweepRow], tol:
         y_label: "hue travelled from the source (deg)".into(),
         series,
         y_range: None,
-        target: Some((hue_diff_deg(source, first.target_deg), tol)),
+        target: Some((signed_hue_delta_deg(source, first.target_deg), tol)),
     }
 }
 
@@ -289,7 +290,7 @@ fn joystick_curves(title: &str, rows: &[crate::manifold::JoystickRow]) -> AlphaC
         .map(|(i, g)| {
             let of: Vec<&crate::manifold::JoystickRow> = rows.iter().filter(|r| r.pair == *g).collect();
             let pts = of.iter().map(|r| (r.alpha, r.decoded_hue)).collect();
-            let target = of.first().map_or(0.0, |r| hue_diff_deg(r.source_deg, r.target_deg));
+            let target = of.first().map_or(0.0, |r| signed_hue_delta_deg(r.source_deg, r.target_deg));
             (format!("{g} (target {target:+.0}°)"), SERIES[i % SERIES.len()], travelled(of[0].source_deg, pts))
         })
         .collect();
@@ -312,15 +313,15 @@ pub(super) fn travelled(source: f64, mut pts: Vec<(f64, f64)>) -> Vec<(f64, f64)
         return pts;
     };
     let raw: Vec<f64> = pts.iter().map(|p| p.1).collect();
-    pts[anchor].1 = hue_diff_deg(source, raw[anchor]);
+    pts[anchor].1 = signed_hue_delta_deg(source, raw[anchor]);
     let pos = finite.iter().position(|&i| i == anchor).unwrap_or(0);
     for w in pos..finite.len().saturating_sub(1) {
         let (a, b) = (finite[w], finite[w + 1]);
-        pts[b].1 = pts[a].1 + hue_diff_deg(raw[a], raw[b]);
+        pts[b].1 = pts[a].1 + signed_hue_delta_deg(raw[a], raw[b]);
     }
     for w in (1..=pos).rev() {
         let (a, b) = (finite[w], finite[w - 1]);
-        pts[b].1 = pts[a].1 + hue_diff_deg(raw[a], raw[b]);
+        pts[b].1 = pts[a].1 + signed_hue_delta_deg(raw[a], raw[b]);
     }
     pts
 }
@@ -341,6 +342,6 @@ mod tests {
         assert_eq!(got[1].1, -2.0);
         assert!(got[2].1.is_nan());
         assert_eq!(got[3].1, 119.0);
-        assert_eq!(hue_diff_deg(240.0, 0.0), 120.0, "the target line sits at +120");
+        assert_eq!(signed_hue_delta_deg(240.0, 0.0), 120.0, "the target line sits at +120");
     }
 }
