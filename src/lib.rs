@@ -14,9 +14,10 @@
 //! report (HTML + figures + CSV/JSON)
 //! ```
 //!
-//! `manifold` and `stimuli` are leaves: `huescan analyze` needs no model.
+//! `manifold` and `stimuli` are leaves: `huescan analyze` needs no model. `colour` (HSV, OKLCH, hue
+//! differences, circular means, the chromatic threshold) is the leaf under all of them.
 
-pub mod cli;
+pub mod colour;
 pub mod env;
 pub mod error;
 pub mod extract;
@@ -26,6 +27,7 @@ pub mod model;
 pub mod nan_json;
 pub mod report;
 pub mod runinfo;
+pub mod settings;
 pub mod steer;
 pub mod stimuli;
 pub mod store;

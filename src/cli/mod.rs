@@ -22,7 +22,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 
-pub use progress::{Bar, Progress};
+pub use progress::Progress;
 
 /// Where, and in what shape, does a vision-language model hold colour hue inside, and is that shape causal?
 ///
@@ -177,11 +177,49 @@ pub(crate) fn print_line(line: std::fmt::Arguments<'_>) -> anyhow::Result<()> {
         .map_err(|e| anyhow::Error::new(crate::Error::io("cannot write", "<standard output>", e)))
 }
 
+/// The defaults of a flattened settings struct, as clap gives them for an empty command line: the `Default` of
+/// every settings struct, so a default is written once (in its `#[arg(default_value_t = ...)]`) and `scan`
+/// composes the same settings the single commands use.
+pub(crate) fn flag_defaults<T: Args + clap::FromArgMatches>() -> T {
+    let cmd = T::augment_args(clap::Command::new("defaults"));
+    let matches = cmd.try_get_matches_from(["defaults"]).expect("every flag of a settings struct has a default");
+    T::from_arg_matches(&matches).expect("the defaults parse")
+}
+
 /// Resolves a path argument that must exist, with a sentence naming it if not.
 pub(crate) fn existing(path: &Path, what: &str) -> anyhow::Result<PathBuf> {
     if path.exists() {
         Ok(path.to_path_buf())
     } else {
         anyhow::bail!("{what} `{}` does not exist", path.display())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::commands::analyze::AnalyzeSettings;
+    use super::commands::scan::PipelineArgs;
+    use super::commands::steer::SteerSettings;
+    use crate::settings;
+
+    // `scan` builds the single commands' settings from these defaults, so they must be the flags' own.
+    #[test]
+    fn settings_structs_default_to_their_flags_defaults() {
+        let a = AnalyzeSettings::default();
+        assert_eq!((a.permutations, a.bootstrap, a.seed), (settings::PERMUTATIONS, settings::BOOTSTRAP, 0));
+        assert_eq!((a.shapes.as_str(), a.layers.as_str(), a.w_test), (settings::SHAPES, "all", settings::W_TEST));
+        assert_eq!((a.mode, a.layer), (crate::manifold::LabelMode::Periodic, None));
+        let s = SteerSettings::default();
+        assert_eq!(
+            (s.alphas.as_str(), s.direction.as_str(), s.normalise.as_str()),
+            (settings::ALPHAS_SPEC, "all", "none")
+        );
+        assert_eq!((s.smds_alpha, s.tolerance, s.max_new_tokens), (settings::SMDS_ALPHA, settings::TOLERANCE_DEG, 4));
+        let p = PipelineArgs::default();
+        assert_eq!((p.pool.as_str(), p.layers.as_str(), p.runtime.device.as_str()), ("image-mean", "residual", "cpu"));
+        assert_eq!(
+            (p.permutations, p.max_new_tokens, p.batch_size),
+            (settings::PERMUTATIONS, settings::MAX_NEW_TOKENS, None)
+        );
     }
 }

@@ -57,10 +57,6 @@ impl Progress {
         Progress { chatty: false, ..*self }
     }
 
-    pub fn quiet(&self) -> bool {
-        self.quiet
-    }
-
     /// A bar over `len` items with rate and ETA.
     pub fn bar(&self, len: u64, what: &str) -> Bar {
         let (target, template) = if self.quiet {

@@ -60,16 +60,18 @@ impl Default for AnalyzeOptions {
             mode: LabelMode::Periodic,
             shapes: Shape::NOTEBOOK.to_vec(),
             n_components: 2,
-            alpha_fit: 1e-4,
+            alpha_fit: crate::settings::SMDS_ALPHA,
             alpha_cv: 1.0,
             test_fraction: 0.2,
             split_offset: 0,
             n_folds: None,
-            seed: 0,
-            n_permutations: 100,
-            n_bootstrap: 1000,
+            seed: crate::settings::SEED,
+            n_permutations: crate::settings::PERMUTATIONS,
+            n_bootstrap: crate::settings::BOOTSTRAP,
             ci_level: 0.95,
-            w_test: 0.7,
+            w_test: crate::settings::W_TEST,
+            // 0.3, not `1 - W_TEST` (0.30000000000000004, what the command line computes): library callers
+            // keep the numbers they have always had.
             w_periodicity: 0.3,
             layer: None,
             joystick: Some(JoystickOptions::default()),
@@ -284,6 +286,181 @@ fn nan_last_desc(a: f64, b: f64) -> std::cmp::Ordering {
     }
 }
 
+/// What the layer scan scores every layer against: the labels, all rows, the scan's folds and label
+/// permutations, and the circle's ideal embedding and distances.
+struct ScanContext<'a> {
+    opts: &'a AnalyzeOptions,
+    labels: &'a [f64],
+    all: &'a [usize],
+    folds: &'a [Fold],
+    perms: &'a [Vec<f64>],
+    circ_all: &'a Array2<f64>,
+    circ_d: &'a Array2<f64>,
+}
+
+/// The scan row of a zero-variance layer: the package's `-inf` score, never chosen.
+fn zero_variance_row(layer: usize, ctx: &ScanContext) -> LayerScanRow {
+    let mut row = empty_scan_row(layer, ctx);
+    row.note = "zero variance: every row is identical, score is -inf as in the package".into();
+    row
+}
+
+fn empty_scan_row(layer: usize, ctx: &ScanContext) -> LayerScanRow {
+    LayerScanRow {
+        layer,
+        mode: ctx.opts.mode,
+        in_sample_score: f64::NEG_INFINITY,
+        stress: f64::INFINITY,
+        cv_score: f64::NAN,
+        cv_std: f64::NAN,
+        n_folds: ctx.folds.len(),
+        shuffled_baseline: f64::NAN,
+        p_value: f64::NAN,
+        cv_by_shape: Vec::new(),
+        note: String::new(),
+    }
+}
+
+/// One layer of the scan: its in-sample and cross-validated circle scores, the other shapes' CV scores and the
+/// permutation baseline, with the key the layer choice maximises. `None` for a zero-variance layer.
+fn scan_layer(layer: usize, gram: &LayerGram, ctx: &ScanContext) -> crate::Result<Option<(LayerScanRow, f64)>> {
+    let (opts, k) = (ctx.opts, ctx.opts.n_components);
+    let mut row = empty_scan_row(layer, ctx);
+    if gram.trace() == 0.0 {
+        return Ok(None);
+    }
+    let op = gram.operator(ctx.all, ctx.all, opts.alpha_fit)?;
+    row.in_sample_score = score_primary(ctx.circ_d.view(), pairwise(project(&op, ctx.circ_all).view()).view());
+    row.stress = 1.0 - row.in_sample_score;
+    let ops = FoldOps::new(gram, ctx.all, ctx.folds.to_vec(), opts.alpha_cv)?;
+    let fold_scores: Vec<f64> =
+        ops.scores(Shape::Circular, ctx.labels, opts.mode, k)?.iter().map(Scores::primary).collect();
+    (row.cv_score, row.cv_std) = mean_std(&fold_scores);
+    for &shape in &opts.shapes {
+        let (mean, std) = if shape == Shape::Circular {
+            (row.cv_score, row.cv_std)
+        } else {
+            mean_std(&ops.scores(shape, ctx.labels, opts.mode, k)?.iter().map(Scores::primary).collect::<Vec<_>>())
+        };
+        row.cv_by_shape.push((shape, mean, std));
+    }
+    let null = null_scores(&ops, Shape::Circular, ctx.perms, opts)?;
+    if !null.is_empty() {
+        row.shuffled_baseline = null.iter().sum::<f64>() / null.len() as f64;
+    }
+    row.p_value = permutation_p_value(row.cv_score, &null);
+    let key = match (opts.layer, opts.mode) {
+        (Some(l), _) => f64::from(u8::from(l == layer)),
+        (None, LabelMode::Compat) => row.in_sample_score,
+        (None, LabelMode::Periodic) => row.cv_score,
+    };
+    Ok(Some((row, key)))
+}
+
+/// Discovery on the training split: every candidate shape's cross-validated scores and permutation p-value,
+/// ranked by mean primary score (NaN last).
+fn discover(
+    ops: &FoldOps,
+    train_labels: &[f64],
+    perms: &[Vec<f64>],
+    opts: &AnalyzeOptions,
+) -> Result<Vec<DiscoveryRow>, Error> {
+    let k = opts.n_components;
+    let mut discovery = opts
+        .shapes
+        .iter()
+        .map(|&shape| {
+            let folds = ops.scores(shape, train_labels, opts.mode, k)?;
+            let stats: Vec<(f64, f64)> =
+                (0..5).map(|m| mean_std(&folds.iter().map(|s| s.0[m]).collect::<Vec<_>>())).collect();
+            let null = null_scores(ops, shape, perms, opts)?;
+            let mean = Scores(std::array::from_fn(|m| stats[m].0));
+            Ok(DiscoveryRow {
+                shape,
+                rank: 0,
+                n_folds: folds.len(),
+                std: Scores(std::array::from_fn(|m| stats[m].1)),
+                p_value: permutation_p_value(mean.primary(), &null),
+                shuffled_baseline: if null.is_empty() {
+                    f64::NAN
+                } else {
+                    null.iter().sum::<f64>() / null.len() as f64
+                },
+                mean,
+                folds,
+            })
+        })
+        .collect::<Result<Vec<_>, Error>>()?;
+    discovery.sort_by(|a, b| nan_last_desc(a.mean.primary(), b.mean.primary()));
+    discovery.iter_mut().enumerate().for_each(|(i, r)| r.rank = i + 1);
+    Ok(discovery)
+}
+
+/// Refits each discovered shape on the training split and scores the held-out test split: every metric, a
+/// bootstrap interval of the primary score, the seam closure and the periodicity score.
+fn held_out(
+    gram: &LayerGram,
+    discovery: &[DiscoveryRow],
+    (train, test): (&[usize], &[usize]),
+    hue_deg: &[f64],
+    labels: &[f64],
+    opts: &AnalyzeOptions,
+) -> Result<Vec<HeldoutRow>, Error> {
+    let k = opts.n_components;
+    let train_labels: Vec<f64> = train.iter().map(|&i| labels[i]).collect();
+    let test_labels: Vec<f64> = test.iter().map(|&i| labels[i]).collect();
+    let test_hues: Vec<f64> = test.iter().map(|&i| hue_deg[i]).collect();
+    let op_test = gram.operator(train, test, opts.alpha_fit)?;
+    let coverage = coverage_ratio(hue_deg);
+    discovery
+        .iter()
+        .map(|d| {
+            let y = ideal_embedding(d.shape, &train_labels, opts.mode, k)?;
+            let z = project(&op_test, &y);
+            let d_pred = pairwise(z.view());
+            let scores = score_all(d.shape.distances(&test_labels, opts.mode)?.view(), d_pred.view());
+            let ci =
+                bootstrap_interval(test.len(), opts.n_bootstrap, opts.ci_level, opts.seed.wrapping_add(3), |idx| {
+                    let sub: Vec<f64> = idx.iter().map(|&i| test_labels[i]).collect();
+                    let d_ideal = d.shape.distances(&sub, opts.mode).expect("labels already checked");
+                    score_primary(
+                        d_ideal.view(),
+                        d_pred.select(ndarray::Axis(0), idx).select(ndarray::Axis(1), idx).view(),
+                    )
+                });
+            let closure = seam_closure_ratio(z.view(), &test_hues);
+            Ok(HeldoutRow {
+                shape: d.shape,
+                test: scores,
+                test_ci: ci,
+                test_closure_ratio: closure,
+                periodicity_score: periodicity_score(closure),
+                coverage_ratio: coverage,
+            })
+        })
+        .collect::<Result<Vec<_>, Error>>()
+}
+
+/// Arbitration: each shape's composite of held-out score and periodicity, best first (NaN last).
+fn arbitrate(discovery: &[DiscoveryRow], heldout: &[HeldoutRow], opts: &AnalyzeOptions) -> Vec<ArbitrationRow> {
+    let mut arbitration: Vec<ArbitrationRow> = discovery
+        .iter()
+        .zip(heldout)
+        .map(|(d, h)| ArbitrationRow {
+            shape: d.shape,
+            train_cv_score: d.mean.primary(),
+            train_cv_std: d.std.primary(),
+            test_score: h.test.primary(),
+            test_closure_ratio: h.test_closure_ratio,
+            periodicity_score: h.periodicity_score,
+            coverage_ratio: h.coverage_ratio,
+            composite_score: opts.w_test * h.test.primary() + opts.w_periodicity * h.periodicity_score,
+        })
+        .collect();
+    arbitration.sort_by(|a, b| nan_last_desc(a.composite_score, b.composite_score));
+    arbitration
+}
+
 /// Analyses one stimulus set. `layers` yields `(layer index, [n_samples, d_model] activations)` one at a time
 /// (f32 or f64); `hue_deg` has one hue per row. Errors: fewer than 8 samples, NaN/constant hues, a layer whose
 /// row count or width differs, NaN/Inf activations (named by layer, row, column), every layer constant.
@@ -308,6 +485,15 @@ where
     let circ_all = ideal_embedding(Shape::Circular, &labels, opts.mode, k)?;
     let circ_d = Shape::Circular.distances(&labels, opts.mode)?;
 
+    let ctx = ScanContext {
+        opts,
+        labels: &labels,
+        all: &all,
+        folds: &scan_folds,
+        perms: &scan_perms,
+        circ_all: &circ_all,
+        circ_d: &circ_d,
+    };
     let mut scan = Vec::new();
     let mut widths = std::collections::BTreeMap::new();
     let mut best: Option<(f64, usize, LayerGram)> = None;
@@ -321,49 +507,10 @@ where
         widths.insert(layer, x.ncols());
         let gram = LayerGram::new(x.view(), &format!("layer {layer}"))?;
         drop(x);
-        let mut row = LayerScanRow {
-            layer,
-            mode: opts.mode,
-            in_sample_score: f64::NEG_INFINITY,
-            stress: f64::INFINITY,
-            cv_score: f64::NAN,
-            cv_std: f64::NAN,
-            n_folds: scan_folds.len(),
-            shuffled_baseline: f64::NAN,
-            p_value: f64::NAN,
-            cv_by_shape: Vec::new(),
-            note: String::new(),
-        };
-        if gram.trace() == 0.0 {
-            row.note = "zero variance: every row is identical, score is -inf as in the package".into();
+        let Some((row, key)) = scan_layer(layer, &gram, &ctx)? else {
             warnings.push(format!("layer {layer} has zero variance and was skipped"));
-            scan.push(row);
+            scan.push(zero_variance_row(layer, &ctx));
             continue;
-        }
-        let op = gram.operator(&all, &all, opts.alpha_fit)?;
-        row.in_sample_score = score_primary(circ_d.view(), pairwise(project(&op, &circ_all).view()).view());
-        row.stress = 1.0 - row.in_sample_score;
-        let ops = FoldOps::new(&gram, &all, scan_folds.clone(), opts.alpha_cv)?;
-        let fold_scores: Vec<f64> =
-            ops.scores(Shape::Circular, &labels, opts.mode, k)?.iter().map(Scores::primary).collect();
-        (row.cv_score, row.cv_std) = mean_std(&fold_scores);
-        for &shape in &opts.shapes {
-            let (mean, std) = if shape == Shape::Circular {
-                (row.cv_score, row.cv_std)
-            } else {
-                mean_std(&ops.scores(shape, &labels, opts.mode, k)?.iter().map(Scores::primary).collect::<Vec<_>>())
-            };
-            row.cv_by_shape.push((shape, mean, std));
-        }
-        let null = null_scores(&ops, Shape::Circular, &scan_perms, opts)?;
-        if !null.is_empty() {
-            row.shuffled_baseline = null.iter().sum::<f64>() / null.len() as f64;
-        }
-        row.p_value = permutation_p_value(row.cv_score, &null);
-        let key = match (opts.layer, opts.mode) {
-            (Some(l), _) => f64::from(u8::from(l == layer)),
-            (None, LabelMode::Compat) => row.in_sample_score,
-            (None, LabelMode::Periodic) => row.cv_score,
         };
         // Strictly greater keeps the first layer on ties, like pandas idxmin.
         if key.is_finite() && best.as_ref().is_none_or(|(b, _, _)| key > *b) {
@@ -400,84 +547,14 @@ where
             .push(format!("discovery trains on {} samples (< {SMALL_N_WARNING}), as the package warns", train.len()));
     }
     let train_labels: Vec<f64> = train.iter().map(|&i| labels[i]).collect();
-    let test_labels: Vec<f64> = test.iter().map(|&i| labels[i]).collect();
-    let test_hues: Vec<f64> = test.iter().map(|&i| hue_deg[i]).collect();
     let ops = FoldOps::new(&gram, &train, opts.folds(train.len(), 0xd15c)?, opts.alpha_cv)?;
     let disc_perms = permutations(&train_labels, opts.n_permutations, opts.seed.wrapping_add(2));
-    let mut discovery = opts
-        .shapes
-        .iter()
-        .map(|&shape| {
-            let folds = ops.scores(shape, &train_labels, opts.mode, k)?;
-            let stats: Vec<(f64, f64)> =
-                (0..5).map(|m| mean_std(&folds.iter().map(|s| s.0[m]).collect::<Vec<_>>())).collect();
-            let null = null_scores(&ops, shape, &disc_perms, opts)?;
-            let mean = Scores(std::array::from_fn(|m| stats[m].0));
-            Ok(DiscoveryRow {
-                shape,
-                rank: 0,
-                n_folds: folds.len(),
-                std: Scores(std::array::from_fn(|m| stats[m].1)),
-                p_value: permutation_p_value(mean.primary(), &null),
-                shuffled_baseline: if null.is_empty() {
-                    f64::NAN
-                } else {
-                    null.iter().sum::<f64>() / null.len() as f64
-                },
-                mean,
-                folds,
-            })
-        })
-        .collect::<Result<Vec<_>, Error>>()?;
-    discovery.sort_by(|a, b| nan_last_desc(a.mean.primary(), b.mean.primary()));
-    discovery.iter_mut().enumerate().for_each(|(i, r)| r.rank = i + 1);
+    let discovery = discover(&ops, &train_labels, &disc_perms, opts)?;
 
     // Refit on train, score the held-out test split.
-    let op_test = gram.operator(&train, &test, opts.alpha_fit)?;
-    let coverage = coverage_ratio(hue_deg);
-    let heldout = discovery
-        .iter()
-        .map(|d| {
-            let y = ideal_embedding(d.shape, &train_labels, opts.mode, k)?;
-            let z = project(&op_test, &y);
-            let d_pred = pairwise(z.view());
-            let scores = score_all(d.shape.distances(&test_labels, opts.mode)?.view(), d_pred.view());
-            let ci =
-                bootstrap_interval(test.len(), opts.n_bootstrap, opts.ci_level, opts.seed.wrapping_add(3), |idx| {
-                    let sub: Vec<f64> = idx.iter().map(|&i| test_labels[i]).collect();
-                    let d_ideal = d.shape.distances(&sub, opts.mode).expect("labels already checked");
-                    score_primary(
-                        d_ideal.view(),
-                        d_pred.select(ndarray::Axis(0), idx).select(ndarray::Axis(1), idx).view(),
-                    )
-                });
-            let closure = seam_closure_ratio(z.view(), &test_hues);
-            Ok(HeldoutRow {
-                shape: d.shape,
-                test: scores,
-                test_ci: ci,
-                test_closure_ratio: closure,
-                periodicity_score: periodicity_score(closure),
-                coverage_ratio: coverage,
-            })
-        })
-        .collect::<Result<Vec<_>, Error>>()?;
+    let heldout = held_out(&gram, &discovery, (&train, &test), hue_deg, &labels, opts)?;
 
-    let mut arbitration: Vec<ArbitrationRow> = discovery
-        .iter()
-        .zip(&heldout)
-        .map(|(d, h)| ArbitrationRow {
-            shape: d.shape,
-            train_cv_score: d.mean.primary(),
-            train_cv_std: d.std.primary(),
-            test_score: h.test.primary(),
-            test_closure_ratio: h.test_closure_ratio,
-            periodicity_score: h.periodicity_score,
-            coverage_ratio: h.coverage_ratio,
-            composite_score: opts.w_test * h.test.primary() + opts.w_periodicity * h.periodicity_score,
-        })
-        .collect();
-    arbitration.sort_by(|a, b| nan_last_desc(a.composite_score, b.composite_score));
+    let arbitration = arbitrate(&discovery, &heldout, opts);
     let winner = arbitration[0].shape;
 
     let template = circle_template_3d(hue_deg, winner);

@@ -3,7 +3,7 @@
 //! decoded (not run through the model) and its hue compared with the target. It shows what a linear readout
 //! does with interpolated vectors; it is not evidence that the model uses the direction.
 
-use crate::stimuli::colour;
+use crate::colour::{self, hsv_to_rgb, signed_hue_delta_deg, Hsv};
 use ndarray::{Array2, ArrayView2};
 use serde::{Deserialize, Serialize};
 
@@ -31,10 +31,10 @@ pub struct JoystickOptions {
 
 impl Default for JoystickOptions {
     fn default() -> Self {
-        let pair = |s: f64, t: f64, l: &str| SteeringPair { source_deg: s, target_deg: t, label: l.to_string() };
+        let pair = |&(s, t, l): &(f64, f64, &str)| SteeringPair { source_deg: s, target_deg: t, label: l.to_string() };
         JoystickOptions {
-            pairs: vec![pair(240.0, 0.0, "Blue→Red"), pair(0.0, 120.0, "Red→Green"), pair(120.0, 240.0, "Green→Blue")],
-            alphas: vec![-0.25, 0.0, 0.25, 0.5, 0.75, 1.0, 1.25],
+            pairs: crate::settings::PAIRS.iter().map(pair).collect(),
+            alphas: crate::settings::ALPHAS.to_vec(),
             main_alpha: 0.85,
         }
     }
@@ -63,25 +63,15 @@ pub struct Joystick {
     pub rows: Vec<JoystickRow>,
 }
 
-/// Python `colorsys.hsv_to_rgb` with the hue in turns (`[0, 1)`), as the notebook calls it.
-pub fn hsv_to_rgb(h: f64, s: f64, v: f64) -> [f64; 3] {
-    colour::hsv_to_rgb(colour::Hsv { hue_deg: h * 360.0, s, v })
-}
-
 /// The notebook's `rgb_to_hue_deg`: clip to `[0, 1]`, Python `colorsys.rgb_to_hsv` hue, in degrees `[0, 360)`
 /// (0 for greys, as colorsys).
 pub fn rgb_to_hue_deg(rgb: [f64; 3]) -> f64 {
     colour::rgb_to_hsv(rgb.map(|c| c.clamp(0.0, 1.0))).hue_deg
 }
 
-/// The notebook's `circular_hue_error`: signed difference in `[-180, 180)`.
-pub fn circular_hue_error(pred_deg: f64, target_deg: f64) -> f64 {
-    (pred_deg - target_deg + 180.0).rem_euclid(360.0) - 180.0
-}
-
 /// Rows nearest in circular hue to `target` (all ties), as `mean_vector_at_angle` selects them.
 fn rows_at_angle(hue_deg: &[f64], target: f64) -> Vec<usize> {
-    let delta: Vec<f64> = hue_deg.iter().map(|h| circular_hue_error(*h, target).abs()).collect();
+    let delta: Vec<f64> = hue_deg.iter().map(|h| signed_hue_delta_deg(target, *h).abs()).collect();
     let min = delta.iter().cloned().fold(f64::INFINITY, f64::min);
     (0..hue_deg.len()).filter(|&i| delta[i] == min).collect()
 }
@@ -104,7 +94,9 @@ pub(crate) fn joystick_from_gram(gram: &LayerGram, hue_deg: &[f64], opts: &Joyst
     if n < 2 {
         return Err(Error::TooFewSamples { got: n, min: 2 });
     }
-    let rgb: Vec<[f64; 3]> = hue_deg.iter().map(|h| hsv_to_rgb(h.rem_euclid(360.0) / 360.0, 1.0, 1.0)).collect();
+    // The notebook calls `colorsys.hsv_to_rgb(h / 360, 1, 1)`; the degrees-in form gives the same bits.
+    let rgb: Vec<[f64; 3]> =
+        hue_deg.iter().map(|h| hsv_to_rgb(Hsv { hue_deg: h.rem_euclid(360.0), s: 1.0, v: 1.0 })).collect();
     let mean: [f64; 3] = std::array::from_fn(|c| rgb.iter().map(|v| v[c]).sum::<f64>() / n as f64);
     let rc = Array2::from_shape_fn((n, 3), |(i, c)| rgb[i][c] - mean[c]);
     let all: Vec<usize> = (0..n).collect();
@@ -153,7 +145,7 @@ pub(crate) fn joystick_from_gram(gram: &LayerGram, hue_deg: &[f64], opts: &Joyst
                 target_deg: pair.target_deg,
                 alpha,
                 decoded_hue: hue,
-                target_error_deg: circular_hue_error(hue, pair.target_deg),
+                target_error_deg: signed_hue_delta_deg(pair.target_deg, hue),
             });
         }
     }
@@ -174,12 +166,13 @@ mod tests {
 
     #[test]
     fn colorsys_round_trip_and_known_values() {
-        assert_eq!(hsv_to_rgb(240.0 / 360.0, 1.0, 1.0), [0.0, 0.0, 1.0]);
+        let full = |hue_deg: f64| hsv_to_rgb(Hsv { hue_deg, s: 1.0, v: 1.0 });
+        assert_eq!(full(240.0), [0.0, 0.0, 1.0]);
         for deg in [0.0, 17.0, 120.0, 200.5, 359.0] {
-            let rgb = hsv_to_rgb(deg / 360.0, 1.0, 1.0);
-            assert!((rgb_to_hue_deg(rgb) - deg).abs() < 1e-9, "{deg}");
+            assert!((rgb_to_hue_deg(full(deg)) - deg).abs() < 1e-9, "{deg}");
         }
-        assert_eq!(circular_hue_error(350.0, 10.0), -20.0);
+        // The notebook's `circular_hue_error(350, 10)` is -20: the prediction lies 20 degrees clockwise.
+        assert_eq!(signed_hue_delta_deg(10.0, 350.0), -20.0);
     }
 
     #[test]
@@ -188,7 +181,7 @@ mod tests {
         // so blue→red at 0.85 decodes to the notebook's 349.41 degrees.
         let hue: Vec<f64> = (0..60).map(|i| i as f64 * 6.0).collect();
         let x = Array2::from_shape_fn((60, 8), |(i, j)| {
-            let rgb = hsv_to_rgb(hue[i] / 360.0, 1.0, 1.0);
+            let rgb = hsv_to_rgb(Hsv { hue_deg: hue[i], s: 1.0, v: 1.0 });
             if j < 3 {
                 rgb[j]
             } else {

@@ -36,9 +36,7 @@ pub use analyze::{
     LayerChoice, LayerScanRow, Projection,
 };
 pub use cv::{kfold_contiguous, kfold_shuffled, n_folds_for, periodic_train_test_split, Fold};
-pub use joystick::{
-    circular_hue_error, hsv_to_rgb, joystick, rgb_to_hue_deg, Joystick, JoystickOptions, JoystickRow, SteeringPair,
-};
+pub use joystick::{joystick, rgb_to_hue_deg, Joystick, JoystickOptions, JoystickRow, SteeringPair};
 pub use metrics::{score_distances, Metric, Scores};
 pub use output::{write_analysis, write_global};
 pub use pca::principal_components;

@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use super::{Error, Result};
 
 /// How labels are turned into shape coordinates.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum LabelMode {
     /// huescan's default: labels are fractions of a turn in `[0, 1)` (hue_deg mod 360 / 360), used as they are,

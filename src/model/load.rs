@@ -31,7 +31,7 @@ pub struct LoadOptions {
 }
 
 /// The question huescan asks by default: it makes the answer position predict a colour word.
-pub const DEFAULT_PROMPT: &str = "What colour is this image? Answer with one word.";
+pub const DEFAULT_PROMPT: &str = crate::settings::PROMPT;
 
 /// A loaded model and what the activation store must record about it. What the model can do (text output,
 /// a colour output) is asked through [`Model`].

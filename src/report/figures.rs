@@ -9,7 +9,7 @@ use plotters::coord::types::RangedCoordf64;
 use plotters::coord::Shift;
 use plotters::prelude::*;
 
-use crate::stimuli::colour::{hsv_to_rgb, Hsv};
+use crate::colour::{hsv_to_rgb, Hsv};
 
 const FONT: &str = "sans-serif";
 /// Text sizes in figure pixels (plotters draws them at ~0.8 of this). The page's grid shows a 640 px figure no

@@ -5,7 +5,8 @@ use std::path::Path;
 use super::figures::{render, AlphaCurves, HueScatter, HueScatter3d, LayerLines, SERIES};
 use super::inputs::SetInputs;
 use super::view3d::View3d;
-use crate::steer::{hue_diff_deg, DirectionKind, SweepRow};
+use crate::colour::signed_hue_delta_deg;
+use crate::steer::{DirectionKind, SweepRow};
 
 /// A figure on the page: its file stem in `figures/` (SVG + PNG) and caption.
 #[derive(Debug, Clone)]
@@ -41,15 +42,55 @@ pub struct SetFigures {
 
 /// Draws the figures of `set` (position `index` on the page) into `fig_dir`.
 pub(super) fn draw(run: &Path, index: usize, set: &SetInputs, fig_dir: &Path) -> crate::Result<SetFigures> {
-    let mut files = Vec::new();
-    let name = &set.name;
-    let stem = |what: &str| format!("{name}-{what}");
-    let mut add = |files_: [String; 2], stem: String, caption: String| {
-        files.extend(files_);
-        Panel { stem, caption }
+    let mut d = Drawn { name: &set.name, files: Vec::new() };
+    let name = d.name;
+    let stress = stress_figure(set, fig_dir, &d.stem("stress"))?;
+    let stress = d.add(stress.0, d.stem("stress"), stress.1);
+    let (projections, static3d, views) = projection_figures(&mut d, index, set, fig_dir)?;
+    let joystick = match &set.analysis.joystick {
+        Some(j) if !j.rows.is_empty() => {
+            let fig = joystick_curves(&format!("{name}: decoder-only joystick (outside the model)"), &j.rows);
+            Some(d.add(render(&fig, fig_dir, &d.stem("joystick"))?, d.stem("joystick"), "The seed notebook's \"neural \
+                joystick\": a linear decoder to RGB fitted at the chosen layer, fed x_src + α (x_tgt − x_src), drawn as \
+                the hue travelled from the source. It never runs the model, so it shows what a linear read-out can \
+                do, not what the model does.".into()))
+        }
+        _ => None,
     };
-    let stress = stress_figure(set, fig_dir, &stem("stress"))?;
-    let stress = add(stress.0, stem("stress"), stress.1);
+    let (steering, swatches) = steering_figures(&mut d, set, fig_dir)?;
+    let preview = super::html::stimulus_preview(run, name, fig_dir)?;
+    let mut files = d.files;
+    files.extend(preview.clone());
+    Ok(SetFigures { files, stress, projections, static3d, views, joystick, steering, swatches, preview })
+}
+
+/// The figure files drawn so far for one set, and the set's name that starts each file stem.
+struct Drawn<'a> {
+    name: &'a str,
+    files: Vec<String>,
+}
+
+impl Drawn<'_> {
+    fn stem(&self, what: &str) -> String {
+        format!("{}-{what}", self.name)
+    }
+
+    /// Records a rendered figure's two files and returns its panel.
+    fn add(&mut self, files: [String; 2], stem: String, caption: String) -> Panel {
+        self.files.extend(files);
+        Panel { stem, caption }
+    }
+}
+
+/// The supervised (SMDS) and unsupervised (PCA) projections: 2-D panels, the static 3-D panel and the
+/// interactive 3-D views.
+fn projection_figures(
+    d: &mut Drawn,
+    index: usize,
+    set: &SetInputs,
+    fig_dir: &Path,
+) -> crate::Result<(Vec<Panel>, Option<Panel>, Vec<View3d>)> {
+    let name = d.name;
     let (mut projections, mut static3d, mut views) = (Vec::new(), None, Vec::new());
     if let Some((coords, hues)) = &set.projection {
         let a = &set.analysis;
@@ -63,9 +104,9 @@ pub(super) fn draw(run: &Path, index: usize, set: &SetInputs, fig_dir: &Path) ->
             points: pts,
             square: true,
         };
-        projections.push(add(
-            render(&fig, fig_dir, &stem("projection2d"))?,
-            stem("projection2d"),
+        projections.push(d.add(
+            render(&fig, fig_dir, &d.stem("projection2d"))?,
+            d.stem("projection2d"),
             format!(
                 "Supervised: activations at layer {layer} mapped by SMDS onto the (cos θ, sin θ, 0) template of the \
              winning shape, coloured by stimulus hue. SMDS is fitted to the hue labels, so it can draw a ring even \
@@ -82,9 +123,9 @@ pub(super) fn draw(run: &Path, index: usize, set: &SetInputs, fig_dir: &Path) ->
                 points: pts,
                 square: true,
             };
-            projections.push(add(
-                render(&fig, fig_dir, &stem("pca2d"))?,
-                stem("pca2d"),
+            projections.push(d.add(
+                render(&fig, fig_dir, &d.stem("pca2d"))?,
+                d.stem("pca2d"),
                 format!(
                     "Unsupervised: the first two principal components of the same activations (layer {layer}); PCA \
                  never sees the hues, so a hue-ordered ring here is the model's own structure."
@@ -95,9 +136,9 @@ pub(super) fn draw(run: &Path, index: usize, set: &SetInputs, fig_dir: &Path) ->
             let pts3: Vec<([f64; 3], f64)> =
                 (0..coords.nrows()).map(|i| ([coords[[i, 0]], coords[[i, 1]], coords[[i, 2]]], hues[i])).collect();
             let fig = HueScatter3d { title: format!("{name}: SMDS layer {layer}, 3-D (static)"), points: pts3 };
-            static3d = Some(add(
-                render(&fig, fig_dir, &stem("projection3d"))?,
-                stem("projection3d"),
+            static3d = Some(d.add(
+                render(&fig, fig_dir, &d.stem("projection3d"))?,
+                d.stem("projection3d"),
                 "The SMDS fit in three dimensions, for print; the third axis shows what the circle template does not \
                  explain. The interactive views above rotate."
                     .into(),
@@ -122,16 +163,16 @@ pub(super) fn draw(run: &Path, index: usize, set: &SetInputs, fig_dir: &Path) ->
             ));
         }
     }
-    let joystick = match &set.analysis.joystick {
-        Some(j) if !j.rows.is_empty() => {
-            let fig = joystick_curves(&format!("{name}: decoder-only joystick (outside the model)"), &j.rows);
-            Some(add(render(&fig, fig_dir, &stem("joystick"))?, stem("joystick"), "The seed notebook's \"neural \
-                joystick\": a linear decoder to RGB fitted at the chosen layer, fed x_src + α (x_tgt − x_src), drawn as \
-                the hue travelled from the source. It never runs the model, so it shows what a linear read-out can \
-                do, not what the model does.".into()))
-        }
-        _ => None,
-    };
+    Ok((projections, static3d, views))
+}
+
+/// One panel per steered layer and pair, and the answer swatches of the layer shown open.
+fn steering_figures(
+    d: &mut Drawn,
+    set: &SetInputs,
+    fig_dir: &Path,
+) -> crate::Result<(Vec<SteerLayer>, Option<String>)> {
+    let name = d.name;
     let mut steering = Vec::new();
     let mut swatches = None;
     if let Some(st) = &set.steering {
@@ -144,8 +185,8 @@ pub(super) fn draw(run: &Path, index: usize, set: &SetInputs, fig_dir: &Path) ->
             for (i, pair) in pairs_of(&at).iter().enumerate() {
                 let of_pair: Vec<&SweepRow> = at.iter().copied().filter(|r| &r.pair == pair).collect();
                 let fig = steering_curves(name, pair, layer, &of_pair, tol);
-                let s = stem(&format!("steer-L{layer}-{i}"));
-                panels.push(add(
+                let s = d.stem(&format!("steer-L{layer}-{i}"));
+                panels.push(d.add(
                     render(&fig, fig_dir, &s)?,
                     s,
                     format!(
@@ -165,14 +206,12 @@ pub(super) fn draw(run: &Path, index: usize, set: &SetInputs, fig_dir: &Path) ->
         }
         let shown = steering.iter().find(|l| l.chosen).map(|l| l.layer);
         let at: Vec<&SweepRow> = st.sweep.rows.iter().filter(|r| Some(r.layer) == shown).collect();
-        if let Some(file) = super::html::swatches(&at, fig_dir, &stem("swatches"))? {
-            files.push(file.clone());
+        if let Some(file) = super::html::swatches(&at, fig_dir, &d.stem("swatches"))? {
+            d.files.push(file.clone());
             swatches = Some(file);
         }
     }
-    let preview = super::html::stimulus_preview(run, name, fig_dir)?;
-    files.extend(preview.clone());
-    Ok(SetFigures { files, stress, projections, static3d, views, joystick, steering, swatches, preview })
+    Ok((steering, swatches))
 }
 
 fn view(
@@ -272,7 +311,7 @@ fn steering_curves(set: &str, pair: &str, layer: usize, rows: &[&SweepRow], tol:
         y_label: "hue travelled from the source (deg)".into(),
         series,
         y_range: None,
-        target: Some((hue_diff_deg(source, first.target_deg), tol)),
+        target: Some((signed_hue_delta_deg(source, first.target_deg), tol)),
     }
 }
 
@@ -289,7 +328,7 @@ fn joystick_curves(title: &str, rows: &[crate::manifold::JoystickRow]) -> AlphaC
         .map(|(i, g)| {
             let of: Vec<&crate::manifold::JoystickRow> = rows.iter().filter(|r| r.pair == *g).collect();
             let pts = of.iter().map(|r| (r.alpha, r.decoded_hue)).collect();
-            let target = of.first().map_or(0.0, |r| hue_diff_deg(r.source_deg, r.target_deg));
+            let target = of.first().map_or(0.0, |r| signed_hue_delta_deg(r.source_deg, r.target_deg));
             (format!("{g} (target {target:+.0}°)"), SERIES[i % SERIES.len()], travelled(of[0].source_deg, pts))
         })
         .collect();
@@ -312,15 +351,15 @@ pub(super) fn travelled(source: f64, mut pts: Vec<(f64, f64)>) -> Vec<(f64, f64)
         return pts;
     };
     let raw: Vec<f64> = pts.iter().map(|p| p.1).collect();
-    pts[anchor].1 = hue_diff_deg(source, raw[anchor]);
+    pts[anchor].1 = signed_hue_delta_deg(source, raw[anchor]);
     let pos = finite.iter().position(|&i| i == anchor).unwrap_or(0);
     for w in pos..finite.len().saturating_sub(1) {
         let (a, b) = (finite[w], finite[w + 1]);
-        pts[b].1 = pts[a].1 + hue_diff_deg(raw[a], raw[b]);
+        pts[b].1 = pts[a].1 + signed_hue_delta_deg(raw[a], raw[b]);
     }
     for w in (1..=pos).rev() {
         let (a, b) = (finite[w], finite[w - 1]);
-        pts[b].1 = pts[a].1 + hue_diff_deg(raw[a], raw[b]);
+        pts[b].1 = pts[a].1 + signed_hue_delta_deg(raw[a], raw[b]);
     }
     pts
 }
@@ -341,6 +380,6 @@ mod tests {
         assert_eq!(got[1].1, -2.0);
         assert!(got[2].1.is_nan());
         assert_eq!(got[3].1, 119.0);
-        assert_eq!(hue_diff_deg(240.0, 0.0), 120.0, "the target line sits at +120");
+        assert_eq!(signed_hue_delta_deg(240.0, 0.0), 120.0, "the target line sits at +120");
     }
 }

@@ -14,7 +14,8 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use super::vector::positions_spec;
-use super::{hue_diff_deg, DirectionKind, Error, Normalisation, Recipe, SteeringVector};
+use super::{DirectionKind, Error, Normalisation, Recipe, SteeringVector};
+use crate::colour::signed_hue_delta_deg;
 use crate::manifold::{Shape, SmdsParams};
 use crate::model::Positions;
 use crate::store::ActivationStore;
@@ -142,7 +143,7 @@ pub fn rows_at_hue(hues: &[f64], hue_deg: f64) -> Result<Vec<usize>, Error> {
     if !hue_deg.is_finite() {
         return Err(Error::Msg(format!("hue {hue_deg} is not a finite number of degrees")));
     }
-    let dist: Vec<f64> = hues.iter().map(|h| hue_diff_deg(*h, hue_deg).abs()).collect();
+    let dist: Vec<f64> = hues.iter().map(|h| signed_hue_delta_deg(*h, hue_deg).abs()).collect();
     let min = dist.iter().cloned().fold(f64::INFINITY, f64::min);
     let tolerance = (median_spacing_deg(hues) / 4.0).max(1e-9);
     if min > tolerance {
@@ -237,7 +238,7 @@ pub fn manifold_rotation(
         [m[0], m[1]]
     };
     let (zs, zt) = (centroid_z(&src), centroid_z(&tgt));
-    let delta_theta = arc_angle(&z, hues, zs, zt, hue_diff_deg(source_deg, target_deg));
+    let delta_theta = arc_angle(&z, hues, zs, zt, signed_hue_delta_deg(source_deg, target_deg));
     // W^+ = W^T (W W^T)^{-1}: W is [2, d], so the Gram is 2 x 2.
     let g = w.dot(&w.t());
     let det = g[[0, 0]] * g[[1, 1]] - g[[0, 1]] * g[[1, 0]];
@@ -360,7 +361,7 @@ mod tests {
             let hue = moved[2].atan2(moved[1]).to_degrees().rem_euclid(360.0);
             let radius = (moved[1].powi(2) + moved[2].powi(2)).sqrt();
             let want = (240.0 + 120.0 * alpha).rem_euclid(360.0);
-            assert!(hue_diff_deg(hue, want).abs() < 0.1, "alpha {alpha}: hue {hue}, want {want}");
+            assert!(signed_hue_delta_deg(hue, want).abs() < 0.1, "alpha {alpha}: hue {hue}, want {want}");
             assert!((radius - 3.0).abs() < 1e-3, "an arc, not a chord: radius {radius}");
             assert!((moved[0] - 0.5).abs() < 1e-4 && (moved[3] - 0.5).abs() < 1e-4, "off-circle dims untouched");
         }

@@ -9,7 +9,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{hue_diff_deg, DirectionKind, SweepRow, DEFAULT_COLOUR_WORDS};
+use super::{DirectionKind, SweepRow, DEFAULT_COLOUR_WORDS};
+use crate::colour::signed_hue_delta_deg;
 
 /// Models with at most this many stored layers are steered at every layer by default (a sweep per layer costs
 /// `pairs × directions × alphas × source images` forwards and generations, seconds for such models).
@@ -49,7 +50,7 @@ pub struct AnswerFlip {
 pub fn word_for_hue(hue_deg: f64) -> &'static str {
     DEFAULT_COLOUR_WORDS
         .iter()
-        .min_by(|a, b| hue_diff_deg(a.1, hue_deg).abs().total_cmp(&hue_diff_deg(b.1, hue_deg).abs()))
+        .min_by(|a, b| signed_hue_delta_deg(a.1, hue_deg).abs().total_cmp(&signed_hue_delta_deg(b.1, hue_deg).abs()))
         .map(|(w, _)| *w)
         .expect("the colour-word list is not empty")
 }

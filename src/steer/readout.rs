@@ -13,7 +13,8 @@ use candle_core::{DType, Tensor};
 use faer::{Mat, Side};
 use ndarray::{Array1, Array2, ArrayView2, Axis};
 
-use super::{circular_mean_deg, hue_diff_deg, Error};
+use super::Error;
+use crate::colour::{circular_mean_hue_deg, signed_hue_delta_deg};
 use crate::model::{Captures, HookPoint};
 
 /// Default relative ridge of the probes: small enough to fit, large enough that `n < d` is well-posed.
@@ -84,7 +85,7 @@ impl HueProbe {
         let mut probe = HueProbe { layer_index, point, x_mean, w, y_mean, train_error_deg: 0.0 };
         let decoded = probe.decode(x)?;
         probe.train_error_deg =
-            decoded.iter().zip(hues).map(|(d, h)| hue_diff_deg(*h, *d).abs()).sum::<f64>() / n as f64;
+            decoded.iter().zip(hues).map(|(d, h)| signed_hue_delta_deg(*h, *d).abs()).sum::<f64>() / n as f64;
         Ok(probe)
     }
 
@@ -154,7 +155,7 @@ impl ColourWords {
     /// The word whose hue is nearest `hue_deg` (the answer that steering towards that hue should produce).
     pub fn word_for_hue(&self, hue_deg: f64) -> Option<usize> {
         (0..self.words.len())
-            .filter_map(|i| self.hue_deg(i).map(|h| (i, hue_diff_deg(h, hue_deg).abs())))
+            .filter_map(|i| self.hue_deg(i).map(|h| (i, signed_hue_delta_deg(h, hue_deg).abs())))
             .min_by(|a, b| a.1.total_cmp(&b.1))
             .map(|(i, _)| i)
     }
@@ -199,7 +200,7 @@ pub fn output_hues(captures: &Captures, point: &HookPoint) -> crate::Result<Vec<
 
 /// Circular mean of the `Some` hues.
 pub(crate) fn mean_hue(hues: impl IntoIterator<Item = Option<f64>>) -> Option<f64> {
-    circular_mean_deg(hues.into_iter().flatten())
+    circular_mean_hue_deg(hues.into_iter().flatten())
 }
 
 #[cfg(test)]

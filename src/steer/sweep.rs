@@ -15,9 +15,10 @@ use serde::{Deserialize, Serialize};
 
 use super::readout::{mean_hue, output_hues, HueProbe, PROBE_RIDGE};
 use super::{
-    centroid, hue_diff_deg, manifold_rotation, random_control, rows_at_hue, ColourWords, Direction, DirectionContext,
-    DirectionKind, Error, Normalisation, SteeringVector,
+    centroid, manifold_rotation, random_control, rows_at_hue, ColourWords, Direction, DirectionContext, DirectionKind,
+    Error, Normalisation, SteeringVector,
 };
+use crate::colour::signed_hue_delta_deg;
 use crate::manifold::{joystick, JoystickOptions, SteeringPair};
 use crate::model::{HookPoint, HookSet, Input, Intervention, InterventionOp, Model, Pooling, Positions, TextInput};
 use crate::store::ActivationStore;
@@ -35,7 +36,7 @@ impl PairSpec {
         let name = |h: f64| {
             super::DEFAULT_COLOUR_WORDS
                 .iter()
-                .find(|(_, w)| hue_diff_deg(*w, h).abs() < 1e-9)
+                .find(|(_, w)| signed_hue_delta_deg(*w, h).abs() < 1e-9)
                 .map(|(n, _)| {
                     let mut c = n.chars();
                     c.next().map(|f| f.to_uppercase().collect::<String>() + c.as_str()).unwrap_or_default()
@@ -45,9 +46,20 @@ impl PairSpec {
         PairSpec { source_deg, target_deg, label: format!("{}→{}", name(source_deg), name(target_deg)) }
     }
 
-    /// Blue→Red (240→0), Red→Green (0→120), Green→Blue (120→240): the notebook's pairs.
+    /// Blue→Red (240→0), Red→Green (0→120), Green→Blue (120→240): the notebook's pairs
+    /// ([`crate::settings::PAIRS`]).
     pub fn defaults() -> Vec<PairSpec> {
-        vec![PairSpec::new(240.0, 0.0), PairSpec::new(0.0, 120.0), PairSpec::new(120.0, 240.0)]
+        crate::settings::PAIRS.iter().map(|&(s, t, _)| PairSpec::new(s, t)).collect()
+    }
+
+    /// The notebook's pairs with each hue snapped to the nearest one the set holds (`hues`), so sets with a
+    /// held-out slice (gap-teal-blue has no 240°) still get all three sweeps. Ties go to the first such hue.
+    pub fn defaults_snapped_to(hues: &[f64]) -> Vec<PairSpec> {
+        let snap = |h: f64| {
+            let d = |x: f64| signed_hue_delta_deg(h, x).abs();
+            hues.iter().copied().min_by(|a, b| d(*a).total_cmp(&d(*b))).unwrap_or(h)
+        };
+        crate::settings::PAIRS.iter().map(|&(s, t, _)| PairSpec::new(snap(s), snap(t))).collect()
     }
 }
 
@@ -138,15 +150,15 @@ impl Default for SweepOptions {
         SweepOptions {
             layers: vec![],
             pairs: PairSpec::defaults(),
-            alphas: parse_alphas("-0.25:1.25:0.25").expect("valid"),
+            alphas: crate::settings::ALPHAS.to_vec(),
             kinds: DirectionKind::ALL.to_vec(),
             positions: Positions::ImageTokens,
             normalisation: Normalisation::None,
-            seed: 0,
-            smds_alpha: 1e-4,
+            seed: crate::settings::SEED,
+            smds_alpha: crate::settings::SMDS_ALPHA,
             probe_ridge: PROBE_RIDGE,
             batch_size: 16,
-            tolerance_deg: 30.0,
+            tolerance_deg: crate::settings::TOLERANCE_DEG,
             max_new_tokens: 0,
             output_rgb: None,
             colour_words: None,
@@ -612,13 +624,13 @@ fn aggregate(
         probe_hue_deg,
         output_hue_deg,
         final_hue_deg,
-        target_error_deg: final_hue_deg.map(|h| hue_diff_deg(pair.target_deg, h)),
+        target_error_deg: final_hue_deg.map(|h| signed_hue_delta_deg(pair.target_deg, h)),
         word_probs,
         top_word,
         texts,
         joystick_hue_deg,
         joystick_error_deg: js.map(|r| r.target_error_deg),
-        model_minus_joystick_deg: final_hue_deg.zip(joystick_hue_deg).map(|(m, j)| hue_diff_deg(j, m)),
+        model_minus_joystick_deg: final_hue_deg.zip(joystick_hue_deg).map(|(m, j)| signed_hue_delta_deg(j, m)),
     }
 }
 
@@ -635,10 +647,10 @@ fn summarise(rows: &[SweepRow], opts: &SweepOptions) -> SummaryRow {
         opts.colour_words.as_ref().and_then(|w| w.word_for_hue(first.target_deg).map(|i| w.words[i].clone()));
     let alpha_word_flip =
         target_word.as_ref().and_then(|t| sorted.iter().find(|r| r.top_word.as_ref() == Some(t)).map(|r| r.alpha));
-    let travel = hue_diff_deg(first.source_deg, first.target_deg).signum();
+    let travel = signed_hue_delta_deg(first.source_deg, first.target_deg).signum();
     let finals: Vec<Option<f64>> = sorted.iter().map(|r| r.final_hue_deg).collect();
     let monotone = finals.iter().all(Option::is_some)
-        && finals.windows(2).all(|w| travel * hue_diff_deg(w[0].expect("some"), w[1].expect("some")) > 0.0);
+        && finals.windows(2).all(|w| travel * signed_hue_delta_deg(w[0].expect("some"), w[1].expect("some")) > 0.0);
     SummaryRow {
         layer: first.layer,
         hook: first.hook.clone(),

@@ -1,5 +1,5 @@
 //! Stimulus sets: TOML specs (`stimuli/*.toml`), rendering them to `hue_XXX[_vN].png` files plus
-//! `stimuli.json`, and the colour maths both need.
+//! `stimuli.json`; the colour maths is [`crate::colour`].
 //!
 //! Kinds: flat HSV squares (the seed notebook's "full_simple"), flat OKLCH squares at fixed lightness and
 //! chroma (hue separated from brightness), procedural textures (the notebook's "wild_textured") and the
@@ -15,7 +15,6 @@
 
 use std::path::{Path, PathBuf};
 
-pub mod colour;
 pub mod manifest;
 pub mod render;
 pub mod spec;
@@ -56,8 +55,10 @@ pub enum Error {
     #[error("cannot decode photo `{path}`: {message}")]
     PhotoUnreadable { path: PathBuf, message: String },
     #[error(
-        "photo `{path}` has no chromatic pixels (hsv s >= 0.25 and v >= 0.15), so it has no hue to rotate; \
-         remove it from the photo folder"
+        "photo `{path}` has no chromatic pixels (hsv s >= {} and v >= {}), so it has no hue to rotate; \
+         remove it from the photo folder",
+        crate::colour::CHROMATIC.min_s,
+        crate::colour::CHROMATIC.min_v
     )]
     PhotoAchromatic { path: PathBuf },
     #[error(

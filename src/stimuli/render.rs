@@ -20,14 +20,15 @@ use image::codecs::png::{CompressionType, FilterType as PngFilter, PngEncoder};
 use image::{ExtendedColorType, ImageEncoder, RgbImage};
 use rayon::prelude::*;
 
-use super::colour::{
-    circular_mean_deg, f64_to_rgb8, hsv_of_rgb8, hsv_to_rgb, hue_diff_deg, linear_srgb_to_oklab, oklab_to_oklch,
-    oklch_to_srgb, rgb8_to_f64, rgb_to_hsv, srgb_to_linear, srgb_to_oklch, wrap_deg, ChromaticThreshold, Hsv, Oklch,
-};
 use super::manifest::{decimals_needed, stimulus_id, StimulusManifest, StimulusRecord, MANIFEST_FORMAT};
 use super::spec::{Kind, StimulusSpec, MDEG_PER_DEG};
 use super::texture::render_textured;
 use super::Error;
+use crate::colour::{
+    circular_mean_deg, f64_to_rgb8, hsv_of_rgb8, hsv_to_rgb, linear_srgb_to_oklab, oklab_to_oklch, oklch_to_srgb,
+    rgb8_to_f64, rgb_to_hsv, signed_hue_delta_deg, srgb_to_linear, srgb_to_oklch, wrap_deg, ChromaticThreshold, Hsv,
+    Oklch,
+};
 use crate::fsx;
 
 /// A photo's chromatic hues must have a mean resultant length at least this (1 = one hue, 0 = spread evenly).
@@ -112,7 +113,7 @@ pub fn flat_colour(kind: &Kind, hue_deg: f64) -> Option<[u8; 3]> {
         Kind::FlatOklch { lightness, chroma } => {
             let target = Oklch { l: lightness, c: chroma, hue_deg };
             let exact = oklch_to_srgb(target)?.map(|c| c * 255.0);
-            let target_lab = super::colour::oklch_to_oklab(target);
+            let target_lab = crate::colour::oklch_to_oklab(target);
             let mut best: Option<((f64, f64), [u8; 3])> = None;
             for corner in 0..8u32 {
                 let px: [u8; 3] = std::array::from_fn(|k| {
@@ -122,7 +123,7 @@ pub fn flat_colour(kind: &Kind, hue_deg: f64) -> Option<[u8; 3]> {
                 let lab = linear_srgb_to_oklab(rgb8_to_f64(px).map(srgb_to_linear));
                 let lch = oklab_to_oklch(lab);
                 let dist = (0..3).map(|k| (lab[k] - target_lab[k]).powi(2)).sum::<f64>();
-                let key = (hue_diff_deg(lch.hue_deg, hue_deg).abs(), dist);
+                let key = (signed_hue_delta_deg(hue_deg, lch.hue_deg).abs(), dist);
                 if best.is_none_or(|(b, _)| key < b) {
                     best = Some((key, px));
                 }
@@ -201,7 +202,7 @@ fn check_jpeg_complete(path: &Path, bytes: &[u8]) -> crate::Result<()> {
 
 /// Rotates every pixel's HSV hue by `target − dominant`, keeping each pixel's saturation and value.
 pub fn hue_rotate(photo: &Photo, target_hue_deg: f64) -> RgbImage {
-    let shift = hue_diff_deg(target_hue_deg, photo.dominant_hue_deg);
+    let shift = signed_hue_delta_deg(photo.dominant_hue_deg, target_hue_deg);
     let mut out = photo.image.clone();
     for px in out.pixels_mut() {
         let hsv = rgb_to_hsv(rgb8_to_f64(px.0));
@@ -397,7 +398,7 @@ mod tests {
             let hue = h10 as f64 / 10.0;
             let px = flat_colour(&kind, hue).unwrap();
             let lch = srgb_to_oklch(rgb8_to_f64(px));
-            assert!(hue_diff_deg(lch.hue_deg, hue).abs() < 0.35, "hue {hue}: {lch:?}");
+            assert!(signed_hue_delta_deg(hue, lch.hue_deg).abs() < 0.35, "hue {hue}: {lch:?}");
             assert!((lch.l - 0.75).abs() < 0.004 && (lch.c - 0.125).abs() < 0.004, "hue {hue}: {lch:?}");
         }
     }

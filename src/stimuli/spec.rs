@@ -28,8 +28,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use super::colour::{oklch_to_srgb, ChromaticThreshold, Hsv, Oklch};
 use super::Error;
+use crate::colour::{oklch_to_srgb, ChromaticThreshold, Hsv, Oklch};
 
 /// Hue angles are handled as integer milli-degrees so that grids, hold-out slices and file names never
 /// suffer floating-point drift (0.1 + 0.2 ≠ 0.3).
@@ -306,14 +306,35 @@ pub fn check_set_name(name: &str) -> Result<(), String> {
     }
 }
 
-fn validate(w: SpecWire, origin: &Path, sha256: String) -> Result<StimulusSpec, Error> {
+fn validate(mut w: SpecWire, origin: &Path, sha256: String) -> Result<StimulusSpec, Error> {
     check_set_name(&w.name).map_err(|msg| invalid(origin, "name", msg))?;
     for (field, side) in [("width", w.width), ("height", w.height)] {
         if side == 0 || side > MAX_SIDE {
             return Err(invalid(origin, field, format!("expected 1..={MAX_SIDE} pixels, got {side}")));
         }
     }
+    let (hues, hold_out) = hue_grid(&w, origin)?;
+    let kind = kind_params(&mut w, origin)?;
+    let variants = variant_count(&kind, w.variants, origin)?;
+    let spec = StimulusSpec {
+        name: w.name,
+        description: w.description,
+        kind,
+        seed: w.seed,
+        width: w.width,
+        height: w.height,
+        variants,
+        hues,
+        hold_out,
+        sha256,
+        origin: origin.to_path_buf(),
+    };
+    check_hues_drawable(&spec, origin)?;
+    Ok(spec)
+}
 
+/// The `[hues]` grid in milli-degrees and the optional `[hold-out]` slice.
+fn hue_grid(w: &SpecWire, origin: &Path) -> Result<(HueGrid, Option<HoldOut>), Error> {
     let start_mdeg = hue_in_circle(origin, "hues.start", w.hues.start)?;
     let end_mdeg = hue_in_circle(origin, "hues.end", w.hues.end)?;
     let step_mdeg = to_mdeg(origin, "hues.step", w.hues.step)?;
@@ -332,14 +353,18 @@ fn validate(w: SpecWire, origin: &Path, sha256: String) -> Result<StimulusSpec, 
         ));
     }
     let hues = HueGrid { start_mdeg, end_mdeg, step_mdeg };
-    let hold_out = match w.hold_out {
+    let hold_out = match &w.hold_out {
         None => None,
         Some(h) => Some(HoldOut {
             from_mdeg: hue_in_circle(origin, "hold-out.from", h.from)?,
             to_mdeg: hue_in_circle(origin, "hold-out.to", h.to)?,
         }),
     };
+    Ok((hues, hold_out))
+}
 
+/// The kind's parameters from its section, which must be the only kind section present.
+fn kind_params(w: &mut SpecWire, origin: &Path) -> Result<Kind, Error> {
     // Exactly the section of the chosen kind may be present, so a typo in `kind` cannot silently ignore the
     // parameters the author wrote.
     let present = [
@@ -361,28 +386,10 @@ fn validate(w: SpecWire, origin: &Path, sha256: String) -> Result<StimulusSpec, 
     }
     let missing = |k: KindWire| invalid(origin, "kind", format!("kind `{0}` needs a [{0}] section", k.section()));
 
-    let kind = match w.kind {
-        KindWire::FlatHsv => {
-            let s = w.flat_hsv.ok_or_else(|| missing(w.kind))?;
-            let saturation = unit_interval(origin, "flat-hsv.saturation", s.saturation, false)?;
-            let value = unit_interval(origin, "flat-hsv.value", s.value, false)?;
-            // Below the chromatic threshold a colour reads as grey and its hue cannot be measured back.
-            let thr = ChromaticThreshold::default();
-            if !thr.is_chromatic(Hsv { hue_deg: 0.0, s: saturation, v: value }) {
-                return Err(invalid(
-                    origin,
-                    "flat-hsv",
-                    format!(
-                        "saturation {saturation} and value {value} make a near-grey; expected saturation >= {} and \
-                         value >= {}",
-                        thr.min_s, thr.min_v
-                    ),
-                ));
-            }
-            Kind::FlatHsv { saturation, value }
-        }
+    Ok(match w.kind {
+        KindWire::FlatHsv => flat_hsv_params(w.flat_hsv.take().ok_or_else(|| missing(w.kind))?, origin)?,
         KindWire::FlatOklch => {
-            let s = w.flat_oklch.ok_or_else(|| missing(w.kind))?;
+            let s = w.flat_oklch.take().ok_or_else(|| missing(w.kind))?;
             let lightness = unit_interval(origin, "flat-oklch.lightness", s.lightness, false)?;
             if !(s.chroma.is_finite() && s.chroma > 0.0) {
                 return Err(invalid(origin, "flat-oklch.chroma", format!("expected a chroma > 0, got {}", s.chroma)));
@@ -390,41 +397,66 @@ fn validate(w: SpecWire, origin: &Path, sha256: String) -> Result<StimulusSpec, 
             Kind::FlatOklch { lightness, chroma: s.chroma }
         }
         KindWire::Textured => {
-            let t = w.textured.ok_or_else(|| missing(w.kind))?;
-            let families = t.families.unwrap_or_else(|| Family::ALL.to_vec());
-            if families.is_empty() {
-                return Err(invalid(origin, "textured.families", "expected at least one family".into()));
-            }
-            if families.iter().enumerate().any(|(i, f)| families[..i].contains(f)) {
-                return Err(invalid(origin, "textured.families", "a family is listed twice".into()));
-            }
-            let hue_jitter_deg = t.hue_jitter_deg.unwrap_or(8.0);
-            if !(0.0..=30.0).contains(&hue_jitter_deg) {
-                return Err(invalid(
-                    origin,
-                    "textured.hue-jitter-deg",
-                    format!("expected 0..=30 degrees (more blurs the label), got {hue_jitter_deg}"),
-                ));
-            }
-            for (field, side) in [("width", w.width), ("height", w.height)] {
-                if side < MIN_TEXTURED_SIDE {
-                    return Err(invalid(
-                        origin,
-                        field,
-                        format!("textured images need at least {MIN_TEXTURED_SIDE} pixels a side, got {side}"),
-                    ));
-                }
-            }
-            Kind::Textured(TexturedParams { families, hue_jitter_deg })
+            textured_params(w.textured.take().ok_or_else(|| missing(w.kind))?, (w.width, w.height), origin)?
         }
         KindWire::Photo => {
-            let p = w.photo.ok_or_else(|| missing(w.kind))?;
+            let p = w.photo.take().ok_or_else(|| missing(w.kind))?;
             let base = origin.parent().unwrap_or(Path::new(""));
             Kind::Photo { dir: p.dir.map(|d| if d.is_absolute() { d } else { base.join(d) }) }
         }
-    };
+    })
+}
 
-    let variants = match (&kind, w.variants) {
+fn flat_hsv_params(s: FlatHsvWire, origin: &Path) -> Result<Kind, Error> {
+    let saturation = unit_interval(origin, "flat-hsv.saturation", s.saturation, false)?;
+    let value = unit_interval(origin, "flat-hsv.value", s.value, false)?;
+    // Below the chromatic threshold a colour reads as grey and its hue cannot be measured back.
+    let thr = ChromaticThreshold::default();
+    if !thr.is_chromatic(Hsv { hue_deg: 0.0, s: saturation, v: value }) {
+        return Err(invalid(
+            origin,
+            "flat-hsv",
+            format!(
+                "saturation {saturation} and value {value} make a near-grey; expected saturation >= {} and \
+                 value >= {}",
+                thr.min_s, thr.min_v
+            ),
+        ));
+    }
+    Ok(Kind::FlatHsv { saturation, value })
+}
+
+fn textured_params(t: TexturedWire, (width, height): (u32, u32), origin: &Path) -> Result<Kind, Error> {
+    let families = t.families.unwrap_or_else(|| Family::ALL.to_vec());
+    if families.is_empty() {
+        return Err(invalid(origin, "textured.families", "expected at least one family".into()));
+    }
+    if families.iter().enumerate().any(|(i, f)| families[..i].contains(f)) {
+        return Err(invalid(origin, "textured.families", "a family is listed twice".into()));
+    }
+    let hue_jitter_deg = t.hue_jitter_deg.unwrap_or(8.0);
+    if !(0.0..=30.0).contains(&hue_jitter_deg) {
+        return Err(invalid(
+            origin,
+            "textured.hue-jitter-deg",
+            format!("expected 0..=30 degrees (more blurs the label), got {hue_jitter_deg}"),
+        ));
+    }
+    for (field, side) in [("width", width), ("height", height)] {
+        if side < MIN_TEXTURED_SIDE {
+            return Err(invalid(
+                origin,
+                field,
+                format!("textured images need at least {MIN_TEXTURED_SIDE} pixels a side, got {side}"),
+            ));
+        }
+    }
+    Ok(Kind::Textured(TexturedParams { families, hue_jitter_deg }))
+}
+
+/// Images per hue: textured sets may draw several, flat and photo sets exactly one.
+fn variant_count(kind: &Kind, variants: Option<u32>, origin: &Path) -> Result<u32, Error> {
+    let variants = match (kind, variants) {
         (Kind::Textured(_), v) => v.unwrap_or(1),
         (Kind::Photo { .. }, Some(_)) => {
             return Err(invalid(origin, "variants", "photo sets have one variant per photo; remove `variants`".into()))
@@ -442,20 +474,12 @@ fn validate(w: SpecWire, origin: &Path, sha256: String) -> Result<StimulusSpec, 
     if variants == 0 || variants > MAX_VARIANTS {
         return Err(invalid(origin, "variants", format!("expected 1..={MAX_VARIANTS}, got {variants}")));
     }
+    Ok(variants)
+}
 
-    let spec = StimulusSpec {
-        name: w.name,
-        description: w.description,
-        kind,
-        seed: w.seed,
-        width: w.width,
-        height: w.height,
-        variants,
-        hues,
-        hold_out,
-        sha256,
-        origin: origin.to_path_buf(),
-    };
+/// The grid must keep at least one hue after the hold-out, and a flat OKLCH set must fit the sRGB gamut at
+/// every hue.
+fn check_hues_drawable(spec: &StimulusSpec, origin: &Path) -> Result<(), Error> {
     let hue_mdegs = spec.hue_mdegs();
     if hue_mdegs.is_empty() {
         return Err(invalid(origin, "hold-out", "the hold-out slice removes every hue; the set would be empty".into()));
@@ -472,7 +496,7 @@ fn validate(w: SpecWire, origin: &Path, sha256: String) -> Result<StimulusSpec, 
             });
         }
     }
-    Ok(spec)
+    Ok(())
 }
 
 #[cfg(test)]

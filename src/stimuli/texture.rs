@@ -12,8 +12,10 @@ use image::RgbImage;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use super::colour::{circular_mean_deg, f64_to_rgb8, hsv_to_rgb, hue_diff_deg, rgb_to_hsv, ChromaticThreshold, Hsv};
 use super::spec::{Family, TexturedParams};
+use crate::colour::{
+    circular_mean_deg, f64_to_rgb8, hsv_to_rgb, rgb_to_hsv, signed_hue_delta_deg, ChromaticThreshold, Hsv,
+};
 
 type Rgb = [f64; 3];
 
@@ -376,10 +378,10 @@ fn chromatic_fraction(c: &Canvas, thr: ChromaticThreshold) -> f64 {
 fn recentre(c: &mut Canvas, label: f64, thr: ChromaticThreshold) {
     let offsets = c.px.iter().filter_map(|p| {
         let hsv = rgb_to_hsv(*p);
-        thr.is_chromatic(hsv).then(|| (hue_diff_deg(hsv.hue_deg, label), 1.0))
+        thr.is_chromatic(hsv).then(|| (signed_hue_delta_deg(label, hsv.hue_deg), 1.0))
     });
     let Some((mean, _)) = circular_mean_deg(offsets) else { return };
-    let shift = -hue_diff_deg(mean, 0.0);
+    let shift = -signed_hue_delta_deg(0.0, mean);
     for p in c.px.iter_mut() {
         let hsv = rgb_to_hsv(*p);
         if hsv.s > 0.0 {
@@ -428,16 +430,16 @@ pub fn render_textured(params: &TexturedParams, width: u32, height: u32, hue_deg
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::stimuli::colour::mean_chromatic_hue;
+    use crate::colour::mean_chromatic_hue;
 
     #[test]
     fn scaling_and_grey_blends_keep_the_hue() {
         let c = hsv_to_rgb(Hsv { hue_deg: 200.0, s: 0.8, v: 0.7 });
         for k in [0.3, 0.9, 1.4, 3.0] {
-            assert!(hue_diff_deg(rgb_to_hsv(scale(c, k)).hue_deg, 200.0).abs() < 1e-9);
+            assert!(signed_hue_delta_deg(200.0, rgb_to_hsv(scale(c, k)).hue_deg).abs() < 1e-9);
         }
         for t in [0.1, 0.5, 0.9] {
-            assert!(hue_diff_deg(rgb_to_hsv(lerp(c, [0.4, 0.4, 0.4], t)).hue_deg, 200.0).abs() < 1e-9);
+            assert!(signed_hue_delta_deg(200.0, rgb_to_hsv(lerp(c, [0.4, 0.4, 0.4], t)).hue_deg).abs() < 1e-9);
         }
     }
 
@@ -449,7 +451,7 @@ mod tests {
                 let img = render_textured(&params, 48, 40, hue, i as u64);
                 let (mean, n) = mean_chromatic_hue(img.as_raw(), ChromaticThreshold::default()).unwrap();
                 assert!(n > 48 * 40 / 10, "{family:?} at {hue}: only {n} chromatic pixels");
-                assert!(hue_diff_deg(mean, hue).abs() < 3.0, "{family:?} at {hue}: mean {mean}");
+                assert!(signed_hue_delta_deg(hue, mean).abs() < 3.0, "{family:?} at {hue}: mean {mean}");
             }
         }
     }

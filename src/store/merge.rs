@@ -3,6 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
+use super::manifest::{Manifest, SampleEntry, ShardInfo};
 use super::reader::ActivationStore;
 use super::writer::{write_layer, write_manifest};
 use super::Error;
@@ -22,6 +23,36 @@ pub fn find_shards(store: &Path) -> crate::Result<Vec<PathBuf>> {
 /// Merges finished shard stores into a store at `out`, whose files are byte-identical to those of a single
 /// unsharded run with the same inputs.
 pub fn merge(shards: &[PathBuf], out: &Path) -> crate::Result<ActivationStore> {
+    let stores = open_shards(shards)?;
+    let first = stores[0].manifest().clone();
+    let info0 = check_shards_fit(&stores, &first)?;
+    let samples = merged_samples(&stores, info0)?;
+    let _lock = crate::fsx::DirLock::acquire(out, "merge")?;
+    if let Some(done) = existing_merge(out, &first, &samples)? {
+        return Ok(done);
+    }
+    crate::fsx::remove_stale_temps(out)?;
+    let mut layers = Vec::with_capacity(first.layers.len());
+    for entry in &first.layers {
+        let mut data = Vec::new();
+        for s in &stores {
+            data.extend(s.layer(entry.index)?.iter().copied());
+        }
+        let mut shape = entry.shape.clone();
+        shape[0] = samples.len();
+        let mut merged = write_layer(out, entry.index, &entry.hook, &shape, &data)?;
+        merged.module = entry.module.clone();
+        layers.push(merged);
+    }
+    // Every shard of a `tokens` store records its samples' layouts; the merge keeps them in sample order.
+    let tokens: Option<Vec<_>> =
+        stores.iter().map(|s| s.manifest().tokens.clone()).collect::<Option<Vec<_>>>().map(|t| t.concat());
+    write_manifest(out, &first.provenance, &first.layer_convention, layers, samples, None, tokens)?;
+    ActivationStore::open(out)
+}
+
+/// Opens every shard store, sorted by shard index; each must be a finished shard.
+fn open_shards(shards: &[PathBuf]) -> crate::Result<Vec<ActivationStore>> {
     if shards.is_empty() {
         return Err(Error::Merge { msg: "no shard stores given".into() }.into());
     }
@@ -39,7 +70,12 @@ pub fn merge(shards: &[PathBuf], out: &Path) -> crate::Result<ActivationStore> {
         stores.push(store);
     }
     stores.sort_by_key(|s| s.manifest().shard.map(|i| i.index));
-    let first = stores[0].manifest().clone();
+    Ok(stores)
+}
+
+/// The shards were made from the same inputs, belong to one split, and each index is there exactly once;
+/// returns the first shard's split.
+fn check_shards_fit(stores: &[ActivationStore], first: &Manifest) -> crate::Result<ShardInfo> {
     let info0 = first.shard.expect("checked");
     let key = first.compatibility_key();
     for s in &stores[1..] {
@@ -79,8 +115,14 @@ pub fn merge(shards: &[PathBuf], out: &Path) -> crate::Result<ActivationStore> {
             Error::Merge { msg: format!("shards {missing:?} of {} are missing; run them first", info0.count) }.into()
         );
     }
+    Ok(info0)
+}
+
+/// The samples of all shards in order; each shard must start where the one before ended, and no sample may be
+/// in two shards.
+fn merged_samples(stores: &[ActivationStore], info0: ShardInfo) -> crate::Result<Vec<SampleEntry>> {
     let mut samples = Vec::with_capacity(info0.total_samples);
-    for s in &stores {
+    for s in stores {
         let info = s.manifest().shard.expect("checked");
         if info.offset != samples.len() {
             return Err(Error::Merge {
@@ -100,36 +142,15 @@ pub fn merge(shards: &[PathBuf], out: &Path) -> crate::Result<ActivationStore> {
     if let Some(dup) = samples.iter().find(|s| !ids.insert(&s.id)) {
         return Err(Error::Merge { msg: format!("sample `{}` is in more than one shard", dup.id) }.into());
     }
-    let _lock = crate::fsx::DirLock::acquire(out, "merge")?;
-    if let Some(done) = existing_merge(out, &first, &samples)? {
-        return Ok(done);
-    }
-    crate::fsx::remove_stale_temps(out)?;
-    let mut layers = Vec::with_capacity(first.layers.len());
-    for entry in &first.layers {
-        let mut data = Vec::new();
-        for s in &stores {
-            data.extend(s.layer(entry.index)?.iter().copied());
-        }
-        let mut shape = entry.shape.clone();
-        shape[0] = samples.len();
-        let mut merged = write_layer(out, entry.index, &entry.hook, &shape, &data)?;
-        merged.module = entry.module.clone();
-        layers.push(merged);
-    }
-    // Every shard of a `tokens` store records its samples' layouts; the merge keeps them in sample order.
-    let tokens: Option<Vec<_>> =
-        stores.iter().map(|s| s.manifest().tokens.clone()).collect::<Option<Vec<_>>>().map(|t| t.concat());
-    write_manifest(out, &first.provenance, &first.layer_convention, layers, samples, None, tokens)?;
-    ActivationStore::open(out)
+    Ok(samples)
 }
 
 /// A finished store already in `out`: the same merge done before (returned as it is, nothing rewritten), or a
 /// different store, which a merge must not overwrite.
 fn existing_merge(
     out: &Path,
-    first: &super::Manifest,
-    samples: &[super::SampleEntry],
+    first: &Manifest,
+    samples: &[SampleEntry],
 ) -> crate::Result<Option<ActivationStore>> {
     if !out.join("manifest.json").exists() {
         return Ok(None);

@@ -21,6 +21,7 @@ mod qwen_parity;
 mod qwen_tokenizer;
 mod reliability;
 mod report;
+mod settings;
 mod steer;
 mod steer_cli;
 mod steer_layers;

@@ -118,7 +118,7 @@ fn close_metric(m: Metric, got: f64, want: f64, what: &str) {
 
 /// Hue in degrees compared on the circle (359.99999999999994 and 0 are the same decoded hue).
 fn close_hue(got: f64, want: f64, what: &str) {
-    let diff = (got - want + 180.0).rem_euclid(360.0) - 180.0;
+    let diff = huescan::colour::signed_hue_delta_deg(want, got);
     close(diff, 0.0, 1e-6, what);
 }
 

@@ -10,10 +10,11 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use candle_core::{DType, Device, IndexOp, Tensor};
+use huescan::colour::signed_hue_delta_deg;
 use huescan::model::qwen2_5_vl::{Qwen25VlModel, Sample};
 use huescan::model::{HookPoint, HookSet, Intervention, InterventionOp, Model, Positions};
 use huescan::steer::layers::{answer_word, word_for_hue};
-use huescan::steer::{answer_flips, hue_diff_deg, DirectionKind, SweepRow, DEFAULT_COLOUR_WORDS};
+use huescan::steer::{answer_flips, DirectionKind, SweepRow, DEFAULT_COLOUR_WORDS};
 
 /// The slice held out of training, degrees inclusive (reference.json says the same; checked below).
 const HOLD_OUT: (f64, f64) = (195.0, 225.0);
@@ -60,7 +61,8 @@ fn in_hold_out(h: f64) -> bool {
 
 /// The nearest colour word, and its neighbour when `h` is within BOUNDARY_BAND of their midpoint.
 fn acceptable(h: f64) -> Vec<&'static str> {
-    let mut d: Vec<(f64, &str)> = DEFAULT_COLOUR_WORDS.iter().map(|(w, c)| (hue_diff_deg(*c, h).abs(), *w)).collect();
+    let mut d: Vec<(f64, &str)> =
+        DEFAULT_COLOUR_WORDS.iter().map(|(w, c)| (signed_hue_delta_deg(*c, h).abs(), *w)).collect();
     d.sort_by(|a, b| a.0.total_cmp(&b.0));
     if d[1].0 - d[0].0 <= 2.0 * BOUNDARY_BAND {
         vec![d[0].1, d[1].1]

@@ -7,12 +7,11 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
+use huescan::colour::{hsv_to_rgb, signed_hue_delta_deg, Hsv};
 use huescan::extract::{extract, load_image, ExtractPlan, SampleInput};
-use huescan::model::autoencoder::{self as ae, hsv_to_rgb, Autoencoder, TrainConfig};
+use huescan::model::autoencoder::{self as ae, Autoencoder, TrainConfig};
 use huescan::model::{HookSet, Intervention, InterventionOp, Model, Pooling, Positions};
-use huescan::steer::{
-    self, hue_diff_deg, parse_alphas, run_sweep, DirectionKind, PairSpec, SweepInput, SweepOptions, SweepResult,
-};
+use huescan::steer::{self, parse_alphas, run_sweep, DirectionKind, PairSpec, SweepInput, SweepOptions, SweepResult};
 use huescan::store::{ActivationStore, Provenance};
 
 /// A decoded hue within this many degrees of the target counts as reached. The decoder's own reconstruction
@@ -39,7 +38,7 @@ fn fixture() -> &'static Fixture {
         let samples: Vec<SampleInput> = (0..60)
             .map(|i| {
                 let hue = i as f64 * 6.0;
-                let rgb = hsv_to_rgb(hue, 1.0, 1.0).map(|c| (c * 255.0).round() as u8);
+                let rgb = hsv_to_rgb(Hsv { hue_deg: hue, s: 1.0, v: 1.0 }).map(|c| (c * 255.0).round() as u8);
                 let path = dir.join(format!("hue_{i:03}.png"));
                 image::RgbImage::from_pixel(4, 4, image::Rgb(rgb)).save(&path).unwrap();
                 SampleInput { id: format!("hue_{i:03}"), hue_deg: hue, image: path, text: None }
@@ -107,7 +106,7 @@ fn per_sample_interventions_steer_the_right_rows_whatever_the_batching() {
         let many = sweep_batched(kinds.clone(), 0, pairs.clone(), batch).unwrap();
         for (a, b) in one.rows.iter().zip(&many.rows) {
             assert_eq!((a.direction, a.alpha), (b.direction, b.alpha));
-            let d = hue_diff_deg(a.output_hue_deg.unwrap(), b.output_hue_deg.unwrap());
+            let d = signed_hue_delta_deg(a.output_hue_deg.unwrap(), b.output_hue_deg.unwrap());
             assert!(d.abs() < 1e-3, "batch {batch}, {:?} alpha {}: {d}", a.direction, a.alpha);
         }
     }
@@ -131,14 +130,18 @@ fn manifold_steering_rotates_the_output_hue_monotonically_to_the_target() {
     assert_eq!(result.rows.len(), 3 * 7);
     for pair in PairSpec::defaults() {
         let hues = hues_of(&result, &pair.label, DirectionKind::Manifold);
-        let travel = hue_diff_deg(pair.source_deg, pair.target_deg).signum();
+        let travel = signed_hue_delta_deg(pair.source_deg, pair.target_deg).signum();
         for w in hues.windows(2) {
-            let step = travel * hue_diff_deg(w[0].1, w[1].1);
+            let step = travel * signed_hue_delta_deg(w[0].1, w[1].1);
             assert!(step > 0.0, "{}: hue went {:?} -> {:?}, against the steering", pair.label, w[0], w[1]);
         }
         let at = |a: f64| hues.iter().find(|(x, _)| *x == a).unwrap().1;
-        assert!(hue_diff_deg(pair.source_deg, at(0.0)).abs() < REACH_DEG, "{}: alpha 0 is the source", pair.label);
-        let err = hue_diff_deg(pair.target_deg, at(1.0));
+        assert!(
+            signed_hue_delta_deg(pair.source_deg, at(0.0)).abs() < REACH_DEG,
+            "{}: alpha 0 is the source",
+            pair.label
+        );
+        let err = signed_hue_delta_deg(pair.target_deg, at(1.0));
         assert!(err.abs() < REACH_DEG, "{}: alpha 1 decodes to {} (error {err})", pair.label, at(1.0));
         let s = result.summary.iter().find(|s| s.pair == pair.label).unwrap();
         assert!(s.monotone, "{}", pair.label);
@@ -158,7 +161,7 @@ fn random_directions_of_the_same_norm_do_not_steer_to_the_target() {
             let hues = hues_of(&result, &pair.label, DirectionKind::Random);
             let at1 = hues.iter().find(|(a, _)| *a == 1.0).unwrap().1;
             total += 1;
-            if hue_diff_deg(pair.target_deg, at1).abs() < REACH_DEG {
+            if signed_hue_delta_deg(pair.target_deg, at1).abs() < REACH_DEG {
                 reached += 1;
             }
         }

@@ -8,12 +8,12 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use candle_core::{Device, Tensor};
+use huescan::colour::{hsv_to_rgb, signed_hue_delta_deg, Hsv};
 use huescan::extract::{extract, load_image, ExtractPlan, SampleInput};
-use huescan::model::autoencoder::{hsv_to_rgb, rgb_to_hue_deg};
+use huescan::model::autoencoder::rgb_to_hue_deg;
 use huescan::model::{Captures, HookPoint, HookSet, Intervention, InterventionOp, Model, Pooling, Positions};
 use huescan::steer::{
-    self, gguf, hue_diff_deg, run_sweep, DirectionContext, DirectionKind, Normalisation, PairSpec, SweepInput,
-    SweepOptions,
+    self, gguf, run_sweep, DirectionContext, DirectionKind, Normalisation, PairSpec, SweepInput, SweepOptions,
 };
 use huescan::store::{ActivationStore, Provenance};
 
@@ -137,7 +137,7 @@ fn setup(name: &str) -> (PathBuf, Vec<SampleInput>, ActivationStore) {
     let samples: Vec<SampleInput> = (0..12)
         .map(|i| {
             let hue = i as f64 * 30.0;
-            let rgb = hsv_to_rgb(hue, 1.0, 1.0).map(|c| (c * 255.0).round() as u8);
+            let rgb = hsv_to_rgb(Hsv { hue_deg: hue, s: 1.0, v: 1.0 }).map(|c| (c * 255.0).round() as u8);
             let path = dir.join(format!("h{i:02}.png"));
             image::RgbImage::from_pixel(2, 2, image::Rgb(rgb)).save(&path).unwrap();
             SampleInput { id: format!("h{i:02}"), hue_deg: hue, image: path, text: None }
@@ -273,8 +273,8 @@ fn sweep_on_a_decoder_steers_the_probed_hue_and_checks_widths() {
     let row = |kind, alpha: f64| result.rows.iter().find(|r| r.direction == kind && r.alpha == alpha).unwrap();
     let c1 = row(DirectionKind::Centroid, 1.0);
     assert_eq!(c1.probe_hue_deg.keys().copied().collect::<Vec<_>>(), vec![3, 4]);
-    assert!(hue_diff_deg(0.0, c1.final_hue_deg.unwrap()).abs() < 5.0, "{c1:?}");
-    assert!(hue_diff_deg(180.0, row(DirectionKind::Centroid, 0.0).final_hue_deg.unwrap()).abs() < 5.0);
+    assert!(signed_hue_delta_deg(0.0, c1.final_hue_deg.unwrap()).abs() < 5.0, "{c1:?}");
+    assert!(signed_hue_delta_deg(180.0, row(DirectionKind::Centroid, 0.0).final_hue_deg.unwrap()).abs() < 5.0);
     assert!(c1.word_probs.is_none() && c1.texts.is_none(), "no colour words, no generation: left empty");
 
     // The same store against a model of another width: a clear error before anything runs.

@@ -4,8 +4,8 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use huescan::stimuli::colour::{
-    hsv_of_rgb8, hue_diff_deg, mean_chromatic_hue, rgb8_to_f64, srgb_to_oklch, ChromaticThreshold,
+use huescan::colour::{
+    hsv_of_rgb8, mean_chromatic_hue, rgb8_to_f64, signed_hue_delta_deg, srgb_to_oklch, ChromaticThreshold,
 };
 use huescan::stimuli::render::{render_one, stimuli};
 use huescan::stimuli::{bundled, render, Error, RenderOptions, StimulusManifest, StimulusSpec};
@@ -160,7 +160,7 @@ fn simple_60_flat_hues_equal_labels_within_half_a_degree() {
         assert!(img.pixels().all(|p| p.0 == first), "{} is not flat", rec.file);
         let hsv = hsv_of_rgb8(first);
         // 8-bit rounding moves the hue by at most 0.5/255 of a 60° sextant, 0.12°.
-        assert!(hue_diff_deg(hsv.hue_deg, rec.hue_deg).abs() <= 0.5, "{}: {hsv:?}", rec.file);
+        assert!(signed_hue_delta_deg(rec.hue_deg, hsv.hue_deg).abs() <= 0.5, "{}: {hsv:?}", rec.file);
         assert!(hsv.s == 1.0 && hsv.v == 1.0);
         assert!((rec.hsv_hue_deg - hsv.hue_deg).abs() < 1e-6);
         assert!((rec.chromatic_fraction - 1.0).abs() < 1e-12);
@@ -181,11 +181,11 @@ fn textured_mean_chromatic_hue_is_within_3_degrees_for_all_360_hues() {
     for rec in &m.stimuli {
         let img = load_rgb(&out.0.join(&rec.file));
         let (mean, n) = mean_chromatic_hue(img.as_raw(), ChromaticThreshold::default()).unwrap();
-        let err = hue_diff_deg(mean, rec.hue_deg).abs();
+        let err = signed_hue_delta_deg(rec.hue_deg, mean).abs();
         worst = worst.max(err);
         assert!(err <= 3.0, "{}: mean chromatic hue {mean:.2}, label {}", rec.file, rec.hue_deg);
         assert!(n as f64 >= 0.1 * 48.0 * 48.0, "{}: only {n} chromatic pixels", rec.file);
-        assert!(hue_diff_deg(rec.hsv_hue_deg, mean).abs() < 1e-6);
+        assert!(signed_hue_delta_deg(mean, rec.hsv_hue_deg).abs() < 1e-6);
     }
     eprintln!("textured: worst |mean chromatic hue - label| over 360 images = {worst:.3} deg");
     // Lightness and saturation really vary across the set (not one colour re-hued).
@@ -199,7 +199,7 @@ fn textured_mean_chromatic_hue_is_within_3_degrees_for_all_360_hues() {
         let img = render_one(&wild, s, &[]);
         assert_eq!(img.dimensions(), (224, 224));
         let (mean, n) = mean_chromatic_hue(img.as_raw(), ChromaticThreshold::default()).unwrap();
-        assert!(hue_diff_deg(mean, s.hue_deg()).abs() <= 3.0, "wild-360 {}: mean {mean:.2}", s.id);
+        assert!(signed_hue_delta_deg(s.hue_deg(), mean).abs() <= 3.0, "wild-360 {}: mean {mean:.2}", s.id);
         assert!(n as f64 >= 0.1 * 224.0 * 224.0, "wild-360 {}: only {n} chromatic pixels", s.id);
     }
     let cs: Vec<f64> = m.stimuli.iter().map(|r| r.oklch_c).collect();
@@ -234,13 +234,14 @@ fn oklch_set_has_its_oklch_hue_and_constant_lightness() {
         let px = load_rgb(&out.0.join(&rec.file)).get_pixel(0, 0).0;
         let lch = srgb_to_oklch(rgb8_to_f64(px));
         // Quantisation bounds: hue 0.5° (measured worst ~0.33°), L and C one 8-bit step (~0.003).
-        assert!(hue_diff_deg(lch.hue_deg, rec.hue_deg).abs() <= 0.5, "{}: {lch:?}", rec.file);
+        assert!(signed_hue_delta_deg(rec.hue_deg, lch.hue_deg).abs() <= 0.5, "{}: {lch:?}", rec.file);
         assert!((lch.l - 0.75).abs() <= 0.005 && (lch.c - 0.125).abs() <= 0.005, "{}: {lch:?}", rec.file);
-        assert!(hue_diff_deg(rec.oklch_hue_deg, lch.hue_deg).abs() < 1e-6);
+        assert!(signed_hue_delta_deg(lch.hue_deg, rec.oklch_hue_deg).abs() < 1e-6);
         hsv_steps.push(rec.hsv_hue_deg);
     }
     // The recorded HSV hues are not the OKLCH labels: the two labelings differ, which is the point of the set.
-    let max_gap = (0..72).map(|i| hue_diff_deg(hsv_steps[(i + 1) % 72], hsv_steps[i]).abs()).fold(0.0, f64::max);
+    let max_gap =
+        (0..72).map(|i| signed_hue_delta_deg(hsv_steps[i], hsv_steps[(i + 1) % 72]).abs()).fold(0.0, f64::max);
     assert!(max_gap > 7.0, "hsv steps look uniform ({max_gap})");
 }
 
@@ -252,12 +253,12 @@ fn write_photo(dir: &Path, name: &str) -> image::RgbImage {
         } else if x < 3 {
             image::Rgb([0, 0, 0])
         } else {
-            let hsv = huescan::stimuli::colour::Hsv {
+            let hsv = huescan::colour::Hsv {
                 hue_deg: 20.0 + x as f64,
                 s: 0.3 + 0.7 * (y as f64 / 30.0),
                 v: 0.4 + 0.6 * (x as f64 / 40.0),
             };
-            image::Rgb(huescan::stimuli::colour::f64_to_rgb8(huescan::stimuli::colour::hsv_to_rgb(hsv)))
+            image::Rgb(huescan::colour::f64_to_rgb8(huescan::colour::hsv_to_rgb(hsv)))
         }
     });
     img.save(dir.join(name)).unwrap();
@@ -295,7 +296,7 @@ step = 50
         let img = load_rgb(&out.join(&rec.file));
         assert_eq!(img.dimensions(), (40, 30));
         let (mean, _) = mean_chromatic_hue(img.as_raw(), thr).unwrap();
-        assert!(hue_diff_deg(mean, rec.hue_deg).abs() <= 1.0, "{}: {mean}", rec.file);
+        assert!(signed_hue_delta_deg(rec.hue_deg, mean).abs() <= 1.0, "{}: {mean}", rec.file);
         if rec.variant == 1 {
             assert_eq!(rec.source.as_deref(), Some("b.JPG"));
             assert!(rec.file.ends_with("_v1.png"));

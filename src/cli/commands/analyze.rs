@@ -7,8 +7,9 @@ use anyhow::Context;
 use clap::Args;
 
 use crate::cli::commands::extract::parse_layers;
-use crate::cli::{existing, values, Progress};
+use crate::cli::{existing, flag_defaults, values, Progress};
 use crate::manifold::{self, AnalyzeOptions, JoystickOptions, LabelMode, Shape};
+use crate::settings;
 use crate::store::ActivationStore;
 
 #[derive(Debug, Args)]
@@ -20,35 +21,50 @@ pub struct AnalyzeArgs {
     /// arbitration.csv, joystick.csv, projection.safetensors and summary.json; global.csv across sets.
     #[arg(long)]
     pub out: PathBuf,
+    #[command(flatten)]
+    pub settings: AnalyzeSettings,
+}
+
+/// How `huescan analyze` analyses: the flags `huescan scan` shares (it overrides only `permutations`).
+#[derive(Debug, Clone, Args)]
+pub struct AnalyzeSettings {
     /// Candidate shapes, comma-separated (circular, semicircular, euclidean, …).
-    #[arg(long, default_value = "circular,semicircular,euclidean")]
+    #[arg(long, default_value = settings::SHAPES)]
     pub shapes: String,
     /// Layers to scan: `all` or indices/ranges like `0,4,8-12`.
-    #[arg(long, default_value = "all")]
+    #[arg(long, default_value = settings::LAYERS)]
     pub layers: String,
-    /// `periodic` (true hue angles, shuffled seeded folds) or `compat` (the Python package number for number:
-    /// min-max labels, contiguous folds).
-    #[arg(long, default_value = "periodic")]
-    pub mode: String,
+    /// `periodic`: true hue angles, shuffled seeded folds; `compat`: the Python package number for number
+    /// (min-max labels, contiguous folds).
+    #[arg(long, value_enum, ignore_case = true, default_value_t = LabelMode::default())]
+    pub mode: LabelMode,
     /// Analyse this layer instead of choosing the best one by cross-validated score.
     #[arg(long)]
     pub layer: Option<usize>,
     /// Label permutations per layer and shape for the p-values (0 = off).
-    #[arg(long, default_value_t = 100)]
+    #[arg(long, default_value_t = settings::PERMUTATIONS)]
     pub permutations: usize,
     /// Bootstrap resamples for the held-out score intervals (0 = off).
-    #[arg(long, default_value_t = 1000)]
+    #[arg(long, default_value_t = settings::BOOTSTRAP)]
     pub bootstrap: usize,
     /// Seed of folds, permutations and bootstraps.
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = settings::SEED)]
     pub seed: u64,
     /// Composite weight of the held-out score (the periodicity weight is 1 minus this).
-    #[arg(long, default_value_t = 0.7, value_parser = crate::cli::values::fraction)]
+    #[arg(long, default_value_t = settings::W_TEST, value_parser = crate::cli::values::fraction)]
     pub w_test: f64,
+}
+
+impl Default for AnalyzeSettings {
+    /// The flags' own defaults (what an empty command line gives).
+    fn default() -> Self {
+        flag_defaults()
+    }
 }
 
 /// Refuses a store given twice (it would count as two sets agreeing) and resample counts past the cap.
 fn check_inputs(args: &AnalyzeArgs) -> anyhow::Result<()> {
+    let s = &args.settings;
     let mut seen = std::collections::BTreeMap::new();
     for dir in &args.stores {
         let key = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.clone());
@@ -61,18 +77,14 @@ fn check_inputs(args: &AnalyzeArgs) -> anyhow::Result<()> {
         }
     }
     let work = |n: usize| format!("{n} refits per layer and shape");
-    values::check_cap("--bootstrap", args.bootstrap as u64, values::MAX_RESAMPLES as u64, &work(args.bootstrap))?;
-    values::check_cap(
-        "--permutations",
-        args.permutations as u64,
-        values::MAX_RESAMPLES as u64,
-        &work(args.permutations),
-    )
+    values::check_cap("--bootstrap", s.bootstrap as u64, values::MAX_RESAMPLES as u64, &work(s.bootstrap))?;
+    values::check_cap("--permutations", s.permutations as u64, values::MAX_RESAMPLES as u64, &work(s.permutations))
 }
 
 pub fn run(args: &AnalyzeArgs, progress: &Progress) -> anyhow::Result<ExitCode> {
-    let shapes = args.shapes.split(',').map(|s| s.trim().parse::<Shape>()).collect::<Result<Vec<_>, _>>()?;
-    let mode: LabelMode = args.mode.parse()?;
+    let s = &args.settings;
+    let shapes = s.shapes.split(',').map(|s| s.trim().parse::<Shape>()).collect::<Result<Vec<_>, _>>()?;
+    let mode = s.mode;
     check_inputs(args)?;
     // Taken before the first write, not before the first check, so a refused run leaves no folder behind.
     let mut lock = None;
@@ -83,25 +95,21 @@ pub fn run(args: &AnalyzeArgs, progress: &Progress) -> anyhow::Result<ExitCode> 
         let m = store.manifest();
         let name = m.provenance.stimuli_name.clone();
         let stored = store.layer_indices();
-        let wanted = parse_layers(&args.layers, stored.iter().max().map_or(0, |m| m + 1))?;
+        let wanted = parse_layers(&s.layers, stored.iter().max().map_or(0, |m| m + 1))?;
         let layers: Vec<usize> = stored.iter().copied().filter(|l| wanted.contains(l)).collect();
         if layers.is_empty() {
-            anyhow::bail!(
-                "`{}` holds none of the layers asked for ({}); it has {stored:?}",
-                dir.display(),
-                args.layers
-            );
+            anyhow::bail!("`{}` holds none of the layers asked for ({}); it has {stored:?}", dir.display(), s.layers);
         }
         let opts = AnalyzeOptions {
             dataset: name.clone(),
             mode,
             shapes: shapes.clone(),
-            seed: args.seed,
-            n_permutations: args.permutations,
-            n_bootstrap: args.bootstrap,
-            w_test: args.w_test,
-            w_periodicity: 1.0 - args.w_test,
-            layer: args.layer,
+            seed: s.seed,
+            n_permutations: s.permutations,
+            n_bootstrap: s.bootstrap,
+            w_test: s.w_test,
+            w_periodicity: 1.0 - s.w_test,
+            layer: s.layer,
             joystick: Some(JoystickOptions::default()),
             ..AnalyzeOptions::default()
         };

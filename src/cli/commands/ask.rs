@@ -36,9 +36,9 @@ pub struct AskArgs {
     /// Most tokens to generate (generation also stops at the checkpoint's EOS ids; raise it for questions
     /// with longer answers). Greedy decoding with no repetition penalty: transformers applies
     /// generation_config.json's penalty unless told `repetition_penalty=1.0`, so compare with that.
-    #[arg(long, default_value_t = crate::cli::commands::steer::DEFAULT_MAX_NEW_TOKENS)]
+    #[arg(long, default_value_t = crate::settings::MAX_NEW_TOKENS)]
     pub max_new_tokens: usize,
-    /// The question [default: the model's prompt, "What colour is this image? Answer with one word."].
+    /// The question [default: the model's prompt, else the default prompt].
     pub question: Option<String>,
     /// A steering vector (from `huescan steer`) added while answering, at its own hook point. With a text-only
     /// question it is a control: does the direction move the colour concept, or only what the image shows?

@@ -8,14 +8,14 @@ use std::process::ExitCode;
 
 use clap::Args;
 
-use crate::cli::commands::extract::RuntimeArgs;
 use crate::cli::commands::scan::{pipeline, PipelineArgs};
 use crate::cli::Progress;
 use crate::model::preset::{self, ModelKind};
+use crate::settings;
 
-/// The demo's main act and the sets it runs on.
+/// The demo's main act and the sets it runs on (`huescan scan`'s).
 pub const DEMO_MODEL: &str = "qwen-colour";
-const DEMO_SETS: &str = "simple-60,wild-360";
+const DEMO_SETS: &str = settings::SCAN_SETS;
 const AUTOENCODER: &str = "colour-autoencoder";
 const AUTOENCODER_SETS: &str = "simple-60,gap-teal-blue";
 
@@ -33,7 +33,7 @@ pub struct DemoArgs {
     #[arg(long, value_delimiter = ',')]
     pub sets: Option<Vec<String>>,
     /// Label permutations per layer for p-values.
-    #[arg(long, default_value_t = 100)]
+    #[arg(long, default_value_t = settings::PERMUTATIONS)]
     pub permutations: usize,
 }
 
@@ -47,14 +47,9 @@ pub fn run(args: &DemoArgs, progress: &Progress) -> anyhow::Result<ExitCode> {
             progress.say("note: qwen-tiny-random has random weights; its numbers exercise the runner and mean nothing");
         }
     }
-    let p = PipelineArgs {
-        runtime: RuntimeArgs::default(),
-        batch_size: None,
-        pool: "image-mean".into(),
-        layers: "all".into(),
-        permutations: args.permutations,
-        max_new_tokens: crate::cli::commands::steer::DEFAULT_MAX_NEW_TOKENS,
-    };
+    // `scan`'s settings, but the hidden states only (`--layers all`), as the demo has always stored.
+    let p =
+        PipelineArgs { layers: settings::LAYERS.into(), permutations: args.permutations, ..PipelineArgs::default() };
     let default_sets = |model: &str| -> Vec<String> {
         let sets = if model == AUTOENCODER { AUTOENCODER_SETS } else { DEMO_SETS };
         sets.split(',').map(str::to_string).collect()

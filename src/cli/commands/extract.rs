@@ -20,7 +20,7 @@ use crate::store::{self, Provenance};
 #[derive(Debug, Clone, Args)]
 pub struct RuntimeArgs {
     /// `cpu`, `cuda`, `cuda:N` or `metal` (GPU backends need the `cuda`/`metal` cargo feature).
-    #[arg(long, default_value = "cpu")]
+    #[arg(long, default_value = crate::settings::DEVICE)]
     pub device: String,
     /// Compute dtype: f32, bf16 or f16 [default: the preset's on GPUs, f32 on CPU].
     #[arg(long)]
@@ -31,8 +31,9 @@ pub struct RuntimeArgs {
 }
 
 impl Default for RuntimeArgs {
+    /// The flags' own defaults (what an empty command line gives).
     fn default() -> Self {
-        RuntimeArgs { device: "cpu".into(), dtype: None, revision: None }
+        crate::cli::flag_defaults()
     }
 }
 
@@ -121,7 +122,7 @@ pub struct ExtractArgs {
     /// Layers to store: `all` (HF hidden_states indices 0..=L), `residual` (those and every vision block's
     /// output), indices and ranges like `0,4,8-12`, or hook names and globs as in --hooks. The model runs only
     /// up to the deepest one.
-    #[arg(long, default_value = "all")]
+    #[arg(long, default_value = crate::settings::LAYERS)]
     pub layers: String,
     /// Hook points to store by name or glob, comma-separated (`visual.blocks.*,blocks.*`,
     /// `blocks.*.hook_resid_post`, `ln_final.hook_out`); see the README's hook table. Replaces the default

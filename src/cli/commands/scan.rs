@@ -5,11 +5,13 @@ use std::process::ExitCode;
 
 use clap::Args;
 
-use crate::cli::commands::analyze::{self, AnalyzeArgs};
+use crate::cli::commands::analyze::{self, AnalyzeArgs, AnalyzeSettings};
 use crate::cli::commands::extract::{self, AutoencoderArgs, ExtractArgs, ModelArgs, RuntimeArgs};
-use crate::cli::commands::steer::{self, SteerArgs};
+use crate::cli::commands::steer::{self, SteerArgs, SteerSettings};
 use crate::cli::commands::stimuli::{self as stimuli_cmd, RenderArgs};
 use crate::cli::Progress;
+use crate::settings;
+use crate::steer::PairSpec;
 use crate::stimuli::StimulusSpec;
 
 #[derive(Debug, Args)]
@@ -18,7 +20,7 @@ pub struct ScanArgs {
     /// checkpoint directory, or a Hugging Face repo id (`Qwen/Qwen2.5-VL-3B-Instruct`).
     pub model: String,
     /// Stimulus sets (bundled names or spec files), comma-separated.
-    #[arg(long, default_value = "simple-60,wild-360", value_delimiter = ',')]
+    #[arg(long, default_value = settings::SCAN_SETS, value_delimiter = ',')]
     pub sets: Vec<String>,
     /// Run folder [default: runs/<model name>]. Re-running the same command resumes where it stopped.
     #[arg(long)]
@@ -39,32 +41,31 @@ pub struct PipelineArgs {
     #[arg(long)]
     pub batch_size: Option<usize>,
     /// Per-sample pooling: image-mean, last or tokens.
-    #[arg(long, default_value = "image-mean")]
+    #[arg(long, default_value = settings::POOL)]
     pub pool: String,
     /// Points to store and scan: `residual` (every vision block's output and the HF hidden states), `all` (the
     /// hidden states only), indices/ranges like `0,4,8-12`, or hook names and globs (`visual.blocks.*,blocks.*`).
     #[arg(long, alias = "hooks", default_value = "residual")]
     pub layers: String,
     /// Label permutations per layer and shape for p-values (0 = off).
-    #[arg(long, default_value_t = 100)]
+    #[arg(long, default_value_t = settings::PERMUTATIONS)]
     pub permutations: usize,
     /// Answer tokens generated per steered image (models with text output), so the report shows answers.
-    #[arg(long, default_value_t = steer::DEFAULT_MAX_NEW_TOKENS)]
+    #[arg(long, default_value_t = settings::MAX_NEW_TOKENS)]
     pub max_new_tokens: usize,
 }
 
-/// The notebook's pairs (Blue→Red, Red→Green, Green→Blue) with each hue snapped to the nearest one the set
-/// holds, so sets with a held-out slice (gap-teal-blue has no 240°) still get all three sweeps.
-pub fn default_pairs(hues: &[f64]) -> String {
-    let snap = |h: f64| {
-        let d = |x: f64| ((x - h + 180.0).rem_euclid(360.0) - 180.0).abs();
-        hues.iter().copied().min_by(|a, b| d(*a).total_cmp(&d(*b))).unwrap_or(h)
-    };
-    [(240.0, 0.0), (0.0, 120.0), (120.0, 240.0)]
-        .iter()
-        .map(|&(a, b)| format!("{}:{}", snap(a), snap(b)))
-        .collect::<Vec<_>>()
-        .join(",")
+impl Default for PipelineArgs {
+    /// The flags' own defaults (what an empty command line gives).
+    fn default() -> Self {
+        crate::cli::flag_defaults()
+    }
+}
+
+/// `--pairs` for the notebook's pairs snapped to the hues of the set ([`PairSpec::defaults_snapped_to`]).
+fn default_pairs(hues: &[f64]) -> String {
+    let pairs = PairSpec::defaults_snapped_to(hues);
+    pairs.iter().map(|p| format!("{}:{}", p.source_deg, p.target_deg)).collect::<Vec<_>>().join(",")
 }
 
 impl PipelineArgs {
@@ -130,14 +131,7 @@ pub fn pipeline(model: &str, sets: &[String], out: &Path, p: &PipelineArgs, prog
     let analyze_args = AnalyzeArgs {
         stores,
         out: out.join("analysis"),
-        shapes: "circular,semicircular,euclidean".into(),
-        layers: "all".into(),
-        mode: "periodic".into(),
-        layer: None,
-        permutations: p.permutations,
-        bootstrap: 1000,
-        seed: 0,
-        w_test: 0.7,
+        settings: AnalyzeSettings { permutations: p.permutations, ..AnalyzeSettings::default() },
     };
     analyze::run(&analyze_args, progress)?;
     for (set, acts) in sets.iter().zip(&analyze_args.stores) {
@@ -154,14 +148,8 @@ pub fn pipeline(model: &str, sets: &[String], out: &Path, p: &PipelineArgs, prog
             from: None,
             to: None,
             pairs: Some(default_pairs(&store.hue_deg())),
-            alphas: "-0.25:1.25:0.25".into(),
             positions: Some("image".into()),
-            direction: "all".into(),
-            normalise: "none".into(),
-            seed: 0,
-            smds_alpha: 1e-4,
-            tolerance: 30.0,
-            max_new_tokens: p.max_new_tokens,
+            settings: SteerSettings { max_new_tokens: p.max_new_tokens, ..SteerSettings::default() },
             batch_size: p.batch_size,
             gguf: false,
             out: out.join("steering").join(&name),

@@ -11,19 +11,16 @@ use clap::Args;
 use super::extract::{
     check_text_selection, parse_points, read_stimulus_set, warn_if_prompt_text_unused, ModelArgs, StimulusSet,
 };
-use crate::cli::{existing, values, Progress};
+use crate::cli::{existing, flag_defaults, values, Progress};
 use crate::extract::load_image;
 use crate::model::load::LoadedModel;
 use crate::model::Positions;
+use crate::settings;
 use crate::steer::{
     self, gguf, parse_alphas, parse_pair, ColourWords, DirectionKind, PairSpec, SteeringVector, SweepInput,
     SweepOptions, DEFAULT_COLOUR_WORDS,
 };
 use crate::store::ActivationStore;
-
-/// `--max-new-tokens` of every command that generates (`steer`, `scan`, `demo`, `ask`): enough for the
-/// one-word colour answer the default prompt asks for.
-pub const DEFAULT_MAX_NEW_TOKENS: usize = 4;
 
 #[derive(Debug, Args)]
 pub struct SteerArgs {
@@ -49,31 +46,12 @@ pub struct SteerArgs {
     /// Several pairs instead of --from/--to: `FROM:TO` comma-separated, e.g. `240:0,0:120`.
     #[arg(long, conflicts_with_all = ["from", "to"])]
     pub pairs: Option<String>,
-    /// Alphas: `start:stop:step` or a list.
-    #[arg(long, default_value = "-0.25:1.25:0.25", allow_hyphen_values = true)]
-    pub alphas: String,
     /// Token positions steered: image, all (also every generated token), last or indices `i,j` [default: image;
     /// last for a text prompt set, which has no image tokens].
     #[arg(long)]
     pub positions: Option<String>,
-    /// Directions: centroid, manifold, random (comma-separated) or all.
-    #[arg(long, default_value = "all")]
-    pub direction: String,
-    /// Vector scaling: none (alpha 1 = source centroid moved onto the target) or unit.
-    #[arg(long, default_value = "none")]
-    pub normalise: String,
-    /// Seed of the random control directions.
-    #[arg(long, default_value_t = 0)]
-    pub seed: u64,
-    /// Ridge penalty of the SMDS Circular fit behind --direction manifold (the notebook's fits use 1e-4).
-    #[arg(long, default_value_t = 1e-4, value_parser = values::positive)]
-    pub smds_alpha: f64,
-    /// A hue within this many degrees of the target counts as reached in the summary.
-    #[arg(long, default_value_t = 30.0, value_parser = values::positive)]
-    pub tolerance: f64,
-    /// Answer tokens to generate per steered image (models with text output; 0 = none).
-    #[arg(long, default_value_t = DEFAULT_MAX_NEW_TOKENS)]
-    pub max_new_tokens: usize,
+    #[command(flatten)]
+    pub settings: SteerSettings,
     /// Images per forward pass [default: 8 on CPU, 32 on GPUs].
     #[arg(long)]
     pub batch_size: Option<usize>,
@@ -83,6 +61,39 @@ pub struct SteerArgs {
     /// Output directory: sweep.csv/json, summary.csv/json, vectors/.
     #[arg(long)]
     pub out: PathBuf,
+}
+
+/// How `huescan steer` sweeps: the flags `huescan scan` shares (it overrides only `max_new_tokens`).
+#[derive(Debug, Clone, Args)]
+pub struct SteerSettings {
+    /// Alphas: `start:stop:step` or a list.
+    #[arg(long, default_value = settings::ALPHAS_SPEC, allow_hyphen_values = true)]
+    pub alphas: String,
+    /// Directions: centroid, manifold, random (comma-separated) or all.
+    #[arg(long, default_value = "all")]
+    pub direction: String,
+    /// Vector scaling: none (alpha 1 = source centroid moved onto the target) or unit.
+    #[arg(long, default_value = "none")]
+    pub normalise: String,
+    /// Seed of the random control directions.
+    #[arg(long, default_value_t = settings::SEED)]
+    pub seed: u64,
+    /// Ridge penalty of the SMDS Circular fit behind --direction manifold (the notebook's fits use 1e-4).
+    #[arg(long, default_value_t = settings::SMDS_ALPHA, value_parser = values::positive)]
+    pub smds_alpha: f64,
+    /// A hue within this many degrees of the target counts as reached in the summary.
+    #[arg(long, default_value_t = settings::TOLERANCE_DEG, value_parser = values::positive)]
+    pub tolerance: f64,
+    /// Answer tokens to generate per steered image (models with text output; 0 = none).
+    #[arg(long, default_value_t = settings::MAX_NEW_TOKENS)]
+    pub max_new_tokens: usize,
+}
+
+impl Default for SteerSettings {
+    /// The flags' own defaults (what an empty command line gives).
+    fn default() -> Self {
+        flag_defaults()
+    }
 }
 
 /// One llama.cpp control vector per steered layer (`L{index}_{pair}_{kind}.gguf`): llama.cpp applies every
@@ -161,7 +172,8 @@ fn check_stimuli_provenance(store: &ActivationStore, set: &StimulusSet, path: &s
 
 pub fn run(args: &SteerArgs, progress: &Progress) -> anyhow::Result<ExitCode> {
     let store = ActivationStore::open(&existing(&args.acts, "activation store")?)?;
-    let n = args.max_new_tokens;
+    let s = &args.settings;
+    let n = s.max_new_tokens;
     values::check_cap("--max-new-tokens", n as u64, values::MAX_NEW_TOKENS as u64, &format!("{n} decoder steps"))?;
     let set = read_stimulus_set(&args.stimuli)?;
     check_stimuli_provenance(&store, &set, &args.stimuli)?;
@@ -232,14 +244,14 @@ pub fn run(args: &SteerArgs, progress: &Progress) -> anyhow::Result<ExitCode> {
     let opts = SweepOptions {
         layers,
         pairs: pairs(args)?,
-        alphas: parse_alphas(&args.alphas)?,
-        kinds: parse_kinds(&args.direction)?,
+        alphas: parse_alphas(&s.alphas)?,
+        kinds: parse_kinds(&s.direction)?,
         positions,
-        normalisation: args.normalise.parse()?,
-        seed: args.seed,
-        smds_alpha: args.smds_alpha,
-        tolerance_deg: args.tolerance,
-        max_new_tokens: args.max_new_tokens,
+        normalisation: s.normalise.parse()?,
+        seed: s.seed,
+        smds_alpha: s.smds_alpha,
+        tolerance_deg: s.tolerance,
+        max_new_tokens: s.max_new_tokens,
         batch_size: args.batch_size.unwrap_or(if args.model.runtime.device == "cpu" { 8 } else { 32 }),
         output_rgb: loaded.model.colour_output(),
         colour_words,

@@ -56,7 +56,7 @@ use image::RgbImage;
 use serde::{Deserialize, Serialize};
 
 use super::{Captures, Error, HookPoint, HookSet, Model, Pooling, Positions};
-use crate::stimuli::colour;
+use crate::colour;
 pub use train::{HueRange, TrainConfig, TrainReport, TrainingSet, BLUE_HUE_DEG, TEAL_HUE_DEG};
 
 /// The linear layers, in forward order, named as the seed's `state_dict`.
@@ -74,12 +74,12 @@ pub const DECODER_HIDDEN: &str = "decoder.hidden";
 /// After the sigmoid: the reconstructed RGB.
 pub const OUTPUT: &str = "output";
 
-/// Pixels with HSV saturation at least this count as chromatic for [`image_input_rgb`].
-pub const CHROMA_MIN_SATURATION: f32 = 0.25;
-/// Pixels with HSV value at least this count as chromatic (darker ones carry no reliable hue). Both
-/// thresholds equal the stimulus renderer's default chromatic threshold, so "chromatic" means the same
-/// thing for the label and for the model input.
-pub const CHROMA_MIN_VALUE: f32 = 0.15;
+/// Pixels with HSV saturation at least this count as chromatic for [`image_input_rgb`]: the one chromatic
+/// threshold, [`colour::CHROMATIC`], so "chromatic" means the same thing for the label and for the model input
+/// (in f32, the arithmetic the input has always used; 0.25 and 0.15 round to the same f32 as their literals).
+pub const CHROMA_MIN_SATURATION: f32 = colour::CHROMATIC.min_s as f32;
+/// Pixels with HSV value at least this count as chromatic (darker ones carry no reliable hue).
+pub const CHROMA_MIN_VALUE: f32 = colour::CHROMATIC.min_v as f32;
 
 /// The hook point called `name` (one of [`POINTS`]).
 pub fn point(name: &str) -> HookPoint {
@@ -416,12 +416,6 @@ pub fn image_input_rgb(image: &RgbImage, index: usize) -> Result<[f32; 3], Error
     }
     let (sum, n) = if n_chroma > 0 { (chroma, n_chroma) } else { (all, image.pixels().len()) };
     Ok(sum.map(|s| (s / n as f64) as f32))
-}
-
-/// HSV → RGB (hue in degrees, wrapped; s, v in [0, 1]); the one implementation is `stimuli::colour`'s
-/// (Python `colorsys`, which equals `skimage.color.hsv2rgb` here).
-pub fn hsv_to_rgb(hue_deg: f64, s: f64, v: f64) -> [f64; 3] {
-    colour::hsv_to_rgb(colour::Hsv { hue_deg, s, v })
 }
 
 /// The HSV hue of an RGB colour in degrees `[0, 360)`, `None` when it is grey (max == min).

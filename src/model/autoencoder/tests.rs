@@ -8,6 +8,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use super::*;
+use crate::colour::signed_hue_delta_deg;
 use crate::model::{Intervention, InterventionOp};
 
 /// Full-batch MSE the default training must reach. The seed notebook reports 0.0162 after 500 epochs with
@@ -33,16 +34,6 @@ fn bottleneck(m: &Autoencoder, rgb: &[[f32; 3]], hooks: &HookSet) -> Vec<Vec<f32
         HookSet { capture: vec![point(BOTTLENECK)], interventions: hooks.interventions.clone(), stop_early: false };
     let c = m.forward_rgb(&rgb_tensor(rgb).unwrap(), &hooks, Pooling::Last).unwrap();
     c.layers[&point(BOTTLENECK)].to_vec2::<f32>().unwrap()
-}
-
-/// Signed difference `b - a` of two hues, in (-180, 180].
-fn hue_diff(a: f64, b: f64) -> f64 {
-    let d = (b - a).rem_euclid(360.0);
-    if d > 180.0 {
-        d - 360.0
-    } else {
-        d
-    }
 }
 
 /// The training colours at value 1.0 (one per hue), their hues and bottleneck angles (radians).
@@ -175,7 +166,7 @@ fn steering_along_the_circle_moves_output_hue_monotonically() {
         // Unit tangent in the direction of increasing hue.
         let tangent = vec![-z[1] * sign, z[0] * sign];
         let out = steer_hues(m, rgb[i], &alphas, tangent);
-        let shifts: Vec<f64> = out.iter().map(|&h| hue_diff(start, h)).collect();
+        let shifts: Vec<f64> = out.iter().map(|&h| signed_hue_delta_deg(start, h)).collect();
         eprintln!("start {start}: shifts {shifts:.1?}");
         assert!(shifts.windows(2).all(|w| w[1] > w[0]), "not monotone from {start}: {shifts:?}");
         assert!(shifts[12] > 10.0 && shifts[0] < -10.0, "too small a move from {start}: {shifts:?}");
@@ -208,7 +199,7 @@ fn rotation_along_the_circle_tracks_the_angle() {
             }],
             stop_early: false,
         };
-        out.push(hue_diff(0.0, m.decode_hues(&[rgb[i]], &hooks).unwrap()[0].unwrap()));
+        out.push(signed_hue_delta_deg(0.0, m.decode_hues(&[rgb[i]], &hooks).unwrap()[0].unwrap()));
     }
     eprintln!("rotation by {deltas:?} deg moves hue by {out:.1?}");
     assert!(out.windows(2).all(|w| w[1] > w[0]), "not monotone: {out:?}");
@@ -236,8 +227,8 @@ fn random_direction_of_the_same_norm_does_not_move_hue_consistently() {
         let base = steer_hues(m, rgb[i], &[0.0], vec![0.0, 0.0])[0];
         let t = steer_hues(m, rgb[i], &[alpha], tangent)[0];
         let r = steer_hues(m, rgb[i], &[alpha], random)[0];
-        tangent_up += (hue_diff(base, t) > 0.0) as usize;
-        random_up += (hue_diff(base, r) > 0.0) as usize;
+        tangent_up += (signed_hue_delta_deg(base, t) > 0.0) as usize;
+        random_up += (signed_hue_delta_deg(base, r) > 0.0) as usize;
     }
     let n = hues.len() as f64;
     let (ft, fr) = (tangent_up as f64 / n, random_up as f64 / n);
@@ -420,13 +411,14 @@ fn unknown_points_and_positions_are_errors() {
 
 #[test]
 fn hsv_and_hue_helpers_match_known_values() {
+    let hsv_to_rgb = |hue_deg: f64, s: f64, v: f64| colour::hsv_to_rgb(colour::Hsv { hue_deg, s, v });
     assert_eq!(hsv_to_rgb(0.0, 1.0, 1.0), [1.0, 0.0, 0.0]);
     assert_eq!(hsv_to_rgb(120.0, 1.0, 1.0), [0.0, 1.0, 0.0]);
     assert_eq!(hsv_to_rgb(240.0, 1.0, 0.5), [0.0, 0.0, 0.5]);
     assert_eq!(hsv_to_rgb(360.0 + 60.0, 1.0, 1.0), [1.0, 1.0, 0.0]);
     for h in (0..360).step_by(7) {
         let rgb = hsv_to_rgb(h as f64, 1.0, 0.9).map(|c| c as f32);
-        assert!(hue_diff(h as f64, rgb_to_hue_deg(rgb).unwrap()).abs() < 1e-4, "{h}");
+        assert!(signed_hue_delta_deg(h as f64, rgb_to_hue_deg(rgb).unwrap()).abs() < 1e-4, "{h}");
     }
     assert_eq!(rgb_to_hue_deg([0.3, 0.3, 0.3]), None);
 }

@@ -12,7 +12,8 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use super::{hsv_to_rgb, Config, LAYERS};
+use super::{Config, LAYERS};
+use crate::colour::{hsv_to_rgb, Hsv};
 use crate::model::Error;
 
 /// Teal in degrees, from the seed's `ex_color` library (z0u/ex-preppy, `src/ex_color/data/color.py`,
@@ -127,7 +128,7 @@ impl TrainConfig {
         for h in self.hues_deg() {
             for &s in &self.saturations {
                 for &v in &self.values {
-                    let rgb = hsv_to_rgb(h, s, v);
+                    let rgb = hsv_to_rgb(Hsv { hue_deg: h, s, v });
                     set.rgb.push(rgb.map(|c| c as f32));
                     set.hue_deg.push(h);
                     set.value.push(v);

@@ -9,7 +9,7 @@ use tokenizers::Tokenizer;
 use crate::model::Error;
 
 /// The question the default prompt asks.
-pub const DEFAULT_QUESTION: &str = "What colour is this image? Answer with one word.";
+pub const DEFAULT_QUESTION: &str = crate::settings::PROMPT;
 /// The system prompt Qwen's template injects when the conversation has none.
 pub const DEFAULT_SYSTEM: &str = "You are a helpful assistant.";
 const IMAGE_PAD: &str = "<|image_pad|>";

@@ -1,9 +1,13 @@
-//! Colour maths for hue stimuli: HSV (bit-for-bit the formulas of Python's `colorsys`, which the seed notebook
-//! uses), the sRGB transfer function, OKLab/OKLCH with Björn Ottosson's published matrices
-//! (<https://bottosson.github.io/posts/oklab/>), and circular statistics on hue angles.
+//! The one colour module: HSV (bit-for-bit the formulas of Python's `colorsys`, which the seed notebook uses),
+//! the sRGB transfer function, OKLab/OKLCH with Björn Ottosson's published matrices
+//! (<https://bottosson.github.io/posts/oklab/>), circular statistics on hue angles, and the rule for which
+//! pixels carry a hue at all ([`CHROMATIC`]). A leaf: it depends on nothing else in the crate, so stimuli,
+//! models, the manifold analysis, steering and the report can all use it without depending on each other.
 //!
 //! Conventions: RGB components are `f64` in `[0, 1]` (non-linear sRGB unless a name says `linear`); hues are in
 //! degrees in `[0, 360)`; `colorsys` works in turns (`h / 360`), so its formulas are applied to `hue_deg / 360`.
+//! A signed hue difference is always [`signed_hue_delta_deg`]`(from, to)`: how far, and which way, `to` lies
+//! from `from` on the hue circle.
 
 /// An HSV colour: hue in degrees `[0, 360)`, saturation and value in `[0, 1]`.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -32,10 +36,18 @@ pub fn wrap_deg(deg: f64) -> f64 {
     }
 }
 
-/// Signed circular difference `a − b` in degrees, in `(−180, 180]`.
-pub fn hue_diff_deg(a: f64, b: f64) -> f64 {
-    let d = wrap_deg(a - b);
-    if d > 180.0 {
+/// How far hue `to` lies from hue `from`, in degrees in `[−180, 180)`: positive when the short way from `from`
+/// to `to` is counter-clockwise (increasing hue, red → yellow → green), negative when it is clockwise. So
+/// `from + signed_hue_delta_deg(from, to)` is `to` (mod 360), and `signed_hue_delta_deg(target, measured)` is a
+/// measurement's signed error.
+///
+/// Exactly opposite hues give `−180` (clockwise): the range and the arithmetic `(to − from + 180) mod 360 − 180`
+/// are the seed notebook's `circular_hue_error`, which the steering code has always used, so a half-turn pair
+/// (`0:180`) is steered the way it always was and steering tables stay byte-identical.
+pub fn signed_hue_delta_deg(from: f64, to: f64) -> f64 {
+    let d = (to - from + 180.0).rem_euclid(360.0) - 180.0;
+    // rem_euclid rounds up to exactly 360 for a tiny negative argument; that is −180, not +180.
+    if d >= 180.0 {
         d - 360.0
     } else {
         d
@@ -184,10 +196,17 @@ pub fn oklch_to_srgb(lch: Oklch) -> Option<[f64; 3]> {
 
 /// Weighted circular mean of angles in degrees and the mean resultant length `R` in `[0, 1]`
 /// (`R = |Σ wᵢ e^{iθᵢ}| / Σ wᵢ`). `None` when there are no angles, the weights sum to zero, or `R < 1e-9`
-/// (the angles cancel and no mean direction exists).
+/// (the angles cancel and no mean direction exists). A single angle with a positive weight is returned as it is
+/// (wrapped to `[0, 360)`, `R = 1`), not through sin/cos, so a one-image readout reports the model's number
+/// exactly.
 pub fn circular_mean_deg(angles: impl IntoIterator<Item = (f64, f64)>) -> Option<(f64, f64)> {
     let (mut sx, mut sy, mut sw) = (0.0f64, 0.0f64, 0.0f64);
+    let (mut n, mut first) = (0usize, 0.0f64);
     for (deg, w) in angles {
+        if n == 0 {
+            first = deg;
+        }
+        n += 1;
         let r = deg.to_radians();
         sx += w * r.cos();
         sy += w * r.sin();
@@ -196,11 +215,19 @@ pub fn circular_mean_deg(angles: impl IntoIterator<Item = (f64, f64)>) -> Option
     if sw <= 0.0 {
         return None;
     }
+    if n == 1 {
+        return Some((wrap_deg(first), 1.0));
+    }
     let r = sx.hypot(sy) / sw;
     if r < 1e-9 {
         return None;
     }
     Some((wrap_deg(sy.atan2(sx).to_degrees()), r))
+}
+
+/// Unweighted circular mean of hues in degrees ([`circular_mean_deg`] with unit weights), without `R`.
+pub fn circular_mean_hue_deg(hues: impl IntoIterator<Item = f64>) -> Option<f64> {
+    circular_mean_deg(hues.into_iter().map(|h| (h, 1.0))).map(|(mean, _)| mean)
 }
 
 /// Which pixels count as chromatic when a hue is measured from an image: HSV saturation `s >= min_s` and
@@ -212,9 +239,13 @@ pub struct ChromaticThreshold {
     pub min_v: f64,
 }
 
+/// The one chromatic threshold: stimulus hue labels and measurements, the photo rotation, spec checks and the
+/// colour autoencoder's image input all use it, so "chromatic" means the same thing for a label and for a model.
+pub const CHROMATIC: ChromaticThreshold = ChromaticThreshold { min_s: 0.25, min_v: 0.15 };
+
 impl Default for ChromaticThreshold {
     fn default() -> Self {
-        ChromaticThreshold { min_s: 0.25, min_v: 0.15 }
+        CHROMATIC
     }
 }
 
@@ -288,7 +319,7 @@ mod tests {
         for i in 0..3600 {
             let h = i as f64 * 0.1;
             let hsv = rgb_to_hsv(hsv_to_rgb(Hsv { hue_deg: h, s: 0.7, v: 0.9 }));
-            assert!(hue_diff_deg(hsv.hue_deg, h).abs() < 1e-9, "{h} -> {hsv:?}");
+            assert!(signed_hue_delta_deg(h, hsv.hue_deg).abs() < 1e-9, "{h} -> {hsv:?}");
             assert!(close(hsv.s, 0.7, 1e-12) && close(hsv.v, 0.9, 1e-12));
         }
     }
@@ -349,7 +380,7 @@ mod tests {
     #[test]
     fn circular_mean_handles_the_seam_and_cancellation() {
         let (m, r) = circular_mean_deg([(350.0, 1.0), (10.0, 1.0)]).unwrap();
-        assert!(hue_diff_deg(m, 0.0).abs() < 1e-9 && r > 0.98);
+        assert!(signed_hue_delta_deg(0.0, m).abs() < 1e-9 && r > 0.98);
         let (m, _) = circular_mean_deg([(10.0, 3.0), (40.0, 1.0)]).unwrap();
         assert!(m > 10.0 && m < 25.0, "weighted mean {m}");
         assert!(circular_mean_deg([(0.0, 1.0), (180.0, 1.0)]).is_none());
@@ -357,9 +388,34 @@ mod tests {
     }
 
     #[test]
-    fn hue_diff_is_signed_and_wraps() {
-        assert_eq!(hue_diff_deg(10.0, 350.0), 20.0);
-        assert_eq!(hue_diff_deg(350.0, 10.0), -20.0);
+    fn circular_mean_of_one_angle_is_that_angle() {
+        assert_eq!(circular_mean_deg([(123.456, 1.0)]), Some((123.456, 1.0)));
+        assert_eq!(circular_mean_hue_deg([-30.0]), Some(330.0));
+        assert!(circular_mean_deg([(10.0, 0.0)]).is_none());
+        let m = circular_mean_hue_deg([350.0, 10.0]).unwrap();
+        assert!(m.min(360.0 - m) < 1e-9, "{m}");
+    }
+
+    #[test]
+    fn signed_hue_delta_is_to_minus_from_and_wraps() {
+        // Counter-clockwise (increasing hue) is positive, across the 0/360 seam too.
+        assert_eq!(signed_hue_delta_deg(350.0, 10.0), 20.0);
+        assert_eq!(signed_hue_delta_deg(10.0, 350.0), -20.0);
+        assert_eq!(signed_hue_delta_deg(240.0, 0.0), 120.0);
+        assert_eq!(signed_hue_delta_deg(0.0, 240.0), -120.0);
+        // The range is [-180, 180): opposite hues are -180 whichever way round.
+        assert_eq!(signed_hue_delta_deg(0.0, 180.0), -180.0);
+        assert_eq!(signed_hue_delta_deg(180.0, 0.0), -180.0);
+        assert_eq!(signed_hue_delta_deg(90.0, 90.0), 0.0);
+        // One ulp past a half turn: the remainder rounds up to 360, which must still land in range.
+        let d = signed_hue_delta_deg(0.0, -180.00000000000003);
+        assert!((-180.0..180.0).contains(&d), "{d}");
+        for i in 0..720 {
+            let (from, to) = (i as f64 * 0.5, (i as f64 * 0.37).rem_euclid(360.0));
+            let d = signed_hue_delta_deg(from, to);
+            assert!((-180.0..180.0).contains(&d), "{from} -> {to}: {d}");
+            assert!(signed_hue_delta_deg(to, wrap_deg(from + d)).abs() < 1e-9, "{from} + {d} is not {to}");
+        }
         assert_eq!(wrap_deg(-0.0), 0.0);
         assert_eq!(wrap_deg(720.5), 0.5);
     }
