@@ -573,7 +573,7 @@ impl Qwen25VlModel {
         // A cut prompt's last position is its last image token, whose logits nobody asked for.
         if let Some(normed) = normed.filter(|_| cut.is_none()) {
             let last = normed.i((.., layout.seq - 1, ..))?.contiguous()?;
-            caps.logits = Some(self.text.logits(&last)?.to_dtype(DType::F32)?.to_device(&Device::Cpu)?);
+            caps.logits = Some(to_host(&self.text.logits(&last)?.to_dtype(DType::F32)?)?);
         }
         Ok(caps)
     }
@@ -628,7 +628,16 @@ fn pool(xs: &Tensor, layout: &Layout, pooling: Pooling) -> candle_core::Result<T
         // No padding (checked above): every row is the whole prompt.
         Pooling::Tokens => xs.to_dtype(DType::F32)?,
     };
-    pooled.to_device(&Device::Cpu)
+    to_host(&pooled)
+}
+
+/// `t` on the CPU, copying only its elements: a view (one position of a batch, a sample's rows) would carry
+/// its whole device buffer along, since `to_device` copies storage, not the view.
+fn to_host(t: &Tensor) -> candle_core::Result<Tensor> {
+    if t.device().is_cpu() {
+        return Ok(t.clone());
+    }
+    t.force_contiguous()?.to_device(&Device::Cpu)
 }
 
 /// Reduces a vision point's `(rows, width)` per sample on its device (f32, as [`pool`]) and moves the result to
@@ -658,7 +667,7 @@ fn pool_vision(point: &HookPoint, xs: &Tensor, layout: &Layout, pooling: Pooling
              the images to one size"
         );
     }
-    Tensor::stack(&rows, 0)?.to_device(&Device::Cpu)
+    to_host(&Tensor::stack(&rows, 0)?)
 }
 
 impl crate::model::Model for Qwen25VlModel {
