@@ -26,7 +26,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{DType, Tensor};
 
 use super::Error;
 
@@ -433,6 +433,13 @@ impl HookSet {
 
     /// [`HookSet::apply`] for activations laid out as rows `[n_rows, d_model]` shared by `n_samples` samples
     /// (the vision tower's patches of a batch): `rows_of(b, positions)` gives the rows of sample `b` selected.
+    ///
+    /// Everything runs on `xs`'s device: the change is built in f32 there (a gather of the selected rows, the
+    /// op's per-row change, a scatter-add at those rows), added in f32 and cast back to `xs`'s dtype, the
+    /// arithmetic the host version did, in its order. Only the row indices and the op's parameters (a steering
+    /// vector, a patch basis) travel from the host; no activation leaves the device. On the CPU `Add` is
+    /// bit-identical to the host version; `Patch` projects with a matmul, whose summation order differs from a
+    /// sequential dot product in the last bits (~1e-7 relative).
     pub fn apply_rows(
         &self,
         point: &HookPoint,
@@ -444,226 +451,80 @@ impl HookSet {
             return Ok(xs.clone());
         }
         let (n_rows, d_model) = xs.dims2()?;
-        let dtype = xs.dtype();
-        let mut delta = vec![0f32; n_rows * d_model];
-        let x32: Vec<f32> = xs.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
+        let device = xs.device();
+        let x32 = xs.to_dtype(DType::F32)?;
+        // Every op's change is computed against the incoming activations and summed, as the ops were defined
+        // on the host; summing into a separate delta keeps several ops at one row in that rounding order.
+        let mut delta: Option<Tensor> = None;
         for iv in self.active_at(point) {
             let samples: Vec<usize> = match iv.sample {
                 Some(b) if b < n_samples => vec![b],
                 Some(b) => candle_core::bail!("intervention for batch row {b}, but the batch has {n_samples} rows"),
                 None => (0..n_samples).collect(),
             };
+            let mut rows = Vec::new();
             for b in samples {
                 for r in rows_of(b, &iv.positions)? {
                     if r >= n_rows {
                         candle_core::bail!("intervention row {r} is past the {n_rows} rows at `{point}`");
                     }
-                    let off = r * d_model;
-                    iv.op.delta(&x32[off..off + d_model], &mut delta[off..off + d_model])?;
+                    rows.push(r as u32);
                 }
             }
+            if rows.is_empty() {
+                continue;
+            }
+            let n = rows.len();
+            let ids = Tensor::from_vec(rows, n, device)?;
+            let change = iv.op.rows_delta(&x32, &ids, d_model)?;
+            let acc = match delta.take() {
+                Some(acc) => acc,
+                None => Tensor::zeros((n_rows, d_model), DType::F32, device)?,
+            };
+            delta = Some(acc.index_add(&ids, &change, 0)?);
         }
-        let delta = Tensor::from_vec(delta, (n_rows, d_model), &Device::Cpu)?.to_device(xs.device())?;
-        (xs.to_dtype(DType::F32)? + delta)?.to_dtype(dtype)
+        match delta {
+            Some(delta) => (x32 + delta)?.to_dtype(xs.dtype()),
+            None => Ok(xs.clone()),
+        }
     }
 }
 
 impl InterventionOp {
-    /// Adds this op's change for one activation row `x` into `out`.
-    fn delta(&self, x: &[f32], out: &mut [f32]) -> candle_core::Result<()> {
-        let d = x.len();
+    /// This op's change `[n, d_model]` f32 for the rows `ids` of `x32` (`[n_rows, d_model]` f32), on `x32`'s
+    /// device. Rows may repeat (the caller scatter-adds them).
+    fn rows_delta(&self, x32: &Tensor, ids: &Tensor, d: usize) -> candle_core::Result<Tensor> {
+        let device = x32.device();
+        let n = ids.dims1()?;
         match self {
             InterventionOp::Add { vector, alpha } => {
                 if vector.len() != d {
                     candle_core::bail!("steering vector has width {}, the activation here {d}", vector.len());
                 }
-                for (o, v) in out.iter_mut().zip(vector) {
-                    *o += alpha * v;
-                }
+                // `alpha * v` rounded in f32 on the host, as the host version added it.
+                let step: Vec<f32> = vector.iter().map(|v| alpha * v).collect();
+                Tensor::from_vec(step, (1, d), device)?.broadcast_as((n, d))?.contiguous()
             }
             InterventionOp::Patch { basis, target } => {
                 if basis.len() != target.len() {
                     candle_core::bail!("patch basis has {} rows but {} target coordinates", basis.len(), target.len());
                 }
-                for (row, t) in basis.iter().zip(target) {
-                    if row.len() != d {
-                        candle_core::bail!("patch basis row has width {}, the activation here {d}", row.len());
-                    }
-                    let coord: f32 = row.iter().zip(x).map(|(r, xi)| r * xi).sum();
-                    for (o, r) in out.iter_mut().zip(row) {
-                        *o += (t - coord) * r;
-                    }
+                if let Some(row) = basis.iter().find(|row| row.len() != d) {
+                    candle_core::bail!("patch basis row has width {}, the activation here {d}", row.len());
                 }
+                let k = basis.len();
+                if k == 0 {
+                    return Tensor::zeros((n, d), DType::F32, device);
+                }
+                let b = Tensor::from_vec(basis.concat(), (k, d), device)?;
+                let t = Tensor::from_vec(target.clone(), (1, k), device)?;
+                // x - B^T B x + B^T t = x + (t - B x) B, per selected row.
+                let coords = x32.index_select(ids, 0)?.matmul(&b.t()?)?;
+                t.broadcast_sub(&coords)?.matmul(&b)
             }
         }
-        Ok(())
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn blocks_needed_counts_to_the_deepest_point_and_only_when_asked() {
-        let mut hooks = HookSet::capture([HookPoint::ResidPre(0), HookPoint::ResidPost(4)]);
-        assert_eq!(hooks.blocks_needed(36), None, "stop_early is off by default");
-        hooks.stop_early = true;
-        assert_eq!(hooks.blocks_needed(36), Some(5));
-        assert_eq!(hooks.blocks_needed(5), None, "all five blocks is the whole model");
-        hooks.interventions.push(Intervention {
-            point: HookPoint::ResidPost(9),
-            positions: Positions::All,
-            sample: None,
-            op: InterventionOp::Add { vector: vec![0.0], alpha: 1.0 },
-        });
-        assert_eq!(hooks.blocks_needed(36), Some(10));
-        hooks.capture.push(HookPoint::LnFinalOut);
-        assert_eq!(hooks.blocks_needed(36), None);
-        let hooks = HookSet { stop_early: true, ..HookSet::capture([HookPoint::ResidPre(0)]) };
-        assert_eq!(hooks.blocks_needed(36), Some(0), "the embeddings alone need no block");
-    }
-
-    #[test]
-    fn hidden_state_indices_round_trip_through_hook_names() {
-        let n_blocks = 36;
-        for i in 0..=n_blocks {
-            let hp = HookPoint::from_hidden_state_index(i, n_blocks).unwrap();
-            assert_eq!(hp.hidden_state_index(n_blocks), Some(i), "{hp}");
-            assert_eq!(hp.to_string().parse::<HookPoint>().unwrap(), hp);
-        }
-        assert_eq!(HookPoint::from_hidden_state_index(5, 36).unwrap().to_string(), "blocks.4.hook_resid_post");
-        assert_eq!(HookPoint::from_hidden_state_index(36, 36).unwrap(), HookPoint::LnFinalOut);
-        assert_eq!(HookPoint::ResidPost(35).hidden_state_index(36), None, "raw last block output is not an HF entry");
-        assert_eq!("resid_post7".parse::<HookPoint>().unwrap(), HookPoint::ResidPost(7));
-        assert!("Blocks.x".parse::<HookPoint>().is_err());
-    }
-
-    #[test]
-    fn every_new_name_round_trips_and_orders_by_the_forward_pass() {
-        let points = [
-            HookPoint::VisualPatchEmbed,
-            HookPoint::VisualResidPost(0),
-            HookPoint::VisualResidPost(31),
-            HookPoint::VisualMergerOut,
-            HookPoint::ResidPre(0),
-            HookPoint::AttnOut(0),
-            HookPoint::ResidMid(0),
-            HookPoint::MlpOut(0),
-            HookPoint::ResidPost(0),
-            HookPoint::AttnOut(1),
-            HookPoint::ResidPost(35),
-            HookPoint::LnFinalOut,
-        ];
-        for p in &points {
-            assert_eq!(p.to_string().parse::<HookPoint>().unwrap(), *p, "{p}");
-        }
-        let mut shuffled = points.to_vec();
-        shuffled.reverse();
-        shuffled.sort_by_key(HookPoint::forward_order);
-        assert_eq!(shuffled, points);
-        assert_eq!("attn_out3".parse::<HookPoint>().unwrap(), HookPoint::AttnOut(3));
-        assert_eq!(HookPoint::VisualMergerOut.component(), Component::Vision);
-        assert_eq!(HookPoint::MlpOut(2).component(), Component::Language);
-        assert!("visual.blocks.2.hook_attn_out".parse::<HookPoint>().is_err(), "not a vision point huescan has");
-        assert!("visual.bottleneck".parse::<HookPoint>().is_err());
-        assert!("blocks.1.hook_mlp_in".parse::<HookPoint>().is_err());
-    }
-
-    #[test]
-    fn globs_select_by_name_in_model_order_and_a_miss_is_an_error() {
-        let all = [
-            HookPoint::ResidPre(0),
-            HookPoint::ResidPost(0),
-            HookPoint::LnFinalOut,
-            HookPoint::VisualPatchEmbed,
-            HookPoint::VisualResidPost(0),
-            HookPoint::VisualResidPost(1),
-            HookPoint::VisualMergerOut,
-            HookPoint::AttnOut(0),
-            HookPoint::MlpOut(1),
-            HookPoint::ResidPost(1),
-        ];
-        let names = |pat: &str| select_points(pat, &all).unwrap().iter().map(|p| p.to_string()).collect::<Vec<_>>();
-        assert_eq!(names("visual.blocks.*"), ["visual.blocks.0.hook_resid_post", "visual.blocks.1.hook_resid_post"]);
-        assert_eq!(names("blocks.*.hook_resid_post"), ["blocks.0.hook_resid_post", "blocks.1.hook_resid_post"]);
-        assert_eq!(
-            names("ln_final.hook_out, blocks.0.*"),
-            ["blocks.0.hook_resid_pre", "blocks.0.hook_resid_post", "ln_final.hook_out", "blocks.0.hook_attn_out"]
-        );
-        assert_eq!(select_points("*", &all).unwrap().len(), all.len());
-        assert_eq!(names("visual.*.hook_*").len(), 3, "`.hook_` after a dot: not the patch embedding");
-        assert_eq!(
-            names("visual.*"),
-            [
-                "visual.hook_patch_embed",
-                "visual.blocks.0.hook_resid_post",
-                "visual.blocks.1.hook_resid_post",
-                "visual.merger.hook_out"
-            ]
-        );
-        let err = select_points("visual.blocks.*,blocks.*.hook_z", &all).unwrap_err().to_string();
-        assert!(err.contains("`blocks.*.hook_z` matches no hook point"), "{err}");
-        assert!(select_points("blocks.0.hook_resid_post,", &all).is_err(), "an empty pattern is a typo");
-        assert!(glob_match("blocks.1*", "blocks.10.hook_mlp_out") && !glob_match("blocks.1", "blocks.10"));
-        assert!(glob_match("a*b*c", "a.x.b.y.c") && !glob_match("a*b*c", "a.x.c.b"));
-    }
-
-    #[test]
-    fn apply_rows_touches_only_the_selected_rows_of_the_sample() {
-        let xs = Tensor::new(&[[1f32, 2.0], [3.0, 4.0], [5.0, 6.0], [7.0, 8.0]], &Device::Cpu).unwrap();
-        let point = HookPoint::VisualResidPost(0);
-        let mut hooks = HookSet::default();
-        hooks.interventions.push(Intervention {
-            point: point.clone(),
-            positions: Positions::Indices(vec![1]),
-            sample: Some(1),
-            op: InterventionOp::Add { vector: vec![10.0, 20.0], alpha: 1.0 },
-        });
-        // Sample 0 owns rows 0..2, sample 1 rows 2..4.
-        let rows = |b: usize, p: &Positions| match p {
-            Positions::Indices(ix) => Ok(ix.iter().map(|i| 2 * b + i).collect()),
-            _ => Ok((2 * b..2 * b + 2).collect()),
-        };
-        let out = hooks.apply_rows(&point, &xs, 2, &rows).unwrap().to_vec2::<f32>().unwrap();
-        assert_eq!(out, vec![vec![1.0, 2.0], vec![3.0, 4.0], vec![5.0, 6.0], vec![17.0, 28.0]]);
-        assert!(hooks.apply_rows(&point, &xs, 1, &rows).is_err(), "sample 1 of a batch of one");
-    }
-
-    #[test]
-    fn alpha_zero_is_bit_identical_and_add_adds() {
-        let xs = Tensor::new(&[[[1.5f32, -2.0], [0.25, 4.0]]], &Device::Cpu).unwrap();
-        let point = HookPoint::ResidPost(0);
-        let mut hooks = HookSet::default();
-        hooks.interventions.push(Intervention {
-            point: point.clone(),
-            positions: Positions::Last,
-            sample: None,
-            op: InterventionOp::Add { vector: vec![1.0, 1.0], alpha: 0.0 },
-        });
-        let last = |_b: usize, _p: &Positions| vec![1usize];
-        let same = hooks.apply(&point, &xs, &last).unwrap();
-        assert_eq!(same.to_vec3::<f32>().unwrap(), xs.to_vec3::<f32>().unwrap());
-        hooks.interventions[0].op = InterventionOp::Add { vector: vec![1.0, 1.0], alpha: 2.0 };
-        let moved = hooks.apply(&point, &xs, &last).unwrap().to_vec3::<f32>().unwrap();
-        assert_eq!(moved, vec![vec![vec![1.5, -2.0], vec![2.25, 6.0]]]);
-    }
-
-    #[test]
-    fn patch_replaces_the_subspace_component() {
-        let xs = Tensor::new(&[[[3.0f32, 4.0]]], &Device::Cpu).unwrap();
-        let point = HookPoint::Named("bottleneck".into());
-        let hooks = HookSet {
-            capture: vec![],
-            interventions: vec![Intervention {
-                point: point.clone(),
-                positions: Positions::All,
-                sample: Some(0),
-                op: InterventionOp::Patch { basis: vec![vec![1.0, 0.0]], target: vec![-1.0] },
-            }],
-            stop_early: false,
-        };
-        let out = hooks.apply(&point, &xs, &|_, _| vec![0]).unwrap().to_vec3::<f32>().unwrap();
-        assert_eq!(out, vec![vec![vec![-1.0, 4.0]]]);
-    }
-}
+mod tests;

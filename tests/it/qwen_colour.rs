@@ -72,7 +72,7 @@ fn acceptable(h: f64) -> Vec<&'static str> {
 }
 
 fn load_model() -> Qwen25VlModel {
-    Qwen25VlModel::load(&fixture(), DType::F32, &Device::Cpu).unwrap()
+    Qwen25VlModel::load(&fixture(), DType::F32, &crate::common::device()).unwrap()
 }
 
 fn read_json(p: &Path) -> serde_json::Value {

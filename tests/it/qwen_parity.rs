@@ -57,7 +57,8 @@ impl Reference {
 }
 
 fn load(dir: &Path, dtype: DType) -> Qwen25VlModel {
-    Qwen25VlModel::load(dir, dtype, &Device::Cpu).unwrap_or_else(|e| panic!("loading {}: {e}", dir.display()))
+    Qwen25VlModel::load(dir, dtype, &crate::common::device())
+        .unwrap_or_else(|e| panic!("loading {}: {e}", dir.display()))
 }
 
 /// max |a - b| / max |b|.

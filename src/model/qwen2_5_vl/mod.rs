@@ -9,6 +9,8 @@
 pub mod arch;
 pub mod checkpoint;
 pub mod config;
+#[cfg(test)]
+mod host_copies;
 pub mod processor;
 pub mod prompt;
 mod reduce;
@@ -64,7 +66,8 @@ struct Layout {
     /// Per sample, its rows among the batch's image patches (raster order) and merged tokens.
     patch_rows: Vec<std::ops::Range<usize>>,
     merged_rows: Vec<std::ops::Range<usize>>,
-    /// Captured vision points, `(rows, width)` f32 in raster order, every sample's rows.
+    /// Captured vision points, `(rows, width)` in the model dtype on the model's device, raster order, every
+    /// sample's rows (pooled per sample by [`pool_vision`]).
     vision: std::collections::BTreeMap<HookPoint, Tensor>,
 }
 
@@ -516,7 +519,7 @@ impl Qwen25VlModel {
     }
 
     /// The vision tower on a batch's patches with its hook points: interventions are applied per sample and the
-    /// captured points land in `layout.vision` (f32, raster order).
+    /// captured points land in `layout.vision` (model dtype, on the device, raster order).
     fn vision_features(
         &self,
         pixels: &Tensor,
@@ -533,7 +536,7 @@ impl Qwen25VlModel {
             let changed =
                 hooks.intervenes_at(point).then(|| hooks.apply_rows(point, xs, n_samples, &rows)).transpose()?;
             if hooks.wants(point) {
-                captured.insert(point.clone(), changed.as_ref().unwrap_or(xs).to_dtype(DType::F32)?);
+                captured.insert(point.clone(), changed.as_ref().unwrap_or(xs).clone());
             }
             Ok(changed)
         })?;
@@ -584,7 +587,7 @@ impl Qwen25VlModel {
         // A cut prompt's last position is its last image token, whose logits nobody asked for.
         if let Some(normed) = normed.filter(|_| cut.is_none()) {
             let last = normed.i((.., layout.seq - 1, ..))?.contiguous()?;
-            caps.logits = Some(self.text.logits(&last)?.to_dtype(DType::F32)?.to_device(&Device::Cpu)?);
+            caps.logits = Some(to_host(&self.text.logits(&last)?.to_dtype(DType::F32)?)?);
         }
         Ok(caps)
     }
@@ -609,14 +612,20 @@ fn refuse_image_interventions_without_image(hooks: &HookSet, layout: &Layout) ->
     Ok(())
 }
 
-/// Reduces `(batch, seq, hidden)` per sample in f32 and moves it to the CPU.
+/// Reduces `(batch, seq, hidden)` per sample on its device and moves only the result to the CPU, f32: the rows a
+/// pooling reads are gathered in the model dtype and cast to f32 before any arithmetic (the mean accumulates in
+/// f32), so the numbers are those of casting the whole tensor first.
 fn pool(xs: &Tensor, layout: &Layout, pooling: Pooling) -> candle_core::Result<Tensor> {
-    let xs = xs.to_dtype(DType::F32)?;
-    let rows = (0..layout.pad.len())
-        .map(|b| {
-            let row = xs.get(b)?;
-            match pooling {
-                Pooling::ImageMean => {
+    if pooling == Pooling::Tokens && layout.pad.iter().any(|&p| p > 0) {
+        candle_core::bail!(
+            "token pooling needs prompts of one length in a batch; these images give different token counts, \
+             use batch size 1 or resize the images to one size"
+        );
+    }
+    let pooled = match pooling {
+        Pooling::ImageMean => {
+            let rows = (0..layout.pad.len())
+                .map(|b| {
                     let ix: Vec<u32> = layout.image_pos[b].iter().map(|&p| p as u32).collect();
                     let n = ix.len();
                     if n == 0 {
@@ -624,25 +633,30 @@ fn pool(xs: &Tensor, layout: &Layout, pooling: Pooling) -> candle_core::Result<T
                             "image-mean pooling of a prompt without an image; use --pool last for text-only prompts"
                         );
                     }
-                    row.index_select(&Tensor::from_vec(ix, n, xs.device())?, 0)?.mean(0)
-                }
-                Pooling::Last => row.get(layout.seq - 1),
-                Pooling::Tokens => row.narrow(0, layout.pad[b], layout.seq - layout.pad[b]),
-            }
-        })
-        .collect::<candle_core::Result<Vec<_>>>()?;
-    if pooling == Pooling::Tokens && layout.pad.iter().any(|&p| p > 0) {
-        candle_core::bail!(
-            "token pooling needs prompts of one length in a batch; these images give different token counts, \
-             use batch size 1 or resize the images to one size"
-        );
-    }
-    Tensor::stack(&rows, 0)?.to_device(&Device::Cpu)
+                    xs.get(b)?.index_select(&Tensor::from_vec(ix, n, xs.device())?, 0)?.to_dtype(DType::F32)?.mean(0)
+                })
+                .collect::<candle_core::Result<Vec<_>>>()?;
+            Tensor::stack(&rows, 0)?
+        }
+        Pooling::Last => xs.i((.., layout.seq - 1, ..))?.to_dtype(DType::F32)?,
+        // No padding (checked above): every row is the whole prompt.
+        Pooling::Tokens => xs.to_dtype(DType::F32)?,
+    };
+    to_host(&pooled)
 }
 
-/// Reduces a vision point's `(rows, width)` per sample: `image-mean` is the mean over the sample's patches
-/// (merged tokens at the merger), `tokens` keeps them in raster order; `last` (a prompt token) has no meaning
-/// in the vision tower and is refused.
+/// `t` on the CPU, copying only its elements: a view (one position of a batch, a sample's rows) would carry
+/// its whole device buffer along, since `to_device` copies storage, not the view.
+fn to_host(t: &Tensor) -> candle_core::Result<Tensor> {
+    if t.device().is_cpu() {
+        return Ok(t.clone());
+    }
+    t.force_contiguous()?.to_device(&Device::Cpu)
+}
+
+/// Reduces a vision point's `(rows, width)` per sample on its device (f32, as [`pool`]) and moves the result to
+/// the CPU: `image-mean` is the mean over the sample's patches (merged tokens at the merger), `tokens` keeps
+/// them in raster order; `last` (a prompt token) has no meaning in the vision tower and is refused.
 fn pool_vision(point: &HookPoint, xs: &Tensor, layout: &Layout, pooling: Pooling) -> candle_core::Result<Tensor> {
     let rows = (0..layout.pad.len())
         .map(|b| {
@@ -650,7 +664,7 @@ fn pool_vision(point: &HookPoint, xs: &Tensor, layout: &Layout, pooling: Pooling
             if r.is_empty() {
                 candle_core::bail!("`{point}` is a vision-tower point, but sample {b} has no image");
             }
-            let part = xs.narrow(0, r.start, r.len())?;
+            let part = xs.narrow(0, r.start, r.len())?.to_dtype(DType::F32)?;
             match pooling {
                 Pooling::ImageMean => part.mean(0),
                 Pooling::Tokens => Ok(part),
@@ -667,7 +681,7 @@ fn pool_vision(point: &HookPoint, xs: &Tensor, layout: &Layout, pooling: Pooling
              the images to one size"
         );
     }
-    Tensor::stack(&rows, 0)?.to_device(&Device::Cpu)
+    to_host(&Tensor::stack(&rows, 0)?)
 }
 
 impl crate::model::Model for Qwen25VlModel {
