@@ -8,6 +8,7 @@
 
 pub mod checkpoint;
 pub mod config;
+pub mod kernels;
 pub mod processor;
 pub mod prompt;
 mod reduce;

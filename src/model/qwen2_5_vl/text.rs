@@ -3,9 +3,10 @@
 //! sliding window, an explicit KV cache, and a per-block callback where hooks capture and intervene.
 
 use candle_core::{DType, Device, Module, Tensor, D};
-use candle_nn::{embedding, linear, linear_no_bias, Embedding, Linear, VarBuilder};
+use candle_nn::{embedding, Embedding, VarBuilder};
 
 use super::config::TextConfig;
+use super::kernels::{linear, linear_no_bias, silu_mul, Linear};
 use crate::model::HookPoint;
 
 /// Added to masked attention scores. Finite, so a row with every key masked (a padding query) stays a
@@ -52,8 +53,7 @@ impl Mlp {
     }
 
     fn forward(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
-        let gate = self.gate_proj.forward(xs)?.silu()?;
-        self.down_proj.forward(&(gate * self.up_proj.forward(xs)?)?)
+        self.down_proj.forward(&silu_mul(&self.gate_proj.forward(xs)?, &self.up_proj.forward(xs)?)?)
     }
 }
 

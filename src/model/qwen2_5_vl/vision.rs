@@ -8,9 +8,10 @@
 //! units and the blocks run in window order. A hook that changes a tensor is mapped back into that order.
 
 use candle_core::{DType, Module, Tensor};
-use candle_nn::{linear, Linear, VarBuilder};
+use candle_nn::VarBuilder;
 
 use super::config::VisionConfig;
+use super::kernels::{linear, silu_mul, Linear};
 use super::rope::{full_cu_seqlens, vision_cos_sin, vision_patch_positions, window_index};
 use super::text::RmsNorm;
 use crate::model::HookPoint;
@@ -54,8 +55,7 @@ impl VisionMlp {
     }
 
     fn forward(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
-        let gate = self.gate_proj.forward(xs)?.silu()?;
-        self.down_proj.forward(&(gate * self.up_proj.forward(xs)?)?)
+        self.down_proj.forward(&silu_mul(&self.gate_proj.forward(xs)?, &self.up_proj.forward(xs)?)?)
     }
 }
 
