@@ -58,6 +58,15 @@ WORK = ROOT / "target" / "qwen-bench"
 FIXTURE = ROOT / "tests" / "fixtures" / "qwen-tiny"
 CKPT = WORK / "job-v8-d2"
 HUESCAN = ROOT / "target" / "release" / "huescan"
+# --cargo-profile dev-opt: the dev profile with the huescan crate at opt-level 3 (dependencies are at 3 there
+# already, with debug assertions), for a machine where a cold release build would not finish in time.
+CARGO_PROFILES = {
+    "release": (["--release"], ["cargo", "bench"], ROOT / "target" / "release" / "huescan"),
+    "dev-opt": (["--config", "profile.dev.package.huescan.opt-level=3"],
+                ["cargo", "bench", "--profile", "dev", "--config", "profile.dev.package.huescan.opt-level=3"],
+                ROOT / "target" / "debug" / "huescan"),
+}
+BENCH_CMD = CARGO_PROFILES["release"][1]
 THREADS = 2
 TOLERANCE = 1e-4
 # (m, k, n) of the job's matmuls at batch 1 (vision tower over 256 patches, decoder over ~80-96 tokens) and at
@@ -246,7 +255,7 @@ def run_hf(stim, batch, out):
 
 
 def huescan_vision(inputs, reps, plain=False):
-    r, _ = timed(["cargo", "bench", "--quiet", "--locked", "--bench", "qwen_forward", "--", str(CKPT), str(inputs),
+    r, _ = timed([*BENCH_CMD, "--quiet", "--locked", "--bench", "qwen_forward", "--", str(CKPT), str(inputs),
                   str(reps), "f32", "1", "cpu"], extra_env=plain_env(plain), cwd=ROOT)
     o = json.loads([line for line in r.stdout.splitlines() if line.startswith("{")][-1])
     return {"vision_s": o["vision_median_s"], "gemm_gflops": o.get("gemm_shapes_gflops", {})}
@@ -294,7 +303,8 @@ def main():
     ap.add_argument("--batch", type=int, default=8, help="the default-batch setting (8 on this machine)")
     ap.add_argument("--quick", action="store_true", help="4 images, 1 round: a smoke test")
     ap.add_argument("--skip-vision", action="store_true")
-    ap.add_argument("--no-build", action="store_true", help="use target/release/huescan as it is")
+    ap.add_argument("--no-build", action="store_true", help="use the built huescan binary as it is")
+    ap.add_argument("--cargo-profile", choices=sorted(CARGO_PROFILES), default="release")
     ap.add_argument("--plain-kernels", action="store_true",
                     help="also run huescan with HUESCAN_PLAIN_KERNELS=1 (candle's ops only), interleaved")
     ap.add_argument("--hf-job", nargs=3, metavar=("STIMULI", "BATCH", "OUT"))
@@ -306,12 +316,15 @@ def main():
         return hf_vision(a.hf_vision[0], int(a.hf_vision[1]))
     if a.quick:
         a.images, a.reps = 4, 1
+    global HUESCAN, BENCH_CMD
+    build_flags, BENCH_CMD, HUESCAN = CARGO_PROFILES[a.cargo_profile]
     WORK.mkdir(parents=True, exist_ok=True)
     if not a.no_build:
-        subprocess.run(["cargo", "build", "--release", "--locked", "--quiet"], cwd=ROOT, check=True)
+        subprocess.run(["cargo", "build", *build_flags, "--locked", "--quiet", "--bin", "huescan"], cwd=ROOT,
+                       check=True)
         if not a.skip_vision:
-            subprocess.run(["cargo", "bench", "--locked", "--quiet", "--no-run", "--bench", "qwen_forward"],
-                           cwd=ROOT, check=True)
+            subprocess.run([*BENCH_CMD, "--locked", "--quiet", "--no-run", "--bench", "qwen_forward"], cwd=ROOT,
+                           check=True)
     checkpoint()
     stim = stimuli(a.images)
     load_before = os.getloadavg()
@@ -334,7 +347,7 @@ def main():
                     runs[(tool, b)].append(r)
                 print(f"round {rnd} {tool} batch {b}: loop {r['loop_s']:.2f} s, job {r['job_s']:.2f} s",
                       file=sys.stderr)
-        if not a.skip_vision:
+        if not a.skip_vision and rnd:  # each process warms up on its own
             for tool in tools:
                 if tool != "transformers":
                     v = huescan_vision(vin, 3, plain=tool == "huescan-plain")
@@ -360,13 +373,14 @@ def main():
     if a.plain_kernels:
         parity["huescan-plain b1 vs transformers b1"] = compare(read_store(WORK / "job-out-huescan-plain-b1"), hf1)
     flops = job_flops(a.images)
-    res = {"images": a.images, "reps": a.reps, "batches": batches, "threads": THREADS, "order": order,
+    res = {"cargo_profile": a.cargo_profile, "images": a.images, "reps": a.reps, "batches": batches, "threads": THREADS, "order": order,
            "load_before": load_before, "load_after": load_after, "parity": parity, "flops_per_image": flops,
            "runs": {f"{t} b{b}": v for (t, b), v in runs.items()}, "vision": vision}
     (WORK / "extract_job.json").write_text(json.dumps(res, indent=1))
 
     cpu = subprocess.run(["sh", "-c", "grep -m1 'model name' /proc/cpuinfo | cut -d: -f2; nproc"],
                          capture_output=True, text=True).stdout.split("\n")
+    print(f"huescan: {HUESCAN.relative_to(ROOT)} (--cargo-profile {a.cargo_profile})")
     print(f"CPU:{cpu[0]}, {cpu[1]} cores; threads {THREADS} per tool; {a.images} flat 224x224 images; medians of "
           f"{a.reps} rounds after a warm-up, tools interleaved; load average {load_before[0]:.1f} before, "
           f"{load_after[0]:.1f} after")

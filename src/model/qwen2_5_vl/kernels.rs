@@ -106,29 +106,59 @@ impl Module for Linear {
     }
 }
 
+/// Output columns per parallel task at least (a multiple of the kernels' register tile widths).
+const MIN_COLUMNS_PER_TASK: usize = 64;
+
 /// `x (m, k) · w (n, k)ᵀ (+ bias (n) on every row)`, row-major, on candle's thread count. The bias is written
 /// first and the product accumulated onto it (one pass over the output less than candle's `broadcast_add`
 /// after the product; equal to it up to summation order).
+///
+/// The threads split the output columns (so each packs its own share of `w`) and each runs faer's sequential
+/// product, on rayon, the pool candle's matmul and softmax use. faer's threaded product runs on a pool of its
+/// own (spindle) whose idle workers spin for up to ~65k pauses after every product; next to candle's pools on
+/// the same two cores, that pool's spinning and barriers took ~14 % of the samples of a `perf` profile of the
+/// extraction job (BENCHMARKS.md).
 pub fn matmul_xwt(x: &[f32], w: &[f32], bias: Option<&[f32]>, m: usize, k: usize, n: usize) -> Vec<f32> {
-    let mut out: Vec<f32> = match bias {
-        Some(b) => b.iter().copied().cycle().take(m * n).collect(),
-        None => vec![0f32; m * n],
-    };
+    let mut out = vec![0f32; m * n];
+    if let Some(b) = bias {
+        for row in out.chunks_exact_mut(n.max(1)) {
+            row.copy_from_slice(b);
+        }
+    }
     if m == 0 || n == 0 {
         return out;
     }
-    let threads = candle_core::utils::get_num_threads();
-    let par = if threads > 1 { faer::Par::rayon(threads) } else { faer::Par::Seq };
     let accum = if bias.is_some() { faer::Accum::Add } else { faer::Accum::Replace };
-    faer::linalg::matmul::matmul(
+    let tasks = candle_core::utils::get_num_threads().clamp(1, n.div_ceil(MIN_COLUMNS_PER_TASK));
+    split_columns(
         faer::MatMut::from_row_major_slice_mut(&mut out, m, n),
-        accum,
         faer::MatRef::from_row_major_slice(x, m, k),
         faer::MatRef::from_row_major_slice(w, n, k).transpose(),
-        1.0f32,
-        par,
+        accum,
+        tasks,
     );
     out
+}
+
+/// `out (+)= x · wt` with the columns of `out` and `wt` cut into `tasks` contiguous parts run with rayon.
+fn split_columns(
+    out: faer::MatMut<'_, f32>,
+    x: faer::MatRef<'_, f32>,
+    wt: faer::MatRef<'_, f32>,
+    accum: faer::Accum,
+    tasks: usize,
+) {
+    if tasks <= 1 {
+        faer::linalg::matmul::matmul(out, accum, x, wt, 1.0f32, faer::Par::Seq);
+        return;
+    }
+    let left = tasks / 2;
+    // Round the cut to whole register tiles; the last part takes the remainder.
+    let cut = (out.ncols() * left / tasks).div_ceil(16) * 16;
+    let cut = cut.min(out.ncols());
+    let (out_l, out_r) = out.split_at_col_mut(cut);
+    let (wt_l, wt_r) = wt.split_at_col(cut);
+    rayon::join(|| split_columns(out_l, x, wt_l, accum, left), || split_columns(out_r, x, wt_r, accum, tasks - left));
 }
 
 #[cfg(test)]
@@ -157,6 +187,33 @@ mod tests {
             let d = (ours.forward(&xt).unwrap() - theirs.forward(&xt).unwrap()).unwrap();
             assert_eq!(d.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap(), 0.0);
         }
+    }
+
+    /// Cutting the output columns across tasks (uneven cuts, a remainder) gives the one-task product.
+    #[test]
+    fn column_split_equals_one_task() {
+        let (m, k, n) = (7, 33, 301);
+        let x: Vec<f32> = (0..m * k).map(|i| ((i * 37) % 101) as f32 / 50.0 - 1.0).collect();
+        let w: Vec<f32> = (0..n * k).map(|i| ((i * 53) % 97) as f32 / 48.0 - 1.0).collect();
+        let run = |tasks: usize| {
+            let mut out = vec![0f32; m * n];
+            split_columns(
+                faer::MatMut::from_row_major_slice_mut(&mut out, m, n),
+                faer::MatRef::from_row_major_slice(&x, m, k),
+                faer::MatRef::from_row_major_slice(&w, n, k).transpose(),
+                faer::Accum::Replace,
+                tasks,
+            );
+            out
+        };
+        let one = run(1);
+        for tasks in [2, 3, 5] {
+            let got = run(tasks);
+            let d = got.iter().zip(&one).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+            assert!(d < 1e-5, "{tasks} tasks: {d}");
+        }
+        let naive: f32 = (0..k).map(|j| x[j] * w[(n - 1) * k + j]).sum();
+        assert!((one[n - 1] - naive).abs() < 1e-4, "{} vs {naive}", one[n - 1]);
     }
 
     #[test]

@@ -21,20 +21,23 @@ const VISION_NORM_EPS: f64 = 1e-6;
 /// Query rows per attention product (scores take `heads x rows x segment` floats).
 const QUERY_CHUNK: usize = 1024;
 
-/// Conv3d with kernel = stride = one patch: on flattened patches it is one matrix product.
+/// Conv3d with kernel = stride = one patch: on flattened patches it is one matrix product (a bias-free linear
+/// layer over the flattened kernel).
 struct PatchEmbed {
-    weight: Tensor,
+    proj: Linear,
+    dtype: DType,
 }
 
 impl PatchEmbed {
     fn new(cfg: &VisionConfig, vb: VarBuilder) -> candle_core::Result<Self> {
         let (p, t) = (cfg.patch_size, cfg.temporal_patch_size);
         let w = vb.get((cfg.hidden_size, cfg.in_channels, t, p, p), "proj.weight")?;
-        Ok(PatchEmbed { weight: w.reshape((cfg.hidden_size, cfg.in_channels * t * p * p))? })
+        let dtype = w.dtype();
+        Ok(PatchEmbed { proj: Linear::new(w.reshape((cfg.hidden_size, cfg.in_channels * t * p * p))?, None), dtype })
     }
 
     fn forward(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
-        xs.to_dtype(self.weight.dtype())?.matmul(&self.weight.t()?)
+        self.proj.forward(&xs.to_dtype(self.dtype)?)
     }
 }
 
