@@ -37,6 +37,41 @@ fn cpu_seconds() -> f64 {
     }
 }
 
+/// `(m, k, n)` of the extraction job's matmuls (`x · Wᵀ` as a `Linear` runs them): the vision tower over one
+/// 224x224 image (256 patches), the decoder over ~96 tokens, and both at batch 8. Same list as
+/// `scripts/bench/extract_job.py`, which times them in torch.
+const JOB_GEMMS: [(usize, usize, usize); 5] =
+    [(256, 1280, 3420), (256, 1280, 3840), (96, 2048, 11008), (2048, 1280, 3420), (768, 2048, 11008)];
+
+/// GFLOP/s of one `x (m, k) · W (n, k)ᵀ` per shape, median of 5 after a warm-up: through candle's matmul (the
+/// `gemm` crate) and through the model's own Linear (faer on the CPU in f32 unless `HUESCAN_PLAIN_KERNELS`).
+fn job_gemm_rates(device: &candle_core::Device, dtype: DType) -> anyhow::Result<serde_json::Value> {
+    use candle_core::Module;
+    let median_rate = |flops: f64, f: &dyn Fn() -> candle_core::Result<Tensor>| -> anyhow::Result<f64> {
+        f()?;
+        let mut t = Vec::with_capacity(5);
+        for _ in 0..5 {
+            let s = Instant::now();
+            std::hint::black_box(f()?);
+            device.synchronize()?;
+            t.push(s.elapsed().as_secs_f64());
+        }
+        t.sort_by(f64::total_cmp);
+        Ok(flops / t[2] / 1e9)
+    };
+    let mut out = serde_json::Map::new();
+    for (m, k, n) in JOB_GEMMS {
+        let x = Tensor::randn(0f32, 1.0, (m, k), device)?.to_dtype(dtype)?;
+        let w = Tensor::randn(0f32, 1.0, (n, k), device)?.to_dtype(dtype)?;
+        let flops = 2.0 * (m * k * n) as f64;
+        let candle = median_rate(flops, &|| x.matmul(&w.t()?))?;
+        let layer = huescan::model::qwen2_5_vl::kernels::Linear::new(w.clone(), None);
+        let model = median_rate(flops, &|| layer.forward(&x))?;
+        out.insert(format!("{m}x{k}x{n}"), serde_json::json!({"candle": candle, "linear": model}));
+    }
+    Ok(out.into())
+}
+
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).filter(|a| a != "--bench").collect();
     let fixture = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/qwen-tiny");
@@ -121,6 +156,7 @@ fn main() -> anyhow::Result<()> {
             "device": format!("{:?}", device.location()),
             "gemm_shape": [m, k, n],
             "gemm_gflops": gemm_gflops,
+            "gemm_shapes_gflops": job_gemm_rates(&device, dtype)?,
         })
     );
     Ok(())

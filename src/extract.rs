@@ -115,6 +115,7 @@ pub fn extract(model: &dyn Model, plan: &ExtractPlan, progress: &dyn Fn(usize, u
         let mut next = chunk.range.start;
         while next < chunk.range.end {
             let batch = &inputs[next..(next + batch_size).min(chunk.range.end)];
+            let started = std::time::Instant::now();
             let images = batch.iter().map(load_input).collect::<Result<Vec<_>>>()?;
             let captures = match model.forward_inputs(&images, &hooks, plan.pooling) {
                 Ok(c) => c,
@@ -132,6 +133,9 @@ pub fn extract(model: &dyn Model, plan: &ExtractPlan, progress: &dyn Fn(usize, u
                 per_layer.entry(*index).or_default().extend(t.flatten_all()?.to_vec1::<f32>()?);
             }
             done += batch.len();
+            // Read by scripts/bench/extract_job.py (`-v` or RUST_LOG=huescan::extract=debug): the time per batch
+            // without start-up, model load and store writes.
+            tracing::debug!(images = batch.len(), seconds = started.elapsed().as_secs_f64(), "batch done");
             progress(done, todo);
         }
         let acts = per_layer

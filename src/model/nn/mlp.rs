@@ -1,7 +1,9 @@
 //! The gated SiLU MLP of Qwen2-style decoders and of Qwen2.5-VL's vision blocks.
 
 use candle_core::{Module, Tensor};
-use candle_nn::{linear, linear_no_bias, Linear, VarBuilder};
+use candle_nn::VarBuilder;
+
+use super::kernels::{linear, linear_no_bias, silu_mul, Linear};
 
 /// `down_proj(silu(gate_proj(x)) * up_proj(x))`; the decoders store no biases, Qwen2.5-VL's vision MLP does.
 pub struct GatedMlp {
@@ -22,7 +24,6 @@ impl GatedMlp {
     }
 
     pub fn forward(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
-        let gate = self.gate_proj.forward(xs)?.silu()?;
-        self.down_proj.forward(&(gate * self.up_proj.forward(xs)?)?)
+        self.down_proj.forward(&silu_mul(&self.gate_proj.forward(xs)?, &self.up_proj.forward(xs)?)?)
     }
 }

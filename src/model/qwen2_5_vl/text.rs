@@ -3,9 +3,10 @@
 //! sliding window, an explicit KV cache, and a per-block callback where hooks capture and intervene.
 
 use candle_core::{DType, Device, Module, Tensor};
-use candle_nn::{embedding, linear, linear_no_bias, Embedding, Linear, VarBuilder};
+use candle_nn::{embedding, Embedding, VarBuilder};
 
 use super::config::TextConfig;
+use crate::model::nn::kernels::{linear, linear_no_bias, Linear};
 use crate::model::nn::{GatedMlp, RmsNorm};
 use crate::model::HookPoint;
 

@@ -8,9 +8,10 @@
 //! units and the blocks run in window order. A hook that changes a tensor is mapped back into that order.
 
 use candle_core::{DType, Module, Tensor};
-use candle_nn::{linear, Linear, VarBuilder};
+use candle_nn::VarBuilder;
 
 use super::config::VisionConfig;
+use crate::model::nn::kernels::{linear, Linear};
 use super::rope::{full_cu_seqlens, vision_cos_sin, vision_patch_positions, window_index};
 use crate::model::nn::{GatedMlp, RmsNorm};
 use crate::model::HookPoint;
@@ -20,20 +21,23 @@ const VISION_NORM_EPS: f64 = 1e-6;
 /// Query rows per attention product (scores take `heads x rows x segment` floats).
 const QUERY_CHUNK: usize = 1024;
 
-/// Conv3d with kernel = stride = one patch: on flattened patches it is one matrix product.
+/// Conv3d with kernel = stride = one patch: on flattened patches it is one matrix product (a bias-free linear
+/// layer over the flattened kernel).
 pub(crate) struct PatchEmbed {
-    weight: Tensor,
+    proj: Linear,
+    dtype: DType,
 }
 
 impl PatchEmbed {
     pub(crate) fn new(cfg: &VisionConfig, vb: VarBuilder) -> candle_core::Result<Self> {
         let (p, t) = (cfg.patch_size, cfg.temporal_patch_size);
         let w = vb.get((cfg.hidden_size, cfg.in_channels, t, p, p), "proj.weight")?;
-        Ok(PatchEmbed { weight: w.reshape((cfg.hidden_size, cfg.in_channels * t * p * p))? })
+        let dtype = w.dtype();
+        Ok(PatchEmbed { proj: Linear::new(w.reshape((cfg.hidden_size, cfg.in_channels * t * p * p))?, None), dtype })
     }
 
     pub(crate) fn forward(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
-        xs.to_dtype(self.weight.dtype())?.matmul(&self.weight.t()?)
+        self.proj.forward(&xs.to_dtype(self.dtype)?)
     }
 }
 
