@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use super::readout::{mean_hue, output_hues, HueProbe, PROBE_RIDGE};
 use super::{
     centroid, hue_diff_deg, manifold_rotation, random_control, rows_at_hue, ColourWords, Direction, DirectionContext,
-    DirectionKind, Error, Normalisation, SteeringVector,
+    DirectionKind, Error, Lift, Normalisation, SteeringVector,
 };
 use crate::manifold::{joystick, JoystickOptions, SteeringPair};
 use crate::model::{HookPoint, HookSet, Input, Intervention, InterventionOp, Model, Pooling, Positions, TextInput};
@@ -117,6 +117,8 @@ pub struct SweepOptions {
     pub seed: u64,
     /// SMDS ridge penalty of the manifold fit.
     pub smds_alpha: f64,
+    /// How the manifold rotation is lifted back to the activations.
+    pub lift: Lift,
     /// Relative ridge of the hue probes.
     pub probe_ridge: f64,
     /// Images per forward pass.
@@ -144,6 +146,7 @@ impl Default for SweepOptions {
             normalisation: Normalisation::None,
             seed: 0,
             smds_alpha: 1e-4,
+            lift: Lift::default(),
             probe_ridge: PROBE_RIDGE,
             batch_size: 16,
             tolerance_deg: 30.0,
@@ -242,6 +245,9 @@ pub struct SweepRecord {
     pub directions: Vec<DirectionKind>,
     pub layer_convention: String,
     pub layers: Vec<usize>,
+    /// The manifold rotation's lift; sweeps written before the choice existed used the minimum-norm one.
+    #[serde(default = "legacy_lift")]
+    pub lift: Lift,
     pub max_new_tokens: usize,
     pub model_id: String,
     pub normalisation: Normalisation,
@@ -253,6 +259,10 @@ pub struct SweepRecord {
     pub seed: u64,
     pub smds_alpha: f64,
     pub tolerance_deg: f64,
+}
+
+fn legacy_lift() -> Lift {
+    Lift::MinNorm
 }
 
 /// Runs the sweep. `progress(done, total)` is called after every (layer, pair, direction).
@@ -330,7 +340,8 @@ pub fn run_sweep(
                 let dir = match kind {
                     DirectionKind::Centroid => reference.clone(),
                     DirectionKind::Manifold => {
-                        manifold_rotation(x.view(), &hues, pair.source_deg, pair.target_deg, &ctx, opts.smds_alpha)?
+                        let (from, to) = (pair.source_deg, pair.target_deg);
+                        manifold_rotation(x.view(), &hues, from, to, &ctx, opts.smds_alpha, opts.lift)?
                     }
                     DirectionKind::Random => random_control(&reference, stream_seed(opts.seed, layer, pi)),
                 };
@@ -363,6 +374,7 @@ pub fn run_sweep(
         directions: opts.kinds.clone(),
         layer_convention: store.manifest().layer_convention.clone(),
         layers: opts.layers.clone(),
+        lift: opts.lift,
         max_new_tokens: opts.max_new_tokens,
         model_id: store.manifest().provenance.model_id.clone(),
         normalisation: opts.normalisation,

@@ -54,6 +54,7 @@ pub fn run(args: &DemoArgs, progress: &Progress) -> anyhow::Result<ExitCode> {
         layers: "all".into(),
         permutations: args.permutations,
         max_new_tokens: crate::cli::commands::steer::DEFAULT_MAX_NEW_TOKENS,
+        lift: crate::steer::Lift::default().to_string(),
     };
     let default_sets = |model: &str| -> Vec<String> {
         let sets = if model == AUTOENCODER { AUTOENCODER_SETS } else { DEMO_SETS };

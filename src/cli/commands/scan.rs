@@ -51,6 +51,9 @@ pub struct PipelineArgs {
     /// Answer tokens generated per steered image (models with text output), so the report shows answers.
     #[arg(long, default_value_t = steer::DEFAULT_MAX_NEW_TOKENS)]
     pub max_new_tokens: usize,
+    /// Lift of the steering's rotation along the fitted circle: pattern or min-norm (see `huescan steer --help`).
+    #[arg(long, default_value = "pattern")]
+    pub lift: String,
 }
 
 /// The notebook's pairs (Blue→Red, Red→Green, Green→Blue) with each hue snapped to the nearest one the set
@@ -160,6 +163,7 @@ pub fn pipeline(model: &str, sets: &[String], out: &Path, p: &PipelineArgs, prog
             normalise: "none".into(),
             seed: 0,
             smds_alpha: 1e-4,
+            lift: p.lift.clone(),
             tolerance: 30.0,
             max_new_tokens: p.max_new_tokens,
             batch_size: p.batch_size,
