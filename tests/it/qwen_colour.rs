@@ -195,9 +195,9 @@ fn centroid_steering_at_image_tokens_flips_the_answer_for_all_three_pairs_a_rand
 
 /// The rotation along the fitted circle, with the default (activation-pattern) lift. What it does on this model,
 /// measured 2026-12-03 (README "Where steering works"):
-/// - in the vision tower (layers 6-9, every patch) on simple-60 it flips all three pairs at alpha 1 (0.75 for
-///   Blue→Red at some blocks), the answer walking through the colour words between source and target in hue
-///   order (blue, purple, magenta, pink, red), and the random control flips none of them there;
+/// - in the vision tower (layers 6-9, every patch) on simple-60 it flips all three pairs by alpha 1, the
+///   answer walking through the colour words between source and target in hue order (blue, purple, magenta,
+///   pink, red), and the random control flips none of them there (on wild-360 Red→Green stops at yellow);
 /// - in the decoder (image tokens) it flips NO pair to the target's word on either set: at layer 0 it moves
 ///   every answer off the source word by alpha 1 (blue -> orange/yellow, red -> orange, green -> purple) while
 ///   the deepest hue probe lands 8-36 degrees from the target, so the word depends on more than the 2-D circle.
