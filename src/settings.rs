@@ -22,6 +22,10 @@ pub const PAIRS: [(f64, f64, &str); 3] =
 /// projection, and the circle behind `--direction manifold`.
 pub const SMDS_ALPHA: f64 = 1e-4;
 
+/// How a rotation along the fitted circle is carried back to the activations (`steer::Lift`, whose
+/// `Default` is the same lift: a unit test in `steer::vector` checks they agree).
+pub const LIFT: &str = "pattern";
+
 /// A steered hue within this many degrees of the target counts as reached.
 pub const TOLERANCE_DEG: f64 = 30.0;
 

@@ -24,6 +24,8 @@ struct Steering {
     flips: Vec<AnswerFlip>,
     /// (layer, pair) -> whether the decoder-only joystick reached the target (centroid rows).
     joystick: Vec<(usize, String, bool)>,
+    /// How the rotation along the fitted circle was lifted back to the activations.
+    lift: crate::steer::Lift,
 }
 
 fn steering(run: &Path, set: &str) -> crate::Result<Option<Steering>> {
@@ -32,6 +34,7 @@ fn steering(run: &Path, set: &str) -> crate::Result<Option<Steering>> {
         return Ok(None);
     }
     let sweep: SweepFile = nan_json::read(&dir.join("sweep.json"))?;
+    let lift = sweep.options.lift;
     let rows = sweep.rows;
     let flips = answer_flips(&rows);
     if flips.is_empty() {
@@ -55,10 +58,18 @@ fn steering(run: &Path, set: &str) -> crate::Result<Option<Steering>> {
         .filter(|r| r.direction == DirectionKind::Centroid)
         .map(|r| (r.layer, r.pair.clone(), r.joystick_alpha_reached.is_some_and(f64::is_finite)))
         .collect();
-    Ok(Some(Steering { pairs, layers, flips, joystick }))
+    Ok(Some(Steering { pairs, layers, flips, joystick, lift }))
 }
 
 impl Steering {
+    /// The column title of `kind`; the circle's names its lift.
+    fn title(&self, kind: DirectionKind, title: &str) -> String {
+        match kind {
+            DirectionKind::Manifold => format!("{title} ({} lift)", self.lift),
+            _ => title.to_string(),
+        }
+    }
+
     /// `0.75 / 1 / –`: the flip alpha of each pair, in pair order.
     fn cell(&self, layer: usize, kind: DirectionKind) -> String {
         self.pairs
@@ -123,8 +134,8 @@ pub fn markdown(run: &Path) -> crate::Result<String> {
                 st.pairs.join(" / ")
             );
             s.push_str("| layer | hook |");
-            for (_, title) in KINDS {
-                let _ = write!(s, " {title} |");
+            for (k, title) in KINDS {
+                let _ = write!(s, " {} |", st.title(k, title));
             }
             s.push_str(" decoder-only joystick reaches the target |\n|---|---|---|---|---|---|\n");
             for (l, hook) in &st.layers {
@@ -162,8 +173,8 @@ pub fn html(run: &Path, set: &str) -> crate::Result<Option<String>> {
         esc(&st.pairs.join(" / "))
     );
     s.push_str("<table><thead><tr><th>layer</th><th>hook</th>");
-    for (_, title) in KINDS {
-        let _ = write!(s, "<th>{title}</th>");
+    for (k, title) in KINDS {
+        let _ = write!(s, "<th>{}</th>", esc(&st.title(k, title)));
     }
     s.push_str("<th>joystick reaches target</th></tr></thead><tbody>");
     let works = st.working_layers();

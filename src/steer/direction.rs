@@ -4,9 +4,12 @@
 //!   distance, all ties), as the notebook's `mean_vector_at_angle`.
 //! - [`manifold_rotation`]: fit SMDS Circular (2 components) at the layer, $z = W (x - \bar x)$; rotate the
 //!   source centroid's coordinates $z_s$ on the fitted circle by $\alpha \Delta\theta$, where $\Delta\theta$ takes
-//!   it to the target centroid's angle going the way hue goes, and lift the change back with the
-//!   pseudo-inverse, $\Delta x(\alpha) = W^+ (R(\alpha\Delta\theta) z_s - z_s)$, $W^+ = W^\top (W W^\top)^{-1}$
-//!   (the minimum-norm change that moves the fitted coordinates exactly so). The saved vector is $\Delta x(1)$.
+//!   it to the target centroid's angle going the way hue goes, and lift the change back to the activations,
+//!   $\Delta x(\alpha) = L (R(\alpha\Delta\theta) z_s - z_s)$ with $L$ `[d_model, 2]` one of the two [`Lift`]s:
+//!   the activation pattern $A = \mathrm{Cov}(x) W^\top \mathrm{Cov}(z)^{-1} = X_c^\top Z (Z^\top Z)^{-1}$ (the
+//!   least-squares regression of the centred activations on their fitted coordinates; the default) or the
+//!   pseudo-inverse $W^+ = W^\top (W W^\top)^{-1}$ (the minimum-norm change). Both satisfy $W L = I$, so either
+//!   moves the fitted coordinates exactly onto the rotated point. The saved vector is $\Delta x(1)$.
 //! - [`random_control`]: a seeded Gaussian direction with the norm of a reference direction.
 
 use ndarray::{Array1, Array2, ArrayView2, Axis};
@@ -14,7 +17,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use super::vector::positions_spec;
-use super::{DirectionKind, Error, Normalisation, Recipe, SteeringVector};
+use super::{DirectionKind, Error, Lift, Normalisation, Recipe, SteeringVector};
 use crate::colour::signed_hue_delta_deg;
 use crate::manifold::{Shape, SmdsParams};
 use crate::model::Positions;
@@ -87,6 +90,7 @@ impl DirectionContext {
             seed: None,
             delta_theta_rad: None,
             smds_alpha: None,
+            lift: None,
         }
     }
 }
@@ -100,7 +104,7 @@ pub struct Direction {
 
 #[derive(Debug, Clone)]
 struct Arc {
-    /// $W^+$ `[d_model, 2]`.
+    /// The lift $L$ `[d_model, 2]` ($A$ or $W^+$).
     lift: Array2<f64>,
     z_source: [f64; 2],
     delta_theta: f64,
@@ -217,8 +221,8 @@ pub fn centroid(
     Ok(Direction { vector: SteeringVector { vector, recipe }, arc: None })
 }
 
-/// Rotation of the source centroid along the SMDS Circular fit of the layer (see the module doc).
-/// `smds_alpha` is the ridge penalty of the fit (the notebook's own fits use 1e-4).
+/// Rotation of the source centroid along the SMDS Circular fit of the layer, lifted back with `lift` (see the
+/// module doc). `smds_alpha` is the ridge penalty of the fit (the notebook's own fits use 1e-4).
 pub fn manifold_rotation(
     x: ArrayView2<f32>,
     hues: &[f64],
@@ -226,12 +230,12 @@ pub fn manifold_rotation(
     target_deg: f64,
     ctx: &DirectionContext,
     smds_alpha: f64,
+    lift: Lift,
 ) -> crate::Result<Direction> {
     check_labels(x, hues)?;
     let (src, tgt) = (rows_at_hue(hues, source_deg)?, rows_at_hue(hues, target_deg)?);
     let turns: Vec<f64> = hues.iter().map(|h| h.rem_euclid(360.0) / 360.0).collect();
     let smds = SmdsParams::new(Shape::Circular).n_components(2).alpha(smds_alpha).check()?.fit(x, &turns)?;
-    let w = smds.w();
     let z = smds.transform(x)?;
     let centroid_z = |rows: &[usize]| -> [f64; 2] {
         let m = z.select(Axis(0), rows).mean_axis(Axis(0)).expect("rows non-empty");
@@ -239,27 +243,42 @@ pub fn manifold_rotation(
     };
     let (zs, zt) = (centroid_z(&src), centroid_z(&tgt));
     let delta_theta = arc_angle(&z, hues, zs, zt, signed_hue_delta_deg(source_deg, target_deg));
-    // W^+ = W^T (W W^T)^{-1}: W is [2, d], so the Gram is 2 x 2.
-    let g = w.dot(&w.t());
-    let det = g[[0, 0]] * g[[1, 1]] - g[[0, 1]] * g[[1, 0]];
-    if !(det.is_finite() && det.abs() > 1e-12 * (g[[0, 0]] * g[[1, 1]]).abs().max(f64::MIN_POSITIVE)) {
-        return Err(Error::Layer {
-            index: ctx.layer_index,
-            msg: "the fitted SMDS map has rank below 2, so a rotation on its circle cannot be lifted back; use \
-                  --direction centroid at this layer"
-                .into(),
+    let rank_error = |what: &str| Error::Layer {
+        index: ctx.layer_index,
+        msg: format!(
+            "{what} has rank below 2, so a rotation on the fitted circle cannot be lifted back; use --direction \
+             centroid at this layer"
+        ),
+    };
+    let lift_matrix = match lift {
+        // W^+ = W^T (W W^T)^{-1}: W is [2, d], so the Gram is 2 x 2.
+        Lift::MinNorm => {
+            let w = smds.w();
+            w.t().dot(&inverse_2x2(&w.dot(&w.t())).ok_or_else(|| rank_error("the fitted SMDS map"))?)
         }
-        .into());
-    }
-    let g_inv = ndarray::arr2(&[[g[[1, 1]] / det, -g[[0, 1]] / det], [-g[[1, 0]] / det, g[[0, 0]] / det]]);
-    let lift = w.t().dot(&g_inv);
-    let raw = Arc { lift, z_source: zs, delta_theta, scale: 1.0 };
+        // A = X_c^T Z (Z^T Z)^{-1}: z = (x - mean) W^T is centred on these samples, so this is
+        // Cov(x) W^T Cov(z)^{-1} with the 1/n factors cancelled.
+        Lift::Pattern => {
+            let mut xc = x.mapv(f64::from);
+            xc -= smds.x_mean();
+            xc.t().dot(&z).dot(&inverse_2x2(&z.t().dot(&z)).ok_or_else(|| rank_error("the fitted coordinates"))?)
+        }
+    };
+    let raw = Arc { lift: lift_matrix, z_source: zs, delta_theta, scale: 1.0 };
     let v = Array1::from(raw.delta(1.0).into_iter().map(f64::from).collect::<Vec<_>>());
     let mut recipe = ctx.recipe(DirectionKind::Manifold, source_deg, target_deg, src.len(), tgt.len());
     recipe.delta_theta_rad = Some(delta_theta);
     recipe.smds_alpha = Some(smds_alpha);
+    recipe.lift = Some(lift);
     let (vector, recipe, scale) = finish(v, ctx, recipe)?;
     Ok(Direction { vector: SteeringVector { vector, recipe }, arc: Some(Arc { scale, ..raw }) })
+}
+
+/// The inverse of a symmetric positive semi-definite 2 x 2 matrix, `None` when it is (numerically) singular.
+fn inverse_2x2(g: &Array2<f64>) -> Option<Array2<f64>> {
+    let det = g[[0, 0]] * g[[1, 1]] - g[[0, 1]] * g[[1, 0]];
+    let ok = det.is_finite() && det.abs() > 1e-12 * (g[[0, 0]] * g[[1, 1]]).abs().max(f64::MIN_POSITIVE);
+    ok.then(|| ndarray::arr2(&[[g[[1, 1]] / det, -g[[0, 1]] / det], [-g[[1, 0]] / det, g[[0, 0]] / det]]))
 }
 
 /// The angle from `zs` to `zt` on the fitted circle, going the way hue goes from source to target: the circle's
@@ -299,6 +318,7 @@ pub fn random_control(reference: &Direction, seed: u64) -> Direction {
     recipe.seed = Some(seed);
     recipe.delta_theta_rad = None;
     recipe.smds_alpha = None;
+    recipe.lift = None;
     Direction { vector: SteeringVector { vector, recipe }, arc: None }
 }
 
@@ -352,20 +372,102 @@ mod tests {
     #[test]
     fn manifold_rotation_follows_the_circle_and_ends_at_the_target() {
         let (x, hues) = circle();
-        let d = manifold_rotation(x.view(), &hues, 240.0, 0.0, &ctx(), 1e-6).unwrap();
-        // Blue -> red goes up in hue (240 -> 360): +120 degrees of arc.
-        assert!((d.vector.recipe.delta_theta_rad.unwrap().abs() - 120f64.to_radians()).abs() < 1e-3);
-        let src = x.row(24).mapv(f64::from);
-        for alpha in [0.25, 0.5, 1.0] {
-            let moved = &src + &Array1::from(d.delta(alpha).into_iter().map(f64::from).collect::<Vec<_>>());
-            let hue = moved[2].atan2(moved[1]).to_degrees().rem_euclid(360.0);
-            let radius = (moved[1].powi(2) + moved[2].powi(2)).sqrt();
-            let want = (240.0 + 120.0 * alpha).rem_euclid(360.0);
-            assert!(signed_hue_delta_deg(hue, want).abs() < 0.1, "alpha {alpha}: hue {hue}, want {want}");
-            assert!((radius - 3.0).abs() < 1e-3, "an arc, not a chord: radius {radius}");
-            assert!((moved[0] - 0.5).abs() < 1e-4 && (moved[3] - 0.5).abs() < 1e-4, "off-circle dims untouched");
+        for lift in Lift::ALL {
+            let d = manifold_rotation(x.view(), &hues, 240.0, 0.0, &ctx(), 1e-6, lift).unwrap();
+            assert_eq!(d.vector.recipe.lift, Some(lift));
+            // Blue -> red goes up in hue (240 -> 360): +120 degrees of arc.
+            assert!((d.vector.recipe.delta_theta_rad.unwrap().abs() - 120f64.to_radians()).abs() < 1e-3);
+            let src = x.row(24).mapv(f64::from);
+            for alpha in [0.25, 0.5, 1.0] {
+                let moved = &src + &Array1::from(d.delta(alpha).into_iter().map(f64::from).collect::<Vec<_>>());
+                let hue = moved[2].atan2(moved[1]).to_degrees().rem_euclid(360.0);
+                let radius = (moved[1].powi(2) + moved[2].powi(2)).sqrt();
+                let want = (240.0 + 120.0 * alpha).rem_euclid(360.0);
+                assert!(signed_hue_delta_deg(hue, want).abs() < 0.1, "{lift} alpha {alpha}: hue {hue}, want {want}");
+                assert!((radius - 3.0).abs() < 1e-3, "{lift}: an arc, not a chord: radius {radius}");
+                assert!((moved[0] - 0.5).abs() < 1e-4 && (moved[3] - 0.5).abs() < 1e-4, "off-circle dims untouched");
+            }
+            assert!(d.delta(0.0).iter().all(|v| *v == 0.0));
         }
-        assert!(d.delta(0.0).iter().all(|v| *v == 0.0));
+    }
+
+    /// 72 hues 5 degrees apart: a circle of radius 3 in dims (0, 1), seeded uniform noise of amplitude 0.3 in
+    /// dims 2..8, one of which (dim 2) also carries 0.5 cos(hue): a layer where a decoder's filter and the
+    /// activation pattern differ.
+    fn noisy_circle() -> (Array2<f32>, Vec<f64>) {
+        let hues: Vec<f64> = (0..72).map(|i| i as f64 * 5.0).collect();
+        let mut rng = ChaCha8Rng::seed_from_u64(13);
+        let x = Array2::from_shape_fn((72, 8), |(i, j)| {
+            let t = hues[i].to_radians();
+            let noise = 0.3 * (2.0 * rng.random::<f64>() - 1.0);
+            (match j {
+                0 => 3.0 * t.cos(),
+                1 => 3.0 * t.sin(),
+                2 => 0.5 * t.cos() + noise,
+                _ => noise,
+            }) as f32
+        });
+        (x, hues)
+    }
+
+    #[test]
+    fn the_pattern_lift_is_cov_x_w_t_cov_z_inverse_and_both_lifts_land_on_the_rotated_point() {
+        let (x, hues) = noisy_circle();
+        let (n, smds_alpha) = (x.nrows() as f64, 1e-4);
+        // An explicit computation from the d x d covariance, independent of the regression form in the code.
+        let turns: Vec<f64> = hues.iter().map(|h| h / 360.0).collect();
+        let smds = SmdsParams::new(Shape::Circular).n_components(2).alpha(smds_alpha).check().unwrap();
+        let smds = smds.fit(x.view(), &turns).unwrap();
+        let w = smds.w();
+        let xc = x.mapv(f64::from) - smds.x_mean();
+        let cov_x = xc.t().dot(&xc) / n;
+        let cov_z = w.dot(&cov_x).dot(&w.t());
+        let a = cov_x.dot(&w.t()).dot(&inverse_2x2(&cov_z).unwrap());
+        let z = smds.transform(x.view()).unwrap();
+        let (src, tgt) = (rows_at_hue(&hues, 240.0).unwrap(), rows_at_hue(&hues, 0.0).unwrap());
+        let zs = [z[[src[0], 0]], z[[src[0], 1]]];
+        for lift in Lift::ALL {
+            let d = manifold_rotation(x.view(), &hues, 240.0, 0.0, &ctx(), smds_alpha, lift).unwrap();
+            let dt = d.vector.recipe.delta_theta_rad.unwrap();
+            let zt = z.row(tgt[0]);
+            let want_dt = (zt[1].atan2(zt[0]) - zs[1].atan2(zs[0])).rem_euclid(std::f64::consts::TAU);
+            assert!((dt.rem_euclid(std::f64::consts::TAU) - want_dt).abs() < 1e-9, "{lift}: {dt} vs {want_dt}");
+            for alpha in [0.5, 1.0] {
+                let (s, c) = (alpha * dt).sin_cos();
+                let rotated = [c * zs[0] - s * zs[1], s * zs[0] + c * zs[1]];
+                let delta = Array1::from(d.delta(alpha).into_iter().map(f64::from).collect::<Vec<_>>());
+                if lift == Lift::Pattern {
+                    let want = a.dot(&ndarray::arr1(&[rotated[0] - zs[0], rotated[1] - zs[1]]));
+                    let scale = want.iter().fold(0f64, |m, v| m.max(v.abs()));
+                    let err = (&delta - &want).iter().fold(0f64, |m, v| m.max(v.abs())) / scale;
+                    // f32 output of an f64 computation: relative 1e-6.
+                    assert!(err < 1e-6, "alpha {alpha}: pattern lift vs Cov(x) W^T Cov(z)^-1: {err:.2e}");
+                }
+                // W L = I for both lifts: the source's fitted coordinates move exactly onto the rotated point.
+                let moved = (x.row(src[0]).mapv(f64::from) + &delta).insert_axis(Axis(0));
+                let zm = smds.transform(moved.view()).unwrap();
+                for k in 0..2 {
+                    let tol = 1e-5 * (zs[0].hypot(zs[1]));
+                    assert!((zm[[0, k]] - rotated[k]).abs() < tol, "{lift} alpha {alpha} z[{k}]: {zm} vs {rotated:?}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_pattern_lift_moves_the_planted_circle_where_the_min_norm_lift_moves_the_filter() {
+        let (x, hues) = noisy_circle();
+        let planted = [3.0 * (1.0 - 240f64.to_radians().cos()), -3.0 * 240f64.to_radians().sin()];
+        let pattern = manifold_rotation(x.view(), &hues, 240.0, 0.0, &ctx(), 1e-4, Lift::Pattern).unwrap();
+        let v = &pattern.vector.vector;
+        // The data move 4.5 along dim 0 and 2.6 along dim 1 from blue to red; the pattern lift follows them
+        // (dim 2 carries 0.5 cos: +0.75) and leaves the pure-noise dims nearly still.
+        assert!((v[0] as f64 - planted[0]).abs() < 0.2 && (v[1] as f64 - planted[1]).abs() < 0.2, "{v:?}");
+        assert!((v[2] as f64 - 0.75).abs() < 0.2, "{v:?}");
+        assert!(v[3..].iter().all(|a| a.abs() < 0.15), "{v:?}");
+        // The minimum-norm change is shorter: it moves the fitted coordinates the same way along W's rows only.
+        let min_norm = manifold_rotation(x.view(), &hues, 240.0, 0.0, &ctx(), 1e-4, Lift::MinNorm).unwrap();
+        assert!(min_norm.vector.recipe.norm < pattern.vector.recipe.norm);
     }
 
     #[test]
@@ -385,10 +487,12 @@ mod tests {
         let (x, hues) = circle();
         let mut c = ctx();
         c.normalisation = Normalisation::Unit;
-        let d = manifold_rotation(x.view(), &hues, 0.0, 120.0, &c, 1e-6).unwrap();
         let n = |v: &[f32]| v.iter().map(|a| (*a as f64).powi(2)).sum::<f64>().sqrt();
-        assert!((n(&d.vector.vector) - 1.0).abs() < 1e-5);
-        assert!((n(&d.delta(1.0)) - 1.0).abs() < 1e-5);
+        for lift in Lift::ALL {
+            let d = manifold_rotation(x.view(), &hues, 0.0, 120.0, &c, 1e-6, lift).unwrap();
+            assert!((n(&d.vector.vector) - 1.0).abs() < 1e-5);
+            assert!((n(&d.delta(1.0)) - 1.0).abs() < 1e-5);
+        }
     }
 
     #[test]

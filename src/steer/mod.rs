@@ -42,7 +42,7 @@ pub use sweep::{
     SweepResult, SweepRow,
 };
 pub use table::{summary_csv, sweep_csv, write_sweep, SummaryFile, SweepFile};
-pub use vector::{DirectionKind, Normalisation, Recipe, SteeringVector};
+pub use vector::{DirectionKind, Lift, Normalisation, Recipe, SteeringVector};
 
 /// Errors of steering. Messages are lower-case, say what was expected and how to fix it.
 #[derive(Debug, thiserror::Error)]

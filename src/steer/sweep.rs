@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use super::readout::{mean_hue, output_hues, HueProbe, PROBE_RIDGE};
 use super::{
     centroid, manifold_rotation, random_control, rows_at_hue, ColourWords, Direction, DirectionContext, DirectionKind,
-    Error, Normalisation, SteeringVector,
+    Error, Lift, Normalisation, SteeringVector,
 };
 use crate::colour::signed_hue_delta_deg;
 use crate::manifold::{joystick, JoystickOptions, SteeringPair};
@@ -129,6 +129,8 @@ pub struct SweepOptions {
     pub seed: u64,
     /// SMDS ridge penalty of the manifold fit.
     pub smds_alpha: f64,
+    /// How the manifold rotation is lifted back to the activations.
+    pub lift: Lift,
     /// Relative ridge of the hue probes.
     pub probe_ridge: f64,
     /// Images per forward pass.
@@ -156,6 +158,7 @@ impl Default for SweepOptions {
             normalisation: Normalisation::None,
             seed: crate::settings::SEED,
             smds_alpha: crate::settings::SMDS_ALPHA,
+            lift: Lift::default(),
             probe_ridge: PROBE_RIDGE,
             batch_size: 16,
             tolerance_deg: crate::settings::TOLERANCE_DEG,
@@ -254,6 +257,9 @@ pub struct SweepRecord {
     pub directions: Vec<DirectionKind>,
     pub layer_convention: String,
     pub layers: Vec<usize>,
+    /// The manifold rotation's lift; sweeps written before the choice existed used the minimum-norm one.
+    #[serde(default = "legacy_lift")]
+    pub lift: Lift,
     pub max_new_tokens: usize,
     pub model_id: String,
     pub normalisation: Normalisation,
@@ -265,6 +271,10 @@ pub struct SweepRecord {
     pub seed: u64,
     pub smds_alpha: f64,
     pub tolerance_deg: f64,
+}
+
+fn legacy_lift() -> Lift {
+    Lift::MinNorm
 }
 
 /// Runs the sweep. `progress(done, total)` is called after every (layer, pair, direction).
@@ -342,7 +352,8 @@ pub fn run_sweep(
                 let dir = match kind {
                     DirectionKind::Centroid => reference.clone(),
                     DirectionKind::Manifold => {
-                        manifold_rotation(x.view(), &hues, pair.source_deg, pair.target_deg, &ctx, opts.smds_alpha)?
+                        let (from, to) = (pair.source_deg, pair.target_deg);
+                        manifold_rotation(x.view(), &hues, from, to, &ctx, opts.smds_alpha, opts.lift)?
                     }
                     DirectionKind::Random => random_control(&reference, stream_seed(opts.seed, layer, pi)),
                 };
@@ -375,6 +386,7 @@ pub fn run_sweep(
         directions: opts.kinds.clone(),
         layer_convention: store.manifest().layer_convention.clone(),
         layers: opts.layers.clone(),
+        lift: opts.lift,
         max_new_tokens: opts.max_new_tokens,
         model_id: store.manifest().provenance.model_id.clone(),
         normalisation: opts.normalisation,

@@ -23,7 +23,7 @@ pub const TENSOR: &str = "direction";
 pub enum DirectionKind {
     /// Mean of the target-hue samples minus mean of the source-hue samples.
     Centroid,
-    /// Rotation of the source centroid along the fitted SMDS circle, lifted back with the pseudo-inverse of W.
+    /// Rotation of the source centroid along the fitted SMDS circle, lifted back to the activations ([`Lift`]).
     Manifold,
     /// Seeded Gaussian direction with the norm of the centroid direction: the control.
     Random,
@@ -53,6 +53,48 @@ impl FromStr for DirectionKind {
             .into_iter()
             .find(|k| k.as_str() == s)
             .ok_or_else(|| Error::Msg(format!("unknown direction `{s}`: expected centroid, manifold or random")))
+    }
+}
+
+/// How a move of the fitted circle coordinates $z = W (x - \bar x)$ is carried back to the activations
+/// (manifold rotations). Both lifts move the fitted coordinates exactly by the rotation ($W L = I$); they differ
+/// in what else in $x$ moves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Lift {
+    /// The activation pattern $A = \mathrm{Cov}(x) W^\top \mathrm{Cov}(z)^{-1}$, the least-squares regression
+    /// of the centred activations on $z$: the change of $x$ that the data go with when $z$ moves (Haufe et al.
+    /// 2014, patterns vs filters). The default: a decoder's rows ($W$) are filters that pick high-gain,
+    /// noise-cancelling directions, so a change along them is one the model need not read.
+    #[default]
+    Pattern,
+    /// The minimum-norm change $W^+ = W^\top (W W^\top)^{-1}$, along the rows of $W$ only.
+    MinNorm,
+}
+
+impl Lift {
+    pub const ALL: [Lift; 2] = [Lift::Pattern, Lift::MinNorm];
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Lift::Pattern => "pattern",
+            Lift::MinNorm => "min-norm",
+        }
+    }
+}
+
+impl fmt::Display for Lift {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Lift {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self, Error> {
+        Lift::ALL
+            .into_iter()
+            .find(|k| k.as_str() == s)
+            .ok_or_else(|| Error::Msg(format!("unknown lift `{s}`: expected pattern or min-norm")))
     }
 }
 
@@ -114,6 +156,10 @@ pub struct Recipe {
     /// Manifold rotation: the angle (radians) moved on the fitted circle at alpha = 1, and the SMDS ridge alpha.
     pub delta_theta_rad: Option<f64>,
     pub smds_alpha: Option<f64>,
+    /// Manifold rotation: how the rotation was lifted back to the activations. Absent in files written before
+    /// the choice existed, which all used [`Lift::MinNorm`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lift: Option<Lift>,
     /// The same point in transformers (module path and which input/output), when the store recorded one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub module: Option<String>,
@@ -158,6 +204,9 @@ impl SteeringVector {
         put("stimuli_name", r.stimuli_name.clone());
         put("stimuli_sha256", r.stimuli_sha256.clone());
         put("d_model", self.vector.len().to_string());
+        if let Some(lift) = r.lift {
+            put("lift", lift.to_string());
+        }
         if let Some(module) = &r.module {
             put("module", module.clone());
         }
@@ -202,5 +251,15 @@ pub fn positions_spec(p: &crate::model::Positions) -> String {
         Positions::All => "all".into(),
         Positions::Last => "last".into(),
         Positions::Indices(ix) => ix.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(","),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Lift;
+
+    #[test]
+    fn the_lift_flag_default_is_the_library_default() {
+        assert_eq!(crate::settings::LIFT.parse::<Lift>().unwrap(), Lift::default());
     }
 }

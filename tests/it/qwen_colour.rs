@@ -155,19 +155,24 @@ fn sweep_rows(set: &str) -> Vec<SweepRow> {
 }
 
 /// Per (pair, direction): the layers (with alpha) at which the generated answer flips to the target word, for
-/// the steering points in the language model (the image-token positions of the decoder; the scan also steers
-/// the vision tower's blocks, at every patch, which these claims are not about).
-fn flips(set: &str) -> BTreeMap<(String, DirectionKind), Vec<(usize, f64)>> {
-    let decoder_layers: Vec<usize> =
-        sweep_rows(set).iter().filter(|r| !r.hook.starts_with("visual.")).map(|r| r.layer).collect();
+/// the steering points in the language model (`vision == false`: the image-token positions of the decoder) or
+/// in the vision tower (`vision == true`: its blocks, at every patch).
+fn flips_in(set: &str, vision: bool) -> BTreeMap<(String, DirectionKind), Vec<(usize, f64)>> {
+    let layers: Vec<usize> =
+        sweep_rows(set).iter().filter(|r| r.hook.starts_with("visual.") == vision).map(|r| r.layer).collect();
     let mut out: BTreeMap<(String, DirectionKind), Vec<(usize, f64)>> = BTreeMap::new();
     for f in answer_flips(&sweep_rows(set)) {
         let e = out.entry((f.pair.clone(), f.direction)).or_default();
-        if let Some(a) = f.alpha_answer_flip.filter(|_| decoder_layers.contains(&f.layer)) {
+        if let Some(a) = f.alpha_answer_flip.filter(|_| layers.contains(&f.layer)) {
             e.push((f.layer, a));
         }
     }
     out
+}
+
+/// The decoder's flips (the claims below are about the language model unless a test says otherwise).
+fn flips(set: &str) -> BTreeMap<(String, DirectionKind), Vec<(usize, f64)>> {
+    flips_in(set, false)
 }
 
 #[test]
@@ -180,13 +185,53 @@ fn centroid_steering_at_image_tokens_flips_the_answer_for_all_three_pairs_a_rand
             f.keys().map(|(p, _)| p).collect::<std::collections::BTreeSet<_>>().into_iter().collect();
         assert_eq!(pairs.len(), 3, "the notebook's three pairs: {pairs:?}");
         for pair in pairs {
-            // The rotation along the fitted circle is NOT asserted: on this model it moves no answer at any layer
-            // (the pseudo-inverse lift of a 2-D circle fitted in 64 dimensions on 60-360 images is a small change
-            // along the fit's high-gain directions; see the README). Its flips, if any, are printed above.
+            // The rotation along the fitted circle is NOT asserted here: in the decoder it flips no pair to the
+            // target's word with either lift (see the next test and the README). Its flips, if any, are printed.
             let at = &f[&(pair.clone(), DirectionKind::Centroid)];
             assert!(at.iter().any(|&(_, a)| a <= MAX_ALPHA), "{set} {pair} centroid: no flip at alpha <= 1.25");
             let random = &f[&(pair.clone(), DirectionKind::Random)];
             assert!(random.is_empty(), "{set} {pair}: a random direction of the same norm flipped it at {random:?}");
+        }
+    }
+}
+
+/// The rotation along the fitted circle, with the default (activation-pattern) lift. What it does on this model,
+/// measured 2026-12-03 (README "Where steering works"):
+/// - in the vision tower (layers 6-9, every patch) on simple-60 it flips all three pairs by alpha 1, the
+///   answer walking through the colour words between source and target in hue order (blue, purple, magenta,
+///   pink, red), and the random control flips none of them there (on wild-360 Red→Green stops at yellow);
+/// - in the decoder (image tokens) it flips NO pair to the target's word on either set: at layer 0 it moves
+///   every answer off the source word by alpha 1 (blue -> orange/yellow, red -> orange, green -> purple) while
+///   the deepest hue probe lands 8-36 degrees from the target, so the word depends on more than the 2-D circle.
+/// The issue asked for decoder flips with the rotation too; that part is not met, and this test does not pretend.
+#[test]
+fn the_circle_rotation_flips_every_pair_in_the_vision_tower_on_simple_60_and_moves_decoder_answers_off_the_source() {
+    scan();
+    let f = flips_in("simple-60", true);
+    eprintln!("simple-60 vision tower: answer flips (layer, alpha) per pair and direction: {f:?}");
+    let pairs: Vec<String> =
+        f.keys().map(|(p, _)| p.clone()).collect::<std::collections::BTreeSet<_>>().into_iter().collect();
+    assert_eq!(pairs.len(), 3);
+    for pair in &pairs {
+        let rot = &f[&(pair.clone(), DirectionKind::Manifold)];
+        assert!(rot.iter().any(|&(_, a)| a <= MAX_ALPHA), "simple-60 {pair} rotation: no vision-tower flip");
+        let random = &f[&(pair.clone(), DirectionKind::Random)];
+        assert!(random.is_empty(), "simple-60 {pair}: random flipped it in the vision tower at {random:?}");
+    }
+    for set in ["simple-60", "wild-360"] {
+        eprintln!(
+            "{set} decoder rotation flips: {:?}",
+            flips(set).iter().filter(|(k, _)| k.1 == DirectionKind::Manifold).collect::<Vec<_>>()
+        );
+        let rows = sweep_rows(set);
+        for pair in &pairs {
+            let row = rows
+                .iter()
+                .find(|r| r.layer == 0 && &r.pair == pair && r.direction == DirectionKind::Manifold && r.alpha == 1.0)
+                .expect("layer 0 is steered");
+            let source = word_for_hue(row.source_deg);
+            let said: Vec<String> = row.texts.clone().unwrap_or_default().iter().map(|t| answer_word(t)).collect();
+            assert!(!said.is_empty() && said.iter().all(|w| *w != source), "{set} {pair} layer 0: still {said:?}");
         }
     }
 }
@@ -342,8 +387,9 @@ fn trained_model_matches_transformers_hidden_states_answers_word_probabilities_a
 
 // ------------------------------------------------------------------------------------------- demo and README
 
-/// The README's "What the demo finds" for the VLM is the demo's own `findings.md`: the shared scan is the
-/// demo's main act (same model, sets and defaults), so its findings must be the README's text exactly.
+/// The README's "What the demo finds" for the VLM is the findings of `huescan scan qwen-colour` (the demo's main
+/// act with the scan's default `--layers residual`, so the vision tower's blocks are in it; the demo itself
+/// stores the decoder's points only). On a mismatch the wanted text is written next to the scan for pasting.
 #[test]
 fn readme_vlm_findings_are_what_the_demo_prints() {
     let md = huescan::report::findings::markdown(scan()).unwrap();
@@ -351,11 +397,14 @@ fn readme_vlm_findings_are_what_the_demo_prints() {
     let (start, end) = ("<!-- demo-findings:start -->\n", "<!-- demo-findings:end -->");
     let from = readme.find(start).expect("README has the demo-findings markers") + start.len();
     let to = from + readme[from..].find(end).expect("end marker");
-    assert_eq!(
-        readme[from..to].trim(),
-        md.trim(),
-        "README's VLM findings differ from the demo's; paste runs/demo/findings.md (from `huescan demo`) between the markers"
-    );
+    if readme[from..to].trim() != md.trim() {
+        let wanted = scan().join("findings-for-readme.md");
+        std::fs::write(&wanted, &md).unwrap();
+        panic!(
+            "README's VLM findings differ from `huescan scan qwen-colour`'s; paste {} between the markers",
+            wanted.display()
+        );
+    }
 }
 
 #[test]

@@ -53,6 +53,9 @@ pub struct PipelineArgs {
     /// Answer tokens generated per steered image (models with text output), so the report shows answers.
     #[arg(long, default_value_t = settings::MAX_NEW_TOKENS)]
     pub max_new_tokens: usize,
+    /// Lift of the steering's rotation along the fitted circle: pattern or min-norm (see `huescan steer --help`).
+    #[arg(long, default_value = settings::LIFT)]
+    pub lift: String,
 }
 
 impl Default for PipelineArgs {
@@ -149,7 +152,7 @@ pub fn pipeline(model: &str, sets: &[String], out: &Path, p: &PipelineArgs, prog
             to: None,
             pairs: Some(default_pairs(&store.hue_deg())),
             positions: Some("image".into()),
-            settings: SteerSettings { max_new_tokens: p.max_new_tokens, ..SteerSettings::default() },
+            settings: SteerSettings { max_new_tokens: p.max_new_tokens, lift: p.lift.clone(), ..SteerSettings::default() },
             batch_size: p.batch_size,
             gguf: false,
             out: out.join("steering").join(&name),

@@ -81,6 +81,12 @@ pub struct SteerSettings {
     /// Ridge penalty of the SMDS Circular fit behind --direction manifold (the notebook's fits use 1e-4).
     #[arg(long, default_value_t = settings::SMDS_ALPHA, value_parser = values::positive)]
     pub smds_alpha: f64,
+    /// How --direction manifold carries the rotation back to the activations: `pattern` (the change the data
+    /// go with along the fitted circle, the regression of the activations on its coordinates) or `min-norm`
+    /// (the pseudo-inverse of the SMDS map, along its filter rows only). Both move the fitted coordinates
+    /// exactly onto the rotated point.
+    #[arg(long, default_value = settings::LIFT)]
+    pub lift: String,
     /// A hue within this many degrees of the target counts as reached in the summary.
     #[arg(long, default_value_t = settings::TOLERANCE_DEG, value_parser = values::positive)]
     pub tolerance: f64,
@@ -250,6 +256,7 @@ pub fn run(args: &SteerArgs, progress: &Progress) -> anyhow::Result<ExitCode> {
         normalisation: s.normalise.parse()?,
         seed: s.seed,
         smds_alpha: s.smds_alpha,
+        lift: s.lift.parse()?,
         tolerance_deg: s.tolerance,
         max_new_tokens: s.max_new_tokens,
         batch_size: args.batch_size.unwrap_or(if args.model.runtime.device == "cpu" { 8 } else { 32 }),
