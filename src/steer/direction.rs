@@ -446,9 +446,9 @@ mod tests {
                 // W L = I for both lifts: the source's fitted coordinates move exactly onto the rotated point.
                 let moved = (x.row(src[0]).mapv(f64::from) + &delta).insert_axis(Axis(0));
                 let zm = smds.transform(moved.view()).unwrap();
-                for k in 0..2 {
-                    let tol = 1e-5 * (zs[0].hypot(zs[1]));
-                    assert!((zm[[0, k]] - rotated[k]).abs() < tol, "{lift} alpha {alpha} z[{k}]: {zm} vs {rotated:?}");
+                let tol = 1e-5 * zs[0].hypot(zs[1]);
+                for (k, want) in rotated.iter().enumerate() {
+                    assert!((zm[[0, k]] - want).abs() < tol, "{lift} alpha {alpha} z[{k}]: {zm} vs {rotated:?}");
                 }
             }
         }
