@@ -147,11 +147,7 @@ fn merged_samples(stores: &[ActivationStore], info0: ShardInfo) -> crate::Result
 
 /// A finished store already in `out`: the same merge done before (returned as it is, nothing rewritten), or a
 /// different store, which a merge must not overwrite.
-fn existing_merge(
-    out: &Path,
-    first: &Manifest,
-    samples: &[SampleEntry],
-) -> crate::Result<Option<ActivationStore>> {
+fn existing_merge(out: &Path, first: &Manifest, samples: &[SampleEntry]) -> crate::Result<Option<ActivationStore>> {
     if !out.join("manifest.json").exists() {
         return Ok(None);
     }
