@@ -65,7 +65,7 @@ fn job_gemm_rates(device: &candle_core::Device, dtype: DType) -> anyhow::Result<
         let w = Tensor::randn(0f32, 1.0, (n, k), device)?.to_dtype(dtype)?;
         let flops = 2.0 * (m * k * n) as f64;
         let candle = median_rate(flops, &|| x.matmul(&w.t()?))?;
-        let layer = huescan::model::qwen2_5_vl::kernels::Linear::new(w.clone(), None);
+        let layer = huescan::model::nn::kernels::Linear::new(w.clone(), None);
         let model = median_rate(flops, &|| layer.forward(&x))?;
         out.insert(format!("{m}x{k}x{n}"), serde_json::json!({"candle": candle, "linear": model}));
     }
