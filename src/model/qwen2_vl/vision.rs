@@ -5,8 +5,9 @@
 //! hook points see them in row-major raster order, as for Qwen2.5-VL, and a hook's change is mapped back.
 
 use candle_core::{Module, Tensor};
-use candle_nn::{linear, Linear, VarBuilder};
+use candle_nn::VarBuilder;
 
+use crate::model::nn::kernels::{linear, Linear};
 use crate::model::nn::LayerNorm;
 use crate::model::qwen2_5_vl::config::VisionConfig;
 use crate::model::qwen2_5_vl::rope::{full_cu_seqlens, vision_cos_sin, vision_patch_positions};
