@@ -203,6 +203,7 @@ fn centroid_steering_at_image_tokens_flips_the_answer_for_all_three_pairs_a_rand
 /// - in the decoder (image tokens) it flips NO pair to the target's word on either set: at layer 0 it moves
 ///   every answer off the source word by alpha 1 (blue -> orange/yellow, red -> orange, green -> purple) while
 ///   the deepest hue probe lands 8-36 degrees from the target, so the word depends on more than the 2-D circle.
+///
 /// The issue asked for decoder flips with the rotation too; that part is not met, and this test does not pretend.
 #[test]
 fn the_circle_rotation_flips_every_pair_in_the_vision_tower_on_simple_60_and_moves_decoder_answers_off_the_source() {
