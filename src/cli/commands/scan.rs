@@ -152,7 +152,11 @@ pub fn pipeline(model: &str, sets: &[String], out: &Path, p: &PipelineArgs, prog
             to: None,
             pairs: Some(default_pairs(&store.hue_deg())),
             positions: Some("image".into()),
-            settings: SteerSettings { max_new_tokens: p.max_new_tokens, lift: p.lift.clone(), ..SteerSettings::default() },
+            settings: SteerSettings {
+                max_new_tokens: p.max_new_tokens,
+                lift: p.lift.clone(),
+                ..SteerSettings::default()
+            },
             batch_size: p.batch_size,
             gguf: false,
             out: out.join("steering").join(&name),
