@@ -134,5 +134,8 @@ for f in "$bundle"/*; do
         exit 1
     fi
 done
+# Stripped, the two are ~65 MB (candle's PTX is text), over the device tool's 64 MiB with the tree; gzip'd ~18 MB.
+# gpu_check.sh unpacks them.
+gzip -9 -f "$bundle/huescan" "$bundle/it"
 du -b "$bundle"/*
 echo "CUDA $cuda_version bundle for sm_$CUDA_COMPUTE_CAP in $bundle ($(du -sb "$bundle" | cut -f1) bytes)"

@@ -22,6 +22,12 @@ fail() {
 if ! nvidia-smi -L >/dev/null 2>&1; then
     fail "no NVIDIA GPU on this machine (nvidia-smi lists none); run this on a GPU machine, see BENCHMARKS.md"
 fi
+# build_cuda_binary.sh gzips the binaries to fit the device tool's 64 MiB.
+for b in huescan it; do
+    if [ ! -x "$bundle/$b" ] && [ -f "$bundle/$b.gz" ]; then
+        gzip -dc "$bundle/$b.gz" >"$bundle/$b" && chmod +x "$bundle/$b"
+    fi
+done
 [ -x "$bundle/huescan" ] && [ -x "$bundle/it" ] ||
     fail "no CUDA build at $bundle; run scripts/build_cuda_binary.sh (any machine) and bring that folder along"
 python3 -c 'import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)' 2>/dev/null ||
