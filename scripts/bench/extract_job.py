@@ -228,7 +228,7 @@ BATCH_LINE = re.compile(r"batch done.*?images (\d+).*?seconds ([0-9.eE+-]+)")
 
 
 def plain_env(plain):
-    """huescan's CPU fast paths off (candle's ops only): `HUESCAN_PLAIN_KERNELS`, src/model/qwen2_5_vl/kernels.rs."""
+    """huescan's CPU fast paths off (candle's ops only): `HUESCAN_PLAIN_KERNELS`, src/model/nn/kernels.rs."""
     return {"HUESCAN_PLAIN_KERNELS": "1" if plain else "0"}
 
 
