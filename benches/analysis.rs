@@ -78,7 +78,7 @@ fn synthetic(n_layers: usize, n: usize, d: usize) -> (Vec<Array2<f32>>, Vec<f64>
 
 fn run(
     name: &str,
-    layers: impl Iterator<Item = huescan::Result<(usize, Array2<f32>)>>,
+    layers: impl Iterator<Item = huescan::manifold::Result<(usize, Array2<f32>)>>,
     hue: &[f64],
     opts: &AnalyzeOptions,
 ) {

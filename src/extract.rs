@@ -13,7 +13,26 @@ use ndarray::{ArrayD, IxDyn};
 
 use crate::model::{HookPoint, HookSet, Input, Model, Pooling, TextInput};
 use crate::store::{self, ActivationStore, Provenance, SampleEntry, ShardInfo, StoreSpec, StoreWriter};
-use crate::{Error, Result};
+
+/// Result alias of this module.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Why an extraction could not run or finish.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    #[error(transparent)]
+    Fs(#[from] crate::fsx::Error),
+    #[error(transparent)]
+    Model(#[from] crate::model::Error),
+    #[error(transparent)]
+    Store(#[from] store::Error),
+    #[error(transparent)]
+    Candle(#[from] candle_core::Error),
+    /// A plan or capture that cannot be stored, with a sentence that says what was expected.
+    #[error("{0}")]
+    Msg(String),
+}
 
 /// Samples per resumable chunk.
 pub const CHUNK_SAMPLES: usize = 32;
@@ -124,7 +143,7 @@ pub fn extract(model: &dyn Model, plan: &ExtractPlan, progress: &dyn Fn(usize, u
                     tracing::warn!(batch_size, "the device ran out of memory; retrying with a smaller batch");
                     continue;
                 }
-                Err(e) => return Err(e),
+                Err(e) => return Err(e.into()),
             };
             next += batch.len();
             for (index, point) in &layers {
@@ -206,7 +225,7 @@ fn captured<'a>(layers: &'a BTreeMap<HookPoint, Tensor>, point: &HookPoint, batc
 }
 
 /// Whether an error is the device running out of memory (CUDA, Metal and the CPU allocator say it so).
-pub fn is_out_of_memory(e: &Error) -> bool {
+pub fn is_out_of_memory(e: &(impl std::fmt::Debug + std::fmt::Display)) -> bool {
     let msg = format!("{e:?} {e}").to_ascii_lowercase();
     msg.contains("out of memory") || msg.contains("out_of_memory") || msg.contains("memory allocation")
 }

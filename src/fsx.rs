@@ -7,7 +7,64 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
-use crate::error::{Error, Result};
+/// Result alias of this module.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// File-system failures. Every other module wraps this one (`#[from]`), so an I/O error keeps its path and
+/// its advice wherever it surfaces. Messages are lower-case, carry the path, and say what was expected.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// An I/O error on a named path. The OS reason is the source, printed after it in the error chain.
+    #[error("{action} `{path}`")]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// Out of space while writing: the disk is full, or a quota or file-size limit was reached.
+    #[error(
+        "{action} `{path}`: out of space (disk full, or a quota or file-size limit); free space or write \
+         elsewhere, then re-run the same command"
+    )]
+    NoSpace {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A JSON file that does not parse or does not match its schema.
+    #[error("cannot parse `{path}`")]
+    Json {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+    /// A folder another process is writing (its [`DirLock`] is held).
+    #[error("`{dir}` is being written by {holder}; wait for it to finish, or write elsewhere")]
+    Locked { dir: PathBuf, holder: String },
+    /// The lock file was replaced under us more often than a fair race explains.
+    #[error("`{dir}` keeps changing hands between other writers; try again")]
+    LockContended { dir: PathBuf },
+    /// A data path that is a directory, FIFO, socket or device.
+    #[error("`{path}` is {what}; expected a regular data file")]
+    NotRegular { path: PathBuf, what: &'static str },
+}
+
+impl Error {
+    /// An I/O error on `path`; out-of-space errors (ENOSPC, EDQUOT, EFBIG) become [`Error::NoSpace`], which
+    /// says what to do about them.
+    pub fn io(action: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        const EFBIG: i32 = 27;
+        const ENOSPC: i32 = 28;
+        const EDQUOT: i32 = 122;
+        match source.raw_os_error() {
+            Some(EFBIG | ENOSPC | EDQUOT) => Error::NoSpace { action, path: path.into(), source },
+            _ => Error::Io { action, path: path.into(), source },
+        }
+    }
+}
 
 /// The temporary name used while `path` is being written: same directory (so the rename is atomic), a
 /// name no reader looks for (`.<file>.tmp.<pid>`).
@@ -111,10 +168,7 @@ impl DirLock {
                 let _ = file.read_to_string(&mut holder);
                 let holder = holder.trim();
                 let holder = if holder.is_empty() { "another process" } else { holder };
-                return Err(Error::Msg(format!(
-                    "`{}` is being written by {holder}; wait for it to finish, or write elsewhere",
-                    dir.display()
-                )));
+                return Err(Error::Locked { dir: dir.to_path_buf(), holder: holder.to_string() });
             }
             if !same_file(&file, &path) {
                 continue;
@@ -125,7 +179,7 @@ impl DirLock {
                 .map_err(|e| Error::io("cannot write", &path, e))?;
             return Ok(DirLock { file, path });
         }
-        Err(Error::Msg(format!("`{}` keeps changing hands between other writers; try again", dir.display())))
+        Err(Error::LockContended { dir: dir.to_path_buf() })
     }
 
     /// Removes the lock file a killed holder left, where that is possible without waiting; best effort
@@ -176,7 +230,7 @@ pub fn open_regular(path: &Path) -> Result<File> {
     let meta = fs::metadata(path).map_err(|e| Error::io("cannot open", path, e))?;
     if !meta.is_file() {
         let what = if meta.is_dir() { "a directory" } else { "not a regular file (a FIFO, socket or device)" };
-        return Err(Error::Msg(format!("`{}` is {what}; expected a regular data file", path.display())));
+        return Err(Error::NotRegular { path: path.to_path_buf(), what });
     }
     File::open(path).map_err(|e| Error::io("cannot open", path, e))
 }
@@ -291,5 +345,38 @@ mod tests {
         assert_eq!(read(&path).unwrap(), b"hello");
         assert!(!temp_path(&path).exists());
         fs::remove_dir_all(&dir).unwrap();
+    }
+}
+
+#[cfg(test)]
+mod error_tests {
+    use super::*;
+
+    fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+        let mut parts = vec![e.to_string()];
+        let mut cur = e.source();
+        while let Some(c) = cur {
+            parts.push(c.to_string());
+            cur = c.source();
+        }
+        parts.join(": ")
+    }
+
+    #[test]
+    fn io_errors_name_the_path_once_and_the_reason_once() {
+        let e = Error::io("cannot read", "/x/y", std::io::Error::from_raw_os_error(2));
+        let text = chain(&e);
+        assert!(text.starts_with("cannot read `/x/y`: "), "{text}");
+        assert_eq!(text.matches("os error 2").count(), 1, "{text}");
+    }
+
+    #[test]
+    fn out_of_space_says_what_to_do() {
+        for code in [27, 28, 122] {
+            let e = Error::io("cannot write", "/x/y", std::io::Error::from_raw_os_error(code));
+            assert!(matches!(e, Error::NoSpace { .. }), "{code}");
+            let text = chain(&e);
+            assert!(text.contains("out of space") && text.contains("re-run the same command"), "{text}");
+        }
     }
 }

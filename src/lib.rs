@@ -15,7 +15,12 @@
 //! ```
 //!
 //! `manifold` and `stimuli` are leaves: `huescan analyze` needs no model. `colour` (HSV, OKLCH, hue
-//! differences, circular means, the chromatic threshold) is the leaf under all of them.
+//! differences, circular means, the chromatic threshold), `fsx` (atomic writes, checksums, I/O errors that
+//! name their path) and `tensor_file` (deterministic safetensors bytes) are leaves under all of them.
+//!
+//! Each module returns its own error type (`stimuli::Error`, `model::Error`, …), wrapping the errors of the
+//! stages it calls; [`Error`] wraps them all for callers that mix stages, and no module uses it, so the module
+//! graph has no cycle (`tests/it/module_graph.rs`).
 
 pub mod colour;
 pub mod env;
@@ -31,5 +36,6 @@ pub mod settings;
 pub mod steer;
 pub mod stimuli;
 pub mod store;
+pub mod tensor_file;
 
 pub use error::{Error, Result};

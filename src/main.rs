@@ -11,11 +11,8 @@ use clap::Parser;
 
 mod cli;
 
-// The library's modules under the names `cli` has always used (`crate::model`, `crate::Error`): the command
+// The library's modules under the names `cli` has always used (`crate::model`, `crate::steer`): the command
 // line reads like part of the crate while depending on the library only through its public API.
-use huescan::Error;
-#[cfg(test)]
-use huescan::Result;
 use huescan::{env, extract, fsx, manifold, model, nan_json, report, runinfo, settings, steer, stimuli, store};
 
 fn main() -> ExitCode {

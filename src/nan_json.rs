@@ -16,9 +16,9 @@ pub fn from_slice<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, serde_json::Er
 }
 
 /// Reads a JSON file into `T` with [`from_slice`], naming the file in any error.
-pub fn read<T: DeserializeOwned>(path: &std::path::Path) -> crate::Result<T> {
+pub fn read<T: DeserializeOwned>(path: &std::path::Path) -> crate::fsx::Result<T> {
     let bytes = crate::fsx::read(path)?;
-    from_slice(&bytes).map_err(|source| crate::Error::Json { path: path.to_path_buf(), source })
+    from_slice(&bytes).map_err(|source| crate::fsx::Error::Json { path: path.to_path_buf(), source })
 }
 
 struct NanAware<'de>(&'de Value);

@@ -37,7 +37,7 @@ pub struct Seeds {
 }
 
 /// Writes `<dir>/run.json`. The command line is the process's own.
-pub fn write(dir: &Path, model: &str, sets: &[String]) -> crate::Result<()> {
+pub fn write(dir: &Path, model: &str, sets: &[String]) -> crate::fsx::Result<()> {
     // The start time is the one thing in a run folder that a clock decides. A resumed run keeps the time of the
     // run it resumes, so kill -9 + re-run leaves run.json byte-identical; `SOURCE_DATE_EPOCH` (the
     // reproducible-builds convention) fixes it for runs that must match byte for byte across machines.
@@ -66,7 +66,7 @@ pub fn write(dir: &Path, model: &str, sets: &[String]) -> crate::Result<()> {
 }
 
 /// Reads `<dir>/run.json` if there is one.
-pub fn read(dir: &Path) -> crate::Result<Option<RunInfo>> {
+pub fn read(dir: &Path) -> crate::fsx::Result<Option<RunInfo>> {
     let path = dir.join(FILE);
     if !path.exists() {
         return Ok(None);

@@ -174,7 +174,7 @@ pub(crate) fn print_line(line: std::fmt::Arguments<'_>) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
     writeln!(out, "{line}")
         .and_then(|()| out.flush())
-        .map_err(|e| anyhow::Error::new(crate::Error::io("cannot write", "<standard output>", e)))
+        .map_err(|e| anyhow::Error::new(crate::fsx::Error::io("cannot write", "<standard output>", e)))
 }
 
 /// The defaults of a flattened settings struct, as clap gives them for an empty command line: the `Default` of

@@ -323,7 +323,11 @@ fn empty_scan_row(layer: usize, ctx: &ScanContext) -> LayerScanRow {
 
 /// One layer of the scan: its in-sample and cross-validated circle scores, the other shapes' CV scores and the
 /// permutation baseline, with the key the layer choice maximises. `None` for a zero-variance layer.
-fn scan_layer(layer: usize, gram: &LayerGram, ctx: &ScanContext) -> crate::Result<Option<(LayerScanRow, f64)>> {
+fn scan_layer(
+    layer: usize,
+    gram: &LayerGram,
+    ctx: &ScanContext,
+) -> crate::manifold::Result<Option<(LayerScanRow, f64)>> {
     let (opts, k) = (ctx.opts, ctx.opts.n_components);
     let mut row = empty_scan_row(layer, ctx);
     if gram.trace() == 0.0 {
@@ -465,10 +469,10 @@ fn arbitrate(discovery: &[DiscoveryRow], heldout: &[HeldoutRow], opts: &AnalyzeO
 /// (f32 or f64); `hue_deg` has one hue per row. Errors: fewer than 8 samples, NaN/constant hues, a layer whose
 /// row count or width differs, NaN/Inf activations (named by layer, row, column), every layer constant.
 /// Constant (zero-variance) layers are kept in the scan with the package's `-inf` score and never chosen.
-pub fn analyze<T, I>(layers: I, hue_deg: &[f64], opts: &AnalyzeOptions) -> crate::Result<Analysis>
+pub fn analyze<T, I>(layers: I, hue_deg: &[f64], opts: &AnalyzeOptions) -> crate::manifold::Result<Analysis>
 where
     T: Copy + Into<f64> + Send + Sync,
-    I: IntoIterator<Item = crate::Result<(usize, Array2<T>)>>,
+    I: IntoIterator<Item = crate::manifold::Result<(usize, Array2<T>)>>,
 {
     opts.check()?;
     let mut warnings = check_hues(hue_deg)?;
@@ -479,7 +483,7 @@ where
     let scan_folds = opts.folds(n, 0x5ca7)?;
     let min_train = scan_folds.iter().map(|f| f.train.len()).min().unwrap_or(n);
     if k > min_train {
-        return Err(Error::TooManyComponents { k, n: min_train }.into());
+        return Err(Error::TooManyComponents { k, n: min_train });
     }
     let scan_perms = permutations(&labels, opts.n_permutations, opts.seed.wrapping_add(1));
     let circ_all = ideal_embedding(Shape::Circular, &labels, opts.mode, k)?;
@@ -501,7 +505,7 @@ where
         let (layer, x) = item?;
         let _span = tracing::info_span!("manifold_layer", layer).entered();
         if x.nrows() != n {
-            return Err(Error::LayerRows { layer, got: x.nrows(), expected: n }.into());
+            return Err(Error::LayerRows { layer, got: x.nrows(), expected: n });
         }
         // Layers may differ in width (the colour autoencoder's do); each is analysed on its own.
         widths.insert(layer, x.ncols());
@@ -519,10 +523,10 @@ where
         scan.push(row);
     }
     if scan.is_empty() {
-        return Err(Error::NoLayers.into());
+        return Err(Error::NoLayers);
     }
     let Some((_, layer, gram)) = best else {
-        return Err(Error::NoUsableLayer(format!("{} layers, all constant", scan.len())).into());
+        return Err(Error::NoUsableLayer(format!("{} layers, all constant", scan.len())));
     };
     if let Some(want) = opts.layer {
         if want != layer {
@@ -530,8 +534,7 @@ where
                 name: "layer",
                 value: want.to_string(),
                 expected: "a layer in the store",
-            }
-            .into());
+            });
         }
     }
     let criterion = match (opts.layer, opts.mode) {

@@ -88,4 +88,10 @@ pub enum Error {
     NoUsableLayer(String),
     #[error("linear algebra failed: {0}")]
     Linalg(String),
+    #[error(transparent)]
+    Fs(#[from] crate::fsx::Error),
+    #[error(transparent)]
+    Store(#[from] crate::store::Error),
+    #[error("projection has {rows} rows but there are {labels} hue labels")]
+    ProjectionRows { rows: usize, labels: usize },
 }

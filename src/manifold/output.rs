@@ -8,9 +8,9 @@ use std::path::Path;
 
 use super::analyze::{global_winner, Analysis, METRICS};
 use super::joystick::Joystick;
+use super::Result;
 use crate::fsx::{write_atomic, write_json};
 use crate::store::{serialize_raw, RawTensor};
-use crate::Result;
 
 fn csv(header: &[String], rows: impl IntoIterator<Item = Vec<String>>) -> String {
     let mut s = header.join(",");
@@ -51,7 +51,7 @@ pub fn write_analysis(dir: &Path, a: &Analysis) -> Result<()> {
         write_atomic(&dir.join("joystick.csv"), joystick_csv(j, &row).as_bytes())?;
     }
     write_atomic(&dir.join("projection.safetensors"), &projection_safetensors(a, &row.mode)?)?;
-    write_json(&dir.join("summary.json"), a)
+    Ok(write_json(&dir.join("summary.json"), a)?)
 }
 
 /// What every row of a set's tables starts with: the dataset (CSV-quoted), the label mode and the chosen layer.
@@ -253,7 +253,7 @@ fn projection_safetensors(a: &Analysis, mode: &str) -> Result<Vec<u8>> {
     let (n, k) = a.projection.coords.dim();
     let (coords_shape, hue_shape) = ([n, k], [a.hue_deg.len()]);
     if n != a.hue_deg.len() {
-        return Err(crate::Error::Msg(format!("projection has {n} rows but there are {} hue labels", a.hue_deg.len())));
+        return Err(super::Error::ProjectionRows { rows: n, labels: a.hue_deg.len() });
     }
     let mut views = vec![
         RawTensor { name: "coords", dtype: "F64", shape: &coords_shape, bytes: &coords },
@@ -319,5 +319,5 @@ pub fn write_global(dir: &Path, analyses: &[Analysis]) -> Result<()> {
             i == 0
         );
     }
-    write_atomic(&dir.join("global.csv"), text.as_bytes())
+    Ok(write_atomic(&dir.join("global.csv"), text.as_bytes())?)
 }

@@ -47,7 +47,7 @@ pub struct LoadedModel {
 }
 
 /// Loads the model `spec` names.
-pub fn load(spec: &str, opts: &LoadOptions) -> crate::Result<LoadedModel> {
+pub fn load(spec: &str, opts: &LoadOptions) -> crate::model::Result<LoadedModel> {
     if let Some(p) = preset::find(spec) {
         return load_preset(&p, opts);
     }
@@ -64,11 +64,10 @@ pub fn load(spec: &str, opts: &LoadOptions) -> crate::Result<LoadedModel> {
     Err(Error::Msg(format!(
         "`{spec}` is not a preset ({}), an existing checkpoint directory, or a hub repo id like `Qwen/Qwen2.5-VL-3B-Instruct`",
         names.join(", ")
-    ))
-    .into())
+    )))
 }
 
-fn load_preset(p: &Preset, opts: &LoadOptions) -> crate::Result<LoadedModel> {
+fn load_preset(p: &Preset, opts: &LoadOptions) -> crate::model::Result<LoadedModel> {
     match &p.kind {
         ModelKind::Autoencoder => load_autoencoder(p, opts),
         ModelKind::Checkpoint(_) => {
@@ -86,15 +85,14 @@ fn load_preset(p: &Preset, opts: &LoadOptions) -> crate::Result<LoadedModel> {
     }
 }
 
-fn load_autoencoder(p: &Preset, opts: &LoadOptions) -> crate::Result<LoadedModel> {
+fn load_autoencoder(p: &Preset, opts: &LoadOptions) -> crate::model::Result<LoadedModel> {
     // The autoencoder reads pixels only, at its own size: a prompt or a pixel cap would be silently ignored.
     let ignored = [("--prompt", opts.prompt.is_some()), ("--max-pixels", opts.max_pixels.is_some())];
     if let Some((flag, _)) = ignored.iter().find(|(_, given)| *given) {
         return Err(Error::Msg(format!(
             "{flag} does not apply to `{}`, which takes no text and no image size",
             p.name
-        ))
-        .into());
+        )));
     }
     let mut cfg = opts.autoencoder.clone();
     if let Some(seed) = p.seed {
@@ -121,10 +119,15 @@ fn load_autoencoder(p: &Preset, opts: &LoadOptions) -> crate::Result<LoadedModel
 
 /// Reads `architectures`/`model_type` from a checkpoint's config.json and loads it with the family the
 /// registry names for them.
-fn load_dir(id: &str, ck: &Checkpoint, preset: Option<&Preset>, opts: &LoadOptions) -> crate::Result<LoadedModel> {
+fn load_dir(
+    id: &str,
+    ck: &Checkpoint,
+    preset: Option<&Preset>,
+    opts: &LoadOptions,
+) -> crate::model::Result<LoadedModel> {
     let config_path = ck.dir.join("config.json");
     if !config_path.exists() {
-        return Err(Error::Checkpoint { path: ck.dir.clone(), msg: "has no config.json".into() }.into());
+        return Err(Error::Checkpoint { path: ck.dir.clone(), msg: "has no config.json".into() });
     }
     let config_bytes = fsx::read(&config_path)?;
     let value: serde_json::Value = serde_json::from_slice(&config_bytes)
@@ -140,8 +143,7 @@ fn load_dir(id: &str, ck: &Checkpoint, preset: Option<&Preset>, opts: &LoadOptio
                     family.model_type(),
                     p.name
                 ),
-            }
-            .into());
+            });
         }
     }
     let dtype =
@@ -161,8 +163,7 @@ fn load_dir(id: &str, ck: &Checkpoint, preset: Option<&Preset>, opts: &LoadOptio
         return Err(Error::Msg(format!(
             "--prompt does not apply to `{id}`: it has no tokenizer.json and runs a fixed prompt of token ids; drop \
              --prompt or use a checkpoint with its tokenizer"
-        ))
-        .into());
+        )));
     }
     if let Some((pre, suf)) = &ids_prompt {
         settings.insert("prompt".into(), format!("ids {pre:?} <image> {suf:?}"));

@@ -31,6 +31,9 @@ pub use hooks::{
     select_points, Component, HookPoint, HookSet, Intervention, InterventionOp, Pooling, Positions, LAYER_CONVENTION,
 };
 
+/// Result alias of this module.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
 /// Errors of model loading and running.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -59,6 +62,8 @@ pub enum Error {
     Msg(String),
     #[error(transparent)]
     Candle(#[from] candle_core::Error),
+    #[error(transparent)]
+    Fs(#[from] crate::fsx::Error),
 }
 
 /// What one forward pass returns.
@@ -109,7 +114,7 @@ impl Input {
 }
 
 /// The images of `inputs`, or a clear error naming `model` when one is a text prompt.
-fn images_only(model: &str, inputs: &[Input]) -> crate::Result<Vec<RgbImage>> {
+fn images_only(model: &str, inputs: &[Input]) -> Result<Vec<RgbImage>> {
     inputs
         .iter()
         .map(|i| match i {
@@ -117,8 +122,7 @@ fn images_only(model: &str, inputs: &[Input]) -> crate::Result<Vec<RgbImage>> {
             Input::Text(_) => Err(Error::Msg(format!(
                 "`{model}` takes images only, so it cannot run a text prompt; text prompts need a language model \
                  (Qwen2.5-VL)"
-            ))
-            .into()),
+            ))),
         })
         .collect()
 }
@@ -128,7 +132,7 @@ fn images_only(model: &str, inputs: &[Input]) -> crate::Result<Vec<RgbImage>> {
 pub trait TextOutput {
     /// Greedy answer to `input` (up to `max_new_tokens` tokens, stopping at the end-of-turn token) with
     /// `hooks.interventions` applied: the generated ids and their decoding.
-    fn answer(&self, input: &Input, hooks: &HookSet, max_new_tokens: usize) -> crate::Result<(Vec<u32>, String)>;
+    fn answer(&self, input: &Input, hooks: &HookSet, max_new_tokens: usize) -> Result<(Vec<u32>, String)>;
 
     /// Whether prompts are spelled by a tokenizer; `false` for a fixed prompt of token ids (a checkpoint without
     /// `tokenizer.json`, like the test fixtures), whose text prompts cannot use their text.
@@ -176,50 +180,40 @@ pub trait Model {
 
     /// Runs one batch: every image is one sample. Captures `hooks.capture` pooled by `pooling` and applies
     /// `hooks.interventions` where they are registered.
-    fn forward(&self, images: &[RgbImage], hooks: &HookSet, pooling: Pooling) -> crate::Result<Captures>;
+    fn forward(&self, images: &[RgbImage], hooks: &HookSet, pooling: Pooling) -> Result<Captures>;
 
     /// Greedy-generates up to `max_new_tokens` answer tokens per image with `hooks.interventions` applied (at
     /// the prompt positions they select), returning one decoded answer per image; `None` for models without
     /// text output. Steering calls it with one image and interventions addressed to every sample (`None`).
-    fn generate(
-        &self,
-        _images: &[RgbImage],
-        _hooks: &HookSet,
-        _max_new_tokens: usize,
-    ) -> crate::Result<Option<Vec<String>>> {
+    fn generate(&self, _images: &[RgbImage], _hooks: &HookSet, _max_new_tokens: usize) -> Result<Option<Vec<String>>> {
         Ok(None)
     }
 
     /// The token ids of each word as a next token after the prompt (every spelling the tokenizer gives a single
     /// token, e.g. `red`, ` red`, `Red`); `None` for models without a vocabulary.
-    fn token_ids(&self, _words: &[String]) -> crate::Result<Option<Vec<Vec<u32>>>> {
+    fn token_ids(&self, _words: &[String]) -> Result<Option<Vec<Vec<u32>>>> {
         Ok(None)
     }
 
     /// The prompt layout of `image`'s sample (what the positions of a `tokens` capture are); `None` for models
     /// without a token sequence.
-    fn token_layout(&self, _image: &RgbImage) -> crate::Result<Option<TokenLayout>> {
+    fn token_layout(&self, _image: &RgbImage) -> Result<Option<TokenLayout>> {
         Ok(None)
     }
 
     /// [`Model::forward`] over images and text-only prompts: a text prompt is the model's prompt without the
     /// image. Models without a language model refuse text prompts.
-    fn forward_inputs(&self, inputs: &[Input], hooks: &HookSet, pooling: Pooling) -> crate::Result<Captures> {
+    fn forward_inputs(&self, inputs: &[Input], hooks: &HookSet, pooling: Pooling) -> Result<Captures> {
         self.forward(&images_only(self.id(), inputs)?, hooks, pooling)
     }
 
     /// [`Model::generate`] over images and text-only prompts.
-    fn generate_inputs(
-        &self,
-        inputs: &[Input],
-        hooks: &HookSet,
-        max_new_tokens: usize,
-    ) -> crate::Result<Option<Vec<String>>> {
+    fn generate_inputs(&self, inputs: &[Input], hooks: &HookSet, max_new_tokens: usize) -> Result<Option<Vec<String>>> {
         self.generate(&images_only(self.id(), inputs)?, hooks, max_new_tokens)
     }
 
     /// [`Model::token_layout`] of an image or a text-only prompt.
-    fn input_token_layout(&self, input: &Input) -> crate::Result<Option<TokenLayout>> {
+    fn input_token_layout(&self, input: &Input) -> Result<Option<TokenLayout>> {
         match input {
             Input::Image(img) => self.token_layout(img),
             Input::Text(_) => Ok(None),
@@ -270,35 +264,25 @@ impl<T: Model + ?Sized> Model for std::sync::Arc<T> {
     fn width(&self, point: &HookPoint) -> Option<usize> {
         (**self).width(point)
     }
-    fn forward(&self, images: &[RgbImage], hooks: &HookSet, pooling: Pooling) -> crate::Result<Captures> {
+    fn forward(&self, images: &[RgbImage], hooks: &HookSet, pooling: Pooling) -> Result<Captures> {
         (**self).forward(images, hooks, pooling)
     }
-    fn generate(
-        &self,
-        images: &[RgbImage],
-        hooks: &HookSet,
-        max_new_tokens: usize,
-    ) -> crate::Result<Option<Vec<String>>> {
+    fn generate(&self, images: &[RgbImage], hooks: &HookSet, max_new_tokens: usize) -> Result<Option<Vec<String>>> {
         (**self).generate(images, hooks, max_new_tokens)
     }
-    fn token_ids(&self, words: &[String]) -> crate::Result<Option<Vec<Vec<u32>>>> {
+    fn token_ids(&self, words: &[String]) -> Result<Option<Vec<Vec<u32>>>> {
         (**self).token_ids(words)
     }
-    fn token_layout(&self, image: &RgbImage) -> crate::Result<Option<TokenLayout>> {
+    fn token_layout(&self, image: &RgbImage) -> Result<Option<TokenLayout>> {
         (**self).token_layout(image)
     }
-    fn forward_inputs(&self, inputs: &[Input], hooks: &HookSet, pooling: Pooling) -> crate::Result<Captures> {
+    fn forward_inputs(&self, inputs: &[Input], hooks: &HookSet, pooling: Pooling) -> Result<Captures> {
         (**self).forward_inputs(inputs, hooks, pooling)
     }
-    fn generate_inputs(
-        &self,
-        inputs: &[Input],
-        hooks: &HookSet,
-        max_new_tokens: usize,
-    ) -> crate::Result<Option<Vec<String>>> {
+    fn generate_inputs(&self, inputs: &[Input], hooks: &HookSet, max_new_tokens: usize) -> Result<Option<Vec<String>>> {
         (**self).generate_inputs(inputs, hooks, max_new_tokens)
     }
-    fn input_token_layout(&self, input: &Input) -> crate::Result<Option<TokenLayout>> {
+    fn input_token_layout(&self, input: &Input) -> Result<Option<TokenLayout>> {
         (**self).input_token_layout(input)
     }
     fn text_output(&self) -> Option<&dyn TextOutput> {

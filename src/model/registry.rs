@@ -44,7 +44,7 @@ pub struct Family {
     /// Files it uses when present.
     pub optional_files: &'static [&'static str],
     /// Builds the model.
-    pub load: fn(&LoadRequest) -> crate::Result<Box<dyn Model>>,
+    pub load: fn(&LoadRequest) -> crate::model::Result<Box<dyn Model>>,
 }
 
 impl Family {

@@ -35,12 +35,12 @@ pub trait Figure {
 }
 
 /// Renders `fig` to `<dir>/<stem>.svg` and `<dir>/<stem>.png`; returns the two file names.
-pub fn render(fig: &impl Figure, dir: &Path, stem: &str) -> crate::Result<[String; 2]> {
+pub fn render(fig: &impl Figure, dir: &Path, stem: &str) -> crate::report::Result<[String; 2]> {
     register_font();
     crate::fsx::create_dir_all(dir)?;
     let (svg, png) = (format!("{stem}.svg"), format!("{stem}.png"));
     let size = fig.size();
-    let err = |e: String| crate::Error::Msg(format!("cannot draw figure `{stem}`: {e}"));
+    let err = |msg: String| crate::report::Error::Figure { stem: stem.to_string(), msg };
     {
         let mut text = String::new();
         {

@@ -28,7 +28,7 @@ struct Steering {
     lift: crate::steer::Lift,
 }
 
-fn steering(run: &Path, set: &str) -> crate::Result<Option<Steering>> {
+fn steering(run: &Path, set: &str) -> crate::report::Result<Option<Steering>> {
     let dir = run.join("steering").join(set);
     if !dir.join("sweep.json").exists() {
         return Ok(None);
@@ -109,7 +109,7 @@ impl Steering {
 }
 
 /// Markdown findings of every set of the run folder `run`.
-pub fn markdown(run: &Path) -> crate::Result<String> {
+pub fn markdown(run: &Path) -> crate::report::Result<String> {
     let mut s = String::new();
     for set in super::sets_in(&run.join("analysis")) {
         let a: Analysis = nan_json::read(&run.join("analysis").join(&set).join("summary.json"))?;
@@ -162,7 +162,7 @@ pub fn markdown(run: &Path) -> crate::Result<String> {
 }
 
 /// The steering part as an HTML section for one set's report, or `None` without generated answers.
-pub fn html(run: &Path, set: &str) -> crate::Result<Option<String>> {
+pub fn html(run: &Path, set: &str) -> crate::report::Result<Option<String>> {
     let Some(st) = steering(run, set)? else { return Ok(None) };
     let esc = |s: &str| s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;");
     let mut s = String::from("<h4>Where steering changes the answer</h4>");

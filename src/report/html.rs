@@ -21,7 +21,7 @@ pub struct Section {
 }
 
 /// A contact sheet of up to 12 stimuli spread over the hue circle, as one PNG in `fig_dir`.
-pub(super) fn stimulus_preview(run: &Path, name: &str, fig_dir: &Path) -> crate::Result<Option<String>> {
+pub(super) fn stimulus_preview(run: &Path, name: &str, fig_dir: &Path) -> crate::report::Result<Option<String>> {
     let dir = run.join("stimuli").join(name);
     if !dir.join(crate::stimuli::MANIFEST_FILE).exists() {
         return Ok(None);
@@ -34,7 +34,11 @@ pub(super) fn stimulus_preview(run: &Path, name: &str, fig_dir: &Path) -> crate:
     for (slot, &i) in picks.iter().enumerate() {
         let path = dir.join(&m.stimuli[i].file);
         let img = image::open(&path)
-            .map_err(|e| crate::Error::Msg(format!("cannot read stimulus `{}`: {e}", path.display())))?
+            .map_err(|e| crate::report::Error::Image {
+                action: "cannot read stimulus",
+                path: path.clone(),
+                msg: e.to_string(),
+            })?
             .resize_exact(thumb, thumb, image::imageops::FilterType::Triangle)
             .to_rgb8();
         image::imageops::overlay(&mut sheet, &img, (slot as u32 * thumb) as i64, 0);
@@ -44,16 +48,17 @@ pub(super) fn stimulus_preview(run: &Path, name: &str, fig_dir: &Path) -> crate:
     Ok(Some(file))
 }
 
-fn write_png(img: &image::RgbImage, path: &Path) -> crate::Result<()> {
+fn write_png(img: &image::RgbImage, path: &Path) -> crate::report::Result<()> {
     let mut bytes = Vec::new();
-    img.write_to(&mut std::io::Cursor::new(&mut bytes), image::ImageFormat::Png)
-        .map_err(|e| crate::Error::Msg(format!("cannot encode `{}`: {e}", path.display())))?;
-    crate::fsx::write_atomic(path, &bytes)
+    img.write_to(&mut std::io::Cursor::new(&mut bytes), image::ImageFormat::Png).map_err(|e| {
+        crate::report::Error::Image { action: "cannot encode", path: path.to_path_buf(), msg: e.to_string() }
+    })?;
+    Ok(crate::fsx::write_atomic(path, &bytes)?)
 }
 
 /// A strip of colour swatches: one row per direction kind of the first pair, one swatch per alpha, coloured by
 /// the hue after steering (grey where no hue was read out).
-pub(super) fn swatches(rows: &[&SweepRow], fig_dir: &Path, stem: &str) -> crate::Result<Option<String>> {
+pub(super) fn swatches(rows: &[&SweepRow], fig_dir: &Path, stem: &str) -> crate::report::Result<Option<String>> {
     let Some(pair) = rows.first().map(|r| r.pair.clone()) else { return Ok(None) };
     let lines: Vec<Vec<f64>> = DirectionKind::ALL
         .iter()

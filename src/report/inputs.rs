@@ -51,15 +51,15 @@ pub struct Steering {
 
 impl RunInputs {
     /// Reads every set in `names` from the run folder `run`.
-    pub fn load(run: &Path, names: &[String]) -> crate::Result<Self> {
+    pub fn load(run: &Path, names: &[String]) -> crate::report::Result<Self> {
         let info = crate::runinfo::read(run)?;
-        let sets = names.iter().map(|n| SetInputs::load(run, n)).collect::<crate::Result<_>>()?;
+        let sets = names.iter().map(|n| SetInputs::load(run, n)).collect::<crate::report::Result<_>>()?;
         Ok(RunInputs { run: run.to_path_buf(), info, sets })
     }
 }
 
 impl SetInputs {
-    fn load(run: &Path, name: &str) -> crate::Result<Self> {
+    fn load(run: &Path, name: &str) -> crate::report::Result<Self> {
         let dir = run.join("analysis").join(name);
         let analysis: Analysis = crate::nan_json::read(&dir.join("summary.json"))?;
         let projection = read_projection(&dir.join("projection.safetensors"))?;
@@ -103,7 +103,7 @@ impl SetInputs {
     }
 }
 
-fn read_projection(path: &Path) -> crate::Result<Option<(Array2<f64>, Vec<f64>)>> {
+fn read_projection(path: &Path) -> crate::report::Result<Option<(Array2<f64>, Vec<f64>)>> {
     if !path.exists() {
         return Ok(None);
     }
@@ -111,13 +111,12 @@ fn read_projection(path: &Path) -> crate::Result<Option<(Array2<f64>, Vec<f64>)>
     let (shape, coords) = f.read_f32("coords")?;
     let (_, hues) = f.read_f32("hue_deg")?;
     if shape.len() != 2 || shape[0] != hues.len() {
-        return Err(crate::Error::Msg(format!(
-            "`{}`: coords have shape {shape:?} for {} hues, expected [n, k] with n = the hue count; re-run `huescan analyze`",
-            path.display(),
-            hues.len()
-        )));
+        return Err(crate::report::Error::Projection {
+            path: path.to_path_buf(),
+            msg: format!("coords have shape {shape:?} for {} hues, expected [n, k] with n = the hue count", hues.len()),
+        });
     }
     let coords = Array2::from_shape_vec((shape[0], shape[1]), coords.into_iter().map(f64::from).collect())
-        .map_err(|e| crate::Error::Msg(format!("`{}`: {e}", path.display())))?;
+        .map_err(|e| crate::report::Error::Projection { path: path.to_path_buf(), msg: e.to_string() })?;
     Ok(Some((coords, hues.into_iter().map(f64::from).collect())))
 }

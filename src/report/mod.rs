@@ -42,9 +42,38 @@ fn sets_in(dir: &Path) -> Vec<String> {
     names
 }
 
+/// Result alias of this module.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Why a report could not be built.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    #[error(transparent)]
+    Fs(#[from] crate::fsx::Error),
+    #[error(transparent)]
+    Stimuli(#[from] crate::stimuli::Error),
+    #[error(transparent)]
+    Model(#[from] crate::model::Error),
+    #[error(transparent)]
+    Store(#[from] crate::store::Error),
+    #[error(transparent)]
+    Manifold(#[from] crate::manifold::Error),
+    #[error(transparent)]
+    Steer(#[from] crate::steer::Error),
+    #[error("`{run}` holds no analysis (expected analysis/<set>/summary.json); run `huescan analyze` first")]
+    NoAnalysis { run: PathBuf },
+    #[error("`{path}`: {msg}; re-run `huescan analyze`")]
+    Projection { path: PathBuf, msg: String },
+    #[error("{action} `{path}`: {msg}")]
+    Image { action: &'static str, path: PathBuf, msg: String },
+    #[error("cannot draw figure `{stem}`: {msg}")]
+    Figure { stem: String, msg: String },
+}
+
 /// Builds `<out>/index.html` and `<out>/figures/` from the run folder `run`.
 /// `run` may also be the analysis folder itself (`huescan analyze --out DIR`); then its parent is the run.
-pub fn build(run: &Path, out: &Path) -> crate::Result<Report> {
+pub fn build(run: &Path, out: &Path) -> Result<Report> {
     let mut names = sets_in(&run.join("analysis"));
     let owned_run;
     let run = if names.is_empty() && !sets_in(run).is_empty() && run.file_name().is_some_and(|n| n == "analysis") {
@@ -55,10 +84,7 @@ pub fn build(run: &Path, out: &Path) -> crate::Result<Report> {
         run
     };
     if names.is_empty() {
-        return Err(crate::Error::Msg(format!(
-            "`{}` holds no analysis (expected analysis/<set>/summary.json); run `huescan analyze` first",
-            run.display()
-        )));
+        return Err(Error::NoAnalysis { run: run.to_path_buf() });
     }
     warn_skipped_sets(&run.join("analysis"));
     let inputs = inputs::RunInputs::load(run, &names)?;

@@ -41,7 +41,7 @@ pub struct SetFigures {
 }
 
 /// Draws the figures of `set` (position `index` on the page) into `fig_dir`.
-pub(super) fn draw(run: &Path, index: usize, set: &SetInputs, fig_dir: &Path) -> crate::Result<SetFigures> {
+pub(super) fn draw(run: &Path, index: usize, set: &SetInputs, fig_dir: &Path) -> crate::report::Result<SetFigures> {
     let mut d = Drawn { name: &set.name, files: Vec::new() };
     let name = d.name;
     let stress = stress_figure(set, fig_dir, &d.stem("stress"))?;
@@ -89,7 +89,7 @@ fn projection_figures(
     index: usize,
     set: &SetInputs,
     fig_dir: &Path,
-) -> crate::Result<(Vec<Panel>, Option<Panel>, Vec<View3d>)> {
+) -> crate::report::Result<(Vec<Panel>, Option<Panel>, Vec<View3d>)> {
     let name = d.name;
     let (mut projections, mut static3d, mut views) = (Vec::new(), None, Vec::new());
     if let Some((coords, hues)) = &set.projection {
@@ -171,7 +171,7 @@ fn steering_figures(
     d: &mut Drawn,
     set: &SetInputs,
     fig_dir: &Path,
-) -> crate::Result<(Vec<SteerLayer>, Option<String>)> {
+) -> crate::report::Result<(Vec<SteerLayer>, Option<String>)> {
     let name = d.name;
     let mut steering = Vec::new();
     let mut swatches = None;
@@ -233,7 +233,7 @@ fn view(
 
 /// Stress by layer: the notebook's in-sample stress next to cross-validated stress and the shuffled-label
 /// baseline, so a reader sees that in-sample stress alone is not evidence.
-fn stress_figure(set: &SetInputs, fig_dir: &Path, stem: &str) -> crate::Result<([String; 2], String)> {
+fn stress_figure(set: &SetInputs, fig_dir: &Path, stem: &str) -> crate::report::Result<([String; 2], String)> {
     let a = &set.analysis;
     let scan = &a.layer_scan;
     let series = |f: fn(&crate::manifold::LayerScanRow) -> f64| scan.iter().map(|r| 1.0 - f(r)).collect::<Vec<f64>>();

@@ -48,7 +48,7 @@ impl DirectionContext {
         layer_index: usize,
         positions: Positions,
         normalisation: Normalisation,
-    ) -> crate::Result<Self> {
+    ) -> crate::steer::Result<Self> {
         let m = store.manifest();
         let entry = m.layer(layer_index)?;
         Ok(DirectionContext {
@@ -212,7 +212,7 @@ pub fn centroid(
     source_deg: f64,
     target_deg: f64,
     ctx: &DirectionContext,
-) -> crate::Result<Direction> {
+) -> crate::steer::Result<Direction> {
     check_labels(x, hues)?;
     let (src, tgt) = (rows_at_hue(hues, source_deg)?, rows_at_hue(hues, target_deg)?);
     let v = mean_rows(x, &tgt) - mean_rows(x, &src);
@@ -231,7 +231,7 @@ pub fn manifold_rotation(
     ctx: &DirectionContext,
     smds_alpha: f64,
     lift: Lift,
-) -> crate::Result<Direction> {
+) -> crate::steer::Result<Direction> {
     check_labels(x, hues)?;
     let (src, tgt) = (rows_at_hue(hues, source_deg)?, rows_at_hue(hues, target_deg)?);
     let turns: Vec<f64> = hues.iter().map(|h| h.rem_euclid(360.0) / 360.0).collect();

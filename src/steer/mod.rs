@@ -44,6 +44,9 @@ pub use sweep::{
 pub use table::{summary_csv, sweep_csv, write_sweep, SummaryFile, SweepFile};
 pub use vector::{DirectionKind, Lift, Normalisation, Recipe, SteeringVector};
 
+/// Result alias of this module.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
 /// Errors of steering. Messages are lower-case, say what was expected and how to fix it.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -66,4 +69,16 @@ pub enum Error {
     Gguf { msg: String },
     #[error("{0}")]
     Msg(String),
+    #[error(transparent)]
+    Fs(#[from] crate::fsx::Error),
+    #[error(transparent)]
+    Model(#[from] crate::model::Error),
+    #[error(transparent)]
+    Store(#[from] crate::store::Error),
+    #[error(transparent)]
+    Manifold(#[from] crate::manifold::Error),
+    #[error(transparent)]
+    Extract(#[from] crate::extract::Error),
+    #[error(transparent)]
+    Candle(#[from] candle_core::Error),
 }

@@ -41,15 +41,13 @@ impl HueProbe {
         x: ArrayView2<f32>,
         hues: &[f64],
         ridge: f64,
-    ) -> crate::Result<Self> {
+    ) -> crate::steer::Result<Self> {
         let n = x.nrows();
         if hues.len() != n {
-            return Err(Error::Width { what: "hue labels".into(), expected: n, got: hues.len() }.into());
+            return Err(Error::Width { what: "hue labels".into(), expected: n, got: hues.len() });
         }
         if n < 3 {
-            return Err(
-                Error::Layer { index: layer_index, msg: format!("{n} samples; a hue probe needs at least 3") }.into()
-            );
+            return Err(Error::Layer { index: layer_index, msg: format!("{n} samples; a hue probe needs at least 3") });
         }
         let xf = x.mapv(f64::from);
         let x_mean = xf.mean_axis(Axis(0)).expect("n > 0");
@@ -66,9 +64,7 @@ impl HueProbe {
         let k = xc.dot(&xc.t());
         let trace: f64 = k.diag().sum();
         if !(trace.is_finite() && trace > 0.0) {
-            return Err(
-                Error::Layer { index: layer_index, msg: "activations are constant; nothing to probe".into() }.into()
-            );
+            return Err(Error::Layer { index: layer_index, msg: "activations are constant; nothing to probe".into() });
         }
         let lambda = ridge * trace / n as f64;
         let reg = Mat::<f64>::from_fn(n, n, |i, j| k[[i, j]] + if i == j { lambda } else { 0.0 });
@@ -162,15 +158,13 @@ impl ColourWords {
 
     /// Next-token probability of every word, `[batch][word]`, from `logits` `[batch, d_vocab]` (softmax over
     /// the whole vocabulary, in f64).
-    pub fn probabilities(&self, logits: &Tensor) -> crate::Result<Vec<Vec<f64>>> {
+    pub fn probabilities(&self, logits: &Tensor) -> crate::steer::Result<Vec<Vec<f64>>> {
         let rows = logits.to_dtype(DType::F32)?.to_vec2::<f32>()?;
         let mut out = Vec::with_capacity(rows.len());
         for row in rows {
             let vocab = row.len();
             if let Some(&bad) = self.token_ids.iter().flatten().find(|&&id| id as usize >= vocab) {
-                return Err(
-                    Error::Msg(format!("colour-word token id {bad} is past the vocabulary ({vocab} logits)")).into()
-                );
+                return Err(Error::Msg(format!("colour-word token id {bad} is past the vocabulary ({vocab} logits)")));
             }
             let max = row.iter().cloned().fold(f32::NEG_INFINITY, f32::max) as f64;
             let log_z = max + row.iter().map(|l| (*l as f64 - max).exp()).sum::<f64>().ln();
@@ -186,14 +180,14 @@ impl ColourWords {
 }
 
 /// The hue (degrees) of each row of an RGB capture `[batch, 3]` at `point`; `None` for a grey row.
-pub fn output_hues(captures: &Captures, point: &HookPoint) -> crate::Result<Vec<Option<f64>>> {
+pub fn output_hues(captures: &Captures, point: &HookPoint) -> crate::steer::Result<Vec<Option<f64>>> {
     let t =
         captures.layers.get(point).ok_or_else(|| Error::Msg(format!("the RGB output `{point}` was not captured")))?;
     let rows = t.flatten_from(1)?.to_dtype(DType::F32)?.to_vec2::<f32>()?;
     rows.iter()
         .map(|r| match r.as_slice() {
             [r, g, b] => Ok(crate::model::autoencoder::rgb_to_hue_deg([*r, *g, *b])),
-            _ => Err(Error::Width { what: format!("RGB output `{point}`"), expected: 3, got: r.len() }.into()),
+            _ => Err(Error::Width { what: format!("RGB output `{point}`"), expected: 3, got: r.len() }),
         })
         .collect()
 }

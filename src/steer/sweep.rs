@@ -174,7 +174,7 @@ impl Default for SweepOptions {
 pub struct SweepInput<'a> {
     pub model: &'a dyn Model,
     pub store: &'a ActivationStore,
-    pub image: &'a dyn Fn(usize) -> crate::Result<RgbImage>,
+    pub image: &'a dyn Fn(usize) -> crate::steer::Result<RgbImage>,
 }
 
 /// One (layer, pair, direction, alpha) of a sweep, averaged over the source images.
@@ -282,7 +282,7 @@ pub fn run_sweep(
     input: &SweepInput<'_>,
     opts: &SweepOptions,
     progress: &dyn Fn(usize, usize),
-) -> crate::Result<SweepResult> {
+) -> crate::steer::Result<SweepResult> {
     check_options(opts)?;
     let store = input.store;
     let model = input.model;
@@ -293,8 +293,7 @@ pub fn run_sweep(
         return Err(Error::Msg(
             "the store holds unpooled tokens; steer against a pooled store (extract with --pool image-mean or last)"
                 .into(),
-        )
-        .into());
+        ));
     }
     let stored = store.layer_indices();
     let mut probes: BTreeMap<usize, HueProbe> = BTreeMap::new();
@@ -344,9 +343,9 @@ pub fn run_sweep(
                 .map(|&r| match opts.text_prompts.get(r) {
                     Some(t) => Ok(Input::Text(t.clone())),
                     None if opts.text_prompts.is_empty() => Ok(Input::Image((input.image)(r)?)),
-                    None => Err(Error::Msg(format!("no text prompt for store row {r}")).into()),
+                    None => Err(Error::Msg(format!("no text prompt for store row {r}"))),
                 })
-                .collect::<crate::Result<Vec<_>>>()?;
+                .collect::<crate::steer::Result<Vec<_>>>()?;
             let reference = centroid(x.view(), &hues, pair.source_deg, pair.target_deg, &ctx)?;
             for &kind in &opts.kinds {
                 let dir = match kind {
@@ -447,7 +446,7 @@ fn steering_point(
     store: &ActivationStore,
     points: &[HookPoint],
     layer: usize,
-) -> crate::Result<HookPoint> {
+) -> crate::steer::Result<HookPoint> {
     let entry = store.manifest().layer(layer)?;
     let point = points.get(layer).ok_or_else(|| Error::Layer {
         index: layer,
@@ -466,14 +465,13 @@ fn steering_point(
                  layer convention",
                 entry.hook
             ),
-        }
-        .into());
+        });
     }
     let stored = *entry.shape.last().expect("validated rank >= 2");
     match model.width(point) {
         Some(w) if w == stored => Ok(point.clone()),
-        Some(w) => Err(Error::Width { what: format!("the model at `{point}`"), expected: stored, got: w }.into()),
-        None => Err(Error::Layer { index: layer, msg: format!("the model reports no width at `{point}`") }.into()),
+        Some(w) => Err(Error::Width { what: format!("the model at `{point}`"), expected: stored, got: w }),
+        None => Err(Error::Layer { index: layer, msg: format!("the model reports no width at `{point}`") }),
     }
 }
 
@@ -501,7 +499,7 @@ fn steer_batch(
     probes: &BTreeMap<usize, HueProbe>,
     read_layers: &[usize],
     opts: &SweepOptions,
-) -> crate::Result<Vec<RowReadout>> {
+) -> crate::steer::Result<Vec<RowReadout>> {
     let n = images.len();
     let jobs: Vec<(usize, f64)> = opts.alphas.iter().flat_map(|&a| (0..n).map(move |s| (s, a))).collect();
     let mut out = Vec::with_capacity(jobs.len());
@@ -567,7 +565,7 @@ fn generate_rows(
     batch: &[Input],
     hooks: &HookSet,
     max_new_tokens: usize,
-) -> crate::Result<Option<Vec<String>>> {
+) -> crate::steer::Result<Option<Vec<String>>> {
     let mut out = Vec::with_capacity(batch.len());
     for (b, image) in batch.iter().enumerate() {
         let own = HookSet {
@@ -583,7 +581,7 @@ fn generate_rows(
         match model.generate_inputs(std::slice::from_ref(image), &own, max_new_tokens)? {
             Some(mut texts) if texts.len() == 1 => out.push(texts.remove(0)),
             Some(texts) => {
-                return Err(Error::Msg(format!("the model generated {} answers for one image", texts.len())).into())
+                return Err(Error::Msg(format!("the model generated {} answers for one image", texts.len())))
             }
             None => return Ok(None),
         }

@@ -26,7 +26,7 @@ pub struct SummaryFile {
 }
 
 /// Writes the four tables into `dir`; returns their paths.
-pub fn write_sweep(dir: &Path, result: &SweepResult) -> crate::Result<Vec<PathBuf>> {
+pub fn write_sweep(dir: &Path, result: &SweepResult) -> crate::steer::Result<Vec<PathBuf>> {
     fsx::create_dir_all(dir)?;
     fsx::remove_stale_temps(dir)?;
     fsx::remove_stale_temps(&dir.join("vectors"))?;

@@ -217,27 +217,25 @@ impl SteeringVector {
     }
 
     /// Writes the vector (atomically) to `path`.
-    pub fn save(&self, path: &Path) -> crate::Result<()> {
+    pub fn save(&self, path: &Path) -> crate::steer::Result<()> {
         let shape = [self.vector.len()];
         let bytes = serialize_f32(&[F32Tensor { name: TENSOR, shape: &shape, data: &self.vector }], &self.metadata());
-        crate::fsx::write_atomic(path, &bytes)
+        Ok(crate::fsx::write_atomic(path, &bytes)?)
     }
 
     /// Reads a file written by [`SteeringVector::save`].
-    pub fn load(path: &Path) -> crate::Result<Self> {
+    pub fn load(path: &Path) -> crate::steer::Result<Self> {
         let bad = |msg: String| Error::VectorFile { path: path.to_path_buf(), msg };
         let file = MappedFile::open(path)?;
         let meta = file.metadata()?;
         if meta.get("format").map(String::as_str) != Some(FORMAT) {
-            return Err(
-                bad(format!("metadata `format` is not `{FORMAT}`; this is not a huescan steering vector")).into()
-            );
+            return Err(bad(format!("metadata `format` is not `{FORMAT}`; this is not a huescan steering vector")));
         }
         let json = meta.get("huescan.recipe").ok_or_else(|| bad("has no `huescan.recipe` metadata".into()))?;
         let recipe: Recipe = serde_json::from_str(json).map_err(|e| bad(format!("unreadable recipe ({e})")))?;
         let (shape, vector) = file.read_f32(TENSOR)?;
         if shape.len() != 1 {
-            return Err(bad(format!("tensor `{TENSOR}` has shape {shape:?}, expected [d_model]")).into());
+            return Err(bad(format!("tensor `{TENSOR}` has shape {shape:?}, expected [d_model]")));
         }
         Ok(SteeringVector { vector, recipe })
     }

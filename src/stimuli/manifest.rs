@@ -78,13 +78,13 @@ impl StimulusRecord {
 
 impl StimulusManifest {
     /// Writes `dir/stimuli.json` atomically.
-    pub fn write(&self, dir: &Path) -> crate::Result<()> {
-        fsx::write_json(&dir.join(MANIFEST_FILE), self)
+    pub fn write(&self, dir: &Path) -> crate::stimuli::Result<()> {
+        Ok(fsx::write_json(&dir.join(MANIFEST_FILE), self)?)
     }
 
     /// Reads `dir/stimuli.json`, checks its structure (format, unique ids and files, plain file names, hues in
     /// `[0, 360)`), and checks that every listed PNG exists with the recorded SHA-256.
-    pub fn load(dir: &Path) -> crate::Result<StimulusManifest> {
+    pub fn load(dir: &Path) -> crate::stimuli::Result<StimulusManifest> {
         let path = dir.join(MANIFEST_FILE);
         let m: StimulusManifest = fsx::read_json(&path)?;
         m.check_structure(&path)?;
@@ -94,12 +94,11 @@ impl StimulusManifest {
                 return Err(invalid(
                     &path,
                     format!("stimulus `{}` lists `{}`, which does not exist", rec.id, rec.file),
-                )
-                .into());
+                ));
             }
             let got = fsx::sha256_file(&file)?;
             if got != rec.sha256 {
-                return Err(Error::ChecksumMismatch { path: file, expected: rec.sha256.clone(), got }.into());
+                return Err(Error::ChecksumMismatch { path: file, expected: rec.sha256.clone(), got });
             }
         }
         Ok(m)

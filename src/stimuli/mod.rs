@@ -26,6 +26,9 @@ pub use render::{render, RenderOptions, Stimulus};
 pub use spec::{check_set_name, Family, HoldOut, HueGrid, Kind, StimulusSpec, TexturedParams};
 pub use text::{TextPrompt, TextPromptSet};
 
+/// Result alias of this module.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
 /// Errors of stimulus specs, rendering and stimulus manifests.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -78,6 +81,8 @@ pub enum Error {
     ManifestInvalid { path: PathBuf, message: String },
     #[error("stimulus file `{path}` has sha256 {got}, but stimuli.json records {expected}; re-render the set")]
     ChecksumMismatch { path: PathBuf, expected: String, got: String },
+    #[error(transparent)]
+    Fs(#[from] crate::fsx::Error),
 }
 
 /// A spec shipped with huescan (the files in `stimuli/`, embedded in the binary).
@@ -123,14 +128,14 @@ pub fn bundled() -> Vec<BundledSpec> {
 
 impl StimulusSpec {
     /// Reads and validates a spec file.
-    pub fn from_path(path: &Path) -> crate::Result<StimulusSpec> {
+    pub fn from_path(path: &Path) -> Result<StimulusSpec> {
         let text = crate::fsx::read_to_string(path)?;
-        Ok(StimulusSpec::from_toml_str(&text, path)?)
+        StimulusSpec::from_toml_str(&text, path)
     }
 
     /// A spec file path if `name_or_path` is a file, otherwise a bundled set by name (`simple-60`), so
     /// `huescan stimuli render simple-60` works from any directory.
-    pub fn resolve(name_or_path: &str) -> crate::Result<StimulusSpec> {
+    pub fn resolve(name_or_path: &str) -> Result<StimulusSpec> {
         let path = Path::new(name_or_path);
         if path.is_file() {
             return StimulusSpec::from_path(path);
@@ -143,8 +148,7 @@ impl StimulusSpec {
             None => Err(Error::UnknownSpec {
                 name: name_or_path.to_string(),
                 known: all.iter().map(|b| b.name).collect::<Vec<_>>().join(", "),
-            }
-            .into()),
+            }),
         }
     }
 }

@@ -136,14 +136,14 @@ pub fn flat_colour(kind: &Kind, hue_deg: f64) -> Option<[u8; 3]> {
 
 /// Lists the photos of `dir` (`.png`, `.jpg`, `.jpeg`, any case; sorted by name), resizes each to fill
 /// `width × height` (centre crop, Lanczos3) and finds its dominant hue.
-pub fn load_photos(dir: &Path, width: u32, height: u32) -> crate::Result<Vec<Photo>> {
+pub fn load_photos(dir: &Path, width: u32, height: u32) -> crate::stimuli::Result<Vec<Photo>> {
     if !dir.is_dir() {
-        return Err(Error::PhotoDirMissing { path: Some(dir.to_path_buf()) }.into());
+        return Err(Error::PhotoDirMissing { path: Some(dir.to_path_buf()) });
     }
-    let entries = std::fs::read_dir(dir).map_err(|e| crate::Error::io("cannot list", dir, e))?;
+    let entries = std::fs::read_dir(dir).map_err(|e| fsx::Error::io("cannot list", dir, e))?;
     let mut files = Vec::new();
     for entry in entries {
-        let path = entry.map_err(|e| crate::Error::io("cannot list", dir, e))?.path();
+        let path = entry.map_err(|e| fsx::Error::io("cannot list", dir, e))?.path();
         let ext = path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase);
         if path.is_file() && matches!(ext.as_deref(), Some("png" | "jpg" | "jpeg")) {
             files.push(path);
@@ -151,7 +151,7 @@ pub fn load_photos(dir: &Path, width: u32, height: u32) -> crate::Result<Vec<Pho
     }
     files.sort();
     if files.is_empty() {
-        return Err(Error::NoPhotos { dir: dir.to_path_buf() }.into());
+        return Err(Error::NoPhotos { dir: dir.to_path_buf() });
     }
     files
         .par_iter()
@@ -169,12 +169,12 @@ pub fn load_photos(dir: &Path, width: u32, height: u32) -> crate::Result<Vec<Pho
                 .map(|hsv| (hsv.hue_deg, 1.0))
                 .collect();
             if hues.is_empty() {
-                return Err(Error::PhotoAchromatic { path: path.clone() }.into());
+                return Err(Error::PhotoAchromatic { path: path.clone() });
             }
             let (dominant_hue_deg, r) = circular_mean_deg(hues).unwrap_or((0.0, 0.0));
             // With hues spread all round the circle the mean direction is noise, and so would be the labels.
             if r < MIN_PHOTO_RESULTANT {
-                return Err(Error::PhotoNoDominantHue { path: path.clone(), r, min: MIN_PHOTO_RESULTANT }.into());
+                return Err(Error::PhotoNoDominantHue { path: path.clone(), r, min: MIN_PHOTO_RESULTANT });
             }
             let file = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
             Ok(Photo { file, sha256: fsx::sha256_hex(&bytes), image, dominant_hue_deg })
@@ -185,7 +185,7 @@ pub fn load_photos(dir: &Path, width: u32, height: u32) -> crate::Result<Vec<Pho
 /// The JPEG decoder fills a truncated file's missing rows with grey and reports success, which would bake grey
 /// into every stimulus made from the photo; a complete JPEG ends with the end-of-image marker `FF D9`
 /// (trailing zero padding allowed), so one that does not is refused with the file named.
-fn check_jpeg_complete(path: &Path, bytes: &[u8]) -> crate::Result<()> {
+fn check_jpeg_complete(path: &Path, bytes: &[u8]) -> crate::stimuli::Result<()> {
     if !bytes.starts_with(&[0xFF, 0xD8]) {
         return Ok(());
     }
@@ -196,8 +196,7 @@ fn check_jpeg_complete(path: &Path, bytes: &[u8]) -> crate::Result<()> {
     Err(Error::PhotoUnreadable {
         path: path.to_path_buf(),
         message: "the JPEG is truncated (no end-of-image marker); re-copy or re-export it".into(),
-    }
-    .into())
+    })
 }
 
 /// Rotates every pixel's HSV hue by `target − dominant`, keeping each pixel's saturation and value.
@@ -280,7 +279,7 @@ pub fn encode_png(img: &RgbImage) -> Vec<u8> {
 /// folder with a manifest is complete. Files are written atomically; images render in parallel (rayon).
 ///
 /// Refuses an `out_dir` holding `hue_*.png` files that this set would not write, so two sets never mix.
-pub fn render(spec: &StimulusSpec, out_dir: &Path, opts: &RenderOptions) -> crate::Result<StimulusManifest> {
+pub fn render(spec: &StimulusSpec, out_dir: &Path, opts: &RenderOptions) -> crate::stimuli::Result<StimulusManifest> {
     let photos = match &spec.kind {
         Kind::Photo { dir } => {
             let dir = opts.photos.clone().or_else(|| dir.clone()).ok_or(Error::PhotoDirMissing { path: None })?;
@@ -326,7 +325,7 @@ pub fn render(spec: &StimulusSpec, out_dir: &Path, opts: &RenderOptions) -> crat
                 source_sha256: photo.map(|p| p.sha256.clone()),
             })
         })
-        .collect::<crate::Result<Vec<_>>>()?;
+        .collect::<crate::stimuli::Result<Vec<_>>>()?;
 
     let manifest = StimulusManifest {
         format: MANIFEST_FORMAT.to_string(),
@@ -357,13 +356,13 @@ fn check_unique_files(origin: &Path, list: &[Stimulus]) -> Result<(), Error> {
     }
 }
 
-fn check_out_dir(out_dir: &Path, list: &[Stimulus]) -> crate::Result<()> {
+fn check_out_dir(out_dir: &Path, list: &[Stimulus]) -> crate::stimuli::Result<()> {
     let Ok(entries) = std::fs::read_dir(out_dir) else { return Ok(()) };
     let ours: HashSet<&str> = list.iter().map(|s| s.file.as_str()).collect();
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
         if name.starts_with("hue_") && name.ends_with(".png") && !ours.contains(name.as_str()) {
-            return Err(Error::OutDirInUse { dir: out_dir.to_path_buf(), file: name }.into());
+            return Err(Error::OutDirInUse { dir: out_dir.to_path_buf(), file: name });
         }
     }
     Ok(())

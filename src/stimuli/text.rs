@@ -65,7 +65,7 @@ impl TextPromptSet {
     }
 
     /// Reads and validates a text prompt set file.
-    pub fn from_path(path: &Path) -> crate::Result<TextPromptSet> {
+    pub fn from_path(path: &Path) -> crate::stimuli::Result<TextPromptSet> {
         let bytes = crate::fsx::read(path)?;
         let text = String::from_utf8(bytes.clone())
             .map_err(|_| Error::SpecParse { path: path.to_path_buf(), message: "the file is not UTF-8".into() })?;

@@ -72,15 +72,13 @@ fn crc32(bytes: &[u8]) -> u32 {
 }
 
 /// A stored ZIP archive of `files` (name, bytes). Refuses archives past the 4 GiB that ZIP without zip64 holds.
-fn zip(files: &[(String, Vec<u8>)]) -> crate::Result<Vec<u8>> {
+fn zip(files: &[(String, Vec<u8>)]) -> crate::store::Result<Vec<u8>> {
     // 1980-01-01 00:00, the earliest DOS date: a fixed stamp keeps the bytes identical across runs.
     const DOS_DATE: u16 = 0x21;
-    let too_big = || {
-        crate::Error::Msg(
-            "the export is larger than 4 GiB, which an .npz without zip64 cannot hold; export fewer layers \
-             (--layers)"
-                .into(),
-        )
+    let too_big = || crate::store::Error::Export {
+        msg: "the export is larger than 4 GiB, which an .npz without zip64 cannot hold; export fewer layers \
+                  (--layers)"
+            .into(),
     };
     let mut out = Vec::new();
     let mut central = Vec::new();
@@ -127,7 +125,7 @@ fn zip(files: &[(String, Vec<u8>)]) -> crate::Result<Vec<u8>> {
 
 /// Writes `layers` of `store` (every stored layer when empty) and its labels as an `.npz` at `path`; returns
 /// the array names.
-pub fn write_npz(store: &ActivationStore, layers: &[usize], path: &Path) -> crate::Result<Vec<String>> {
+pub fn write_npz(store: &ActivationStore, layers: &[usize], path: &Path) -> crate::store::Result<Vec<String>> {
     let m = store.manifest();
     let layers: Vec<usize> = if layers.is_empty() { store.layer_indices() } else { layers.to_vec() };
     let mut arrays = Vec::new();
@@ -163,7 +161,7 @@ pub fn write_npz(store: &ActivationStore, layers: &[usize], path: &Path) -> crat
 /// `datasets` image folder: the PNGs plus `metadata.jsonl`, one line per image with `file_name` and every
 /// label. Seeds are written as strings, so readers that parse numbers as doubles (JavaScript, jq) keep every
 /// digit. Returns the number of images.
-pub fn write_datasets_folder(stimuli: &Path, out: &Path) -> crate::Result<usize> {
+pub fn write_datasets_folder(stimuli: &Path, out: &Path) -> crate::store::Result<usize> {
     let m = StimulusManifest::load(stimuli)?;
     crate::fsx::create_dir_all(out)?;
     let mut lines = String::new();

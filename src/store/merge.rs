@@ -9,9 +9,9 @@ use super::writer::{write_layer, write_manifest};
 use super::Error;
 
 /// Shard directories under `<store>/shards/`, sorted by name (which sorts by shard index).
-pub fn find_shards(store: &Path) -> crate::Result<Vec<PathBuf>> {
+pub fn find_shards(store: &Path) -> crate::store::Result<Vec<PathBuf>> {
     let dir = store.join("shards");
-    let entries = std::fs::read_dir(&dir).map_err(|e| crate::Error::io("cannot list shards in", &dir, e))?;
+    let entries = std::fs::read_dir(&dir).map_err(|e| crate::fsx::Error::io("cannot list shards in", &dir, e))?;
     let mut shards: Vec<PathBuf> = entries
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.is_dir() && p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("shard-")))
@@ -22,7 +22,7 @@ pub fn find_shards(store: &Path) -> crate::Result<Vec<PathBuf>> {
 
 /// Merges finished shard stores into a store at `out`, whose files are byte-identical to those of a single
 /// unsharded run with the same inputs.
-pub fn merge(shards: &[PathBuf], out: &Path) -> crate::Result<ActivationStore> {
+pub fn merge(shards: &[PathBuf], out: &Path) -> crate::store::Result<ActivationStore> {
     let stores = open_shards(shards)?;
     let first = stores[0].manifest().clone();
     let info0 = check_shards_fit(&stores, &first)?;
@@ -52,9 +52,9 @@ pub fn merge(shards: &[PathBuf], out: &Path) -> crate::Result<ActivationStore> {
 }
 
 /// Opens every shard store, sorted by shard index; each must be a finished shard.
-fn open_shards(shards: &[PathBuf]) -> crate::Result<Vec<ActivationStore>> {
+fn open_shards(shards: &[PathBuf]) -> crate::store::Result<Vec<ActivationStore>> {
     if shards.is_empty() {
-        return Err(Error::Merge { msg: "no shard stores given".into() }.into());
+        return Err(Error::Merge { msg: "no shard stores given".into() });
     }
     let mut stores = Vec::with_capacity(shards.len());
     for dir in shards {
@@ -64,8 +64,7 @@ fn open_shards(shards: &[PathBuf]) -> crate::Result<Vec<ActivationStore>> {
         if store.manifest().shard.is_none() {
             return Err(Error::Merge {
                 msg: format!("`{}` is not a shard (its manifest has no shard info)", dir.display()),
-            }
-            .into());
+            });
         }
         stores.push(store);
     }
@@ -75,7 +74,7 @@ fn open_shards(shards: &[PathBuf]) -> crate::Result<Vec<ActivationStore>> {
 
 /// The shards were made from the same inputs, belong to one split, and each index is there exactly once;
 /// returns the first shard's split.
-fn check_shards_fit(stores: &[ActivationStore], first: &Manifest) -> crate::Result<ShardInfo> {
+fn check_shards_fit(stores: &[ActivationStore], first: &Manifest) -> crate::store::Result<ShardInfo> {
     let info0 = first.shard.expect("checked");
     let key = first.compatibility_key();
     for s in &stores[1..] {
@@ -87,8 +86,7 @@ fn check_shards_fit(stores: &[ActivationStore], first: &Manifest) -> crate::Resu
                     s.dir().display(),
                     stores[0].dir().display()
                 ),
-            }
-            .into());
+            });
         }
         let info = m.shard.expect("checked");
         if info.count != info0.count || info.total_samples != info0.total_samples {
@@ -99,55 +97,54 @@ fn check_shards_fit(stores: &[ActivationStore], first: &Manifest) -> crate::Resu
                     info.count,
                     info0.count
                 ),
-            }
-            .into());
+            });
         }
     }
     let indices: Vec<usize> = stores.iter().map(|s| s.manifest().shard.expect("checked").index).collect();
     for w in indices.windows(2) {
         if w[0] == w[1] {
-            return Err(Error::Merge { msg: format!("shard {} is given twice", w[0]) }.into());
+            return Err(Error::Merge { msg: format!("shard {} is given twice", w[0]) });
         }
     }
     let missing: Vec<usize> = (0..info0.count).filter(|i| !indices.contains(i)).collect();
     if !missing.is_empty() {
-        return Err(
-            Error::Merge { msg: format!("shards {missing:?} of {} are missing; run them first", info0.count) }.into()
-        );
+        return Err(Error::Merge { msg: format!("shards {missing:?} of {} are missing; run them first", info0.count) });
     }
     Ok(info0)
 }
 
 /// The samples of all shards in order; each shard must start where the one before ended, and no sample may be
 /// in two shards.
-fn merged_samples(stores: &[ActivationStore], info0: ShardInfo) -> crate::Result<Vec<SampleEntry>> {
+fn merged_samples(stores: &[ActivationStore], info0: ShardInfo) -> crate::store::Result<Vec<SampleEntry>> {
     let mut samples = Vec::with_capacity(info0.total_samples);
     for s in stores {
         let info = s.manifest().shard.expect("checked");
         if info.offset != samples.len() {
             return Err(Error::Merge {
                 msg: format!("shard {} starts at sample {}, expected {}", info.index, info.offset, samples.len()),
-            }
-            .into());
+            });
         }
         samples.extend(s.manifest().samples.iter().cloned());
     }
     if samples.len() != info0.total_samples {
         return Err(Error::Merge {
             msg: format!("shards hold {} samples, the set has {}", samples.len(), info0.total_samples),
-        }
-        .into());
+        });
     }
     let mut ids = std::collections::BTreeSet::new();
     if let Some(dup) = samples.iter().find(|s| !ids.insert(&s.id)) {
-        return Err(Error::Merge { msg: format!("sample `{}` is in more than one shard", dup.id) }.into());
+        return Err(Error::Merge { msg: format!("sample `{}` is in more than one shard", dup.id) });
     }
     Ok(samples)
 }
 
 /// A finished store already in `out`: the same merge done before (returned as it is, nothing rewritten), or a
 /// different store, which a merge must not overwrite.
-fn existing_merge(out: &Path, first: &Manifest, samples: &[SampleEntry]) -> crate::Result<Option<ActivationStore>> {
+fn existing_merge(
+    out: &Path,
+    first: &Manifest,
+    samples: &[SampleEntry],
+) -> crate::store::Result<Option<ActivationStore>> {
     if !out.join("manifest.json").exists() {
         return Ok(None);
     }
@@ -164,8 +161,7 @@ fn existing_merge(out: &Path, first: &Manifest, samples: &[SampleEntry]) -> crat
         return Err(conflict(format!(
             "made from `{}` on `{}`, the shards from `{}` on `{}`",
             m.provenance.model_id, m.provenance.stimuli_name, first.provenance.model_id, first.provenance.stimuli_name
-        ))
-        .into());
+        )));
     }
     // A layer that fails verification is rewritten by the merge rather than trusted.
     Ok(existing.verify().is_ok().then_some(existing))

@@ -30,6 +30,9 @@ pub use writer::{stack_rows, Chunk, StoreSpec, StoreWriter};
 /// Name of the tensor inside every layer file.
 pub const ACTS: &str = "acts";
 
+/// Result alias of this module.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
 /// Errors of the activation store.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -56,6 +59,13 @@ pub enum Error {
     Conflict { path: PathBuf, msg: String },
     #[error("invalid shard `{spec}`: expected `i/n` with 0 <= i < n, e.g. `0/4`")]
     ShardSpec { spec: String },
+    #[error(transparent)]
+    Fs(#[from] crate::fsx::Error),
+    #[error(transparent)]
+    Stimuli(#[from] crate::stimuli::Error),
+    /// A store export that cannot be written in the asked format.
+    #[error("cannot export: {msg}")]
+    Export { msg: String },
 }
 
 /// What to say about NaN/Inf activations of a run that computed in `dtype` (the provenance setting): a

@@ -73,10 +73,10 @@ pub struct StoreWriter {
 impl StoreWriter {
     /// Opens `dir` for writing `spec` in chunks of `chunk_size` samples, resuming finished chunks of an
     /// earlier run with the same inputs. Fails if `dir` already holds a finished store of other inputs.
-    pub fn create(dir: &Path, spec: StoreSpec, chunk_size: usize) -> crate::Result<Self> {
+    pub fn create(dir: &Path, spec: StoreSpec, chunk_size: usize) -> crate::store::Result<Self> {
         assert!(chunk_size > 0, "chunk size must be positive");
         if spec.layers.is_empty() {
-            return Err(Error::Manifest { msg: "no layers requested".into() }.into());
+            return Err(Error::Manifest { msg: "no layers requested".into() });
         }
         let inputs_sha256 = spec.inputs_sha256(chunk_size);
         let n_chunks = spec.samples.len().div_ceil(chunk_size);
@@ -139,7 +139,7 @@ impl StoreWriter {
         self.existing_manifest().ok().flatten().is_some_and(|m| self.same_inputs(&m))
     }
 
-    fn existing_manifest(&self) -> crate::Result<Option<Manifest>> {
+    fn existing_manifest(&self) -> crate::store::Result<Option<Manifest>> {
         let path = self.dir.join("manifest.json");
         if !path.exists() {
             return Ok(None);
@@ -155,13 +155,12 @@ impl StoreWriter {
             && m.layers.iter().map(|l| (l.index, l.hook.clone())).collect::<Vec<_>>() == self.spec.layers
     }
 
-    fn check_existing_store(&self) -> crate::Result<()> {
+    fn check_existing_store(&self) -> crate::store::Result<()> {
         match self.existing_manifest() {
             Ok(Some(m)) if !self.same_inputs(&m) => Err(Error::Conflict {
                 path: self.dir.clone(),
                 msg: "its manifest differs in model, stimuli, settings, layers or samples".into(),
-            }
-            .into()),
+            }),
             Ok(_) => Ok(()),
             // An unreadable manifest is never trusted: it will be rewritten by `finish`.
             Err(_) => Ok(()),
@@ -177,7 +176,7 @@ impl StoreWriter {
     }
 
     /// Marks chunks done whose files are whole, match their checksum and came from the same inputs.
-    fn scan_partial(&mut self) -> crate::Result<()> {
+    fn scan_partial(&mut self) -> crate::store::Result<()> {
         for index in 0..self.done.len() {
             let (path, sidecar) = (self.chunk_path(index), self.sidecar_path(index));
             if !path.exists() || !sidecar.exists() {
@@ -186,7 +185,7 @@ impl StoreWriter {
             let expected = fsx::read_to_string(&sidecar)?;
             let ok = fsx::sha256_file(&path)? == expected.trim()
                 && MappedFile::open(&path)
-                    .and_then(|f| Ok(f.metadata()?))
+                    .and_then(|f| f.metadata())
                     .is_ok_and(|m| m.get("inputs_sha256") == Some(&self.inputs_sha256));
             if ok {
                 self.done[index] = true;
@@ -225,7 +224,7 @@ impl StoreWriter {
     /// Saves the activations of `chunk`: for every requested layer index, an array whose first axis is the
     /// chunk's samples. Rejects missing layers, wrong sample counts, inconsistent shapes and NaN/Inf (naming
     /// the layer and the sample).
-    pub fn write_chunk(&mut self, chunk: &Chunk, acts: &BTreeMap<usize, ArrayD<f32>>) -> crate::Result<()> {
+    pub fn write_chunk(&mut self, chunk: &Chunk, acts: &BTreeMap<usize, ArrayD<f32>>) -> crate::store::Result<()> {
         let n = chunk.range.len();
         let mut tensors = Vec::with_capacity(self.spec.layers.len());
         let names: Vec<String> = self.spec.layers.iter().map(|(i, _)| format!("layer.{i}")).collect();
@@ -242,8 +241,7 @@ impl StoreWriter {
                     what: format!("layer {index} sample count in chunk {}", chunk.index),
                     expected: n.to_string(),
                     got: format!("shape {:?}", a.shape()),
-                }
-                .into());
+                });
             }
             let sample_shape = a.shape()[1..].to_vec();
             match self.sample_shapes.get(index) {
@@ -255,8 +253,7 @@ impl StoreWriter {
                         what: format!("per-sample shape of layer {index}"),
                         expected: format!("{s:?} (as in earlier chunks)"),
                         got: format!("{sample_shape:?}"),
-                    }
-                    .into())
+                    })
                 }
                 Some(_) => {}
             }
@@ -267,8 +264,7 @@ impl StoreWriter {
                     sample: self.spec.samples[chunk.range.start + s].id.clone(),
                     value: v,
                     hint: super::non_finite_hint(self.spec.provenance.settings.get("dtype").map(String::as_str)),
-                }
-                .into());
+                });
             }
             owned.push((a.shape().to_vec(), a.as_standard_layout().iter().copied().collect::<Vec<f32>>()));
         }
@@ -290,7 +286,7 @@ impl StoreWriter {
     }
 
     /// Assembles the layer files and the manifest. Every chunk must be done.
-    pub fn finish(self) -> crate::Result<ActivationStore> {
+    pub fn finish(self) -> crate::store::Result<ActivationStore> {
         if self.is_complete() {
             return ActivationStore::open(&self.dir);
         }
@@ -299,11 +295,10 @@ impl StoreWriter {
                 what: "finished chunks".into(),
                 expected: format!("all {} chunks", self.done.len()),
                 got: format!("chunk {missing} missing"),
-            }
-            .into());
+            });
         }
         let files: Vec<MappedFile> =
-            (0..self.done.len()).map(|c| MappedFile::open(&self.chunk_path(c))).collect::<crate::Result<_>>()?;
+            (0..self.done.len()).map(|c| MappedFile::open(&self.chunk_path(c))).collect::<crate::store::Result<_>>()?;
         let n = self.spec.samples.len();
         let mut layers = Vec::with_capacity(self.spec.layers.len());
         for (index, hook) in &self.spec.layers {
@@ -318,8 +313,7 @@ impl StoreWriter {
                             "layer {index} has per-sample shape {:?}, other chunks {sample_shape:?}",
                             &shape[1..]
                         ),
-                    }
-                    .into());
+                    });
                 }
                 sample_shape = Some(shape[1..].to_vec());
                 data.extend_from_slice(&values);
@@ -356,7 +350,7 @@ pub(crate) fn write_layer(
     hook: &str,
     shape: &[usize],
     data: &[f32],
-) -> crate::Result<LayerEntry> {
+) -> crate::store::Result<LayerEntry> {
     let mut meta = BTreeMap::new();
     meta.insert("format".to_string(), manifest::FORMAT.to_string());
     meta.insert("hook".to_string(), hook.to_string());
@@ -384,7 +378,7 @@ pub(crate) fn write_manifest(
     samples: Vec<SampleEntry>,
     shard: Option<ShardInfo>,
     tokens: Option<Vec<manifest::SampleTokens>>,
-) -> crate::Result<Manifest> {
+) -> crate::store::Result<Manifest> {
     let manifest = Manifest {
         format: manifest::FORMAT.to_string(),
         format_version: manifest::FORMAT_VERSION,

@@ -27,14 +27,14 @@ impl Model for FakeModel {
     fn width(&self, _: &HookPoint) -> Option<usize> {
         Some(4)
     }
-    fn forward(&self, images: &[image::RgbImage], hooks: &HookSet, _: Pooling) -> huescan::Result<Captures> {
+    fn forward(&self, images: &[image::RgbImage], hooks: &HookSet, _: Pooling) -> huescan::model::Result<Captures> {
         let n = self.calls.get() + 1;
         self.calls.set(n);
         if self.fail_after.is_some_and(|k| n > k) {
-            return Err(huescan::Error::Msg("simulated crash".into()));
+            return Err(huescan::model::Error::Msg("simulated crash".into()));
         }
         if self.max_batch.is_some_and(|m| images.len() > m) {
-            return Err(huescan::Error::Msg("DriverError(CUDA_ERROR_OUT_OF_MEMORY, \"out of memory\")".into()));
+            return Err(huescan::model::Error::Msg("DriverError(CUDA_ERROR_OUT_OF_MEMORY, \"out of memory\")".into()));
         }
         let mut layers = BTreeMap::new();
         for (li, point) in self.hook_points().iter().enumerate() {

@@ -14,6 +14,7 @@ mod hook_points;
 mod kill_resume;
 mod manifold_analyze;
 mod manifold_parity;
+mod module_graph;
 mod qwen2_vl_parity;
 mod qwen_colour;
 mod qwen_errors;

@@ -50,7 +50,7 @@ fn opts() -> AnalyzeOptions {
     AnalyzeOptions { n_permutations: 99, n_bootstrap: 200, seed: 7, ..Default::default() }
 }
 
-fn run(layers: Vec<Array2<f32>>, hue: &[f64], o: &AnalyzeOptions) -> huescan::Result<manifold::Analysis> {
+fn run(layers: Vec<Array2<f32>>, hue: &[f64], o: &AnalyzeOptions) -> manifold::Result<manifold::Analysis> {
     analyze(layers.into_iter().enumerate().map(Ok), hue, o)
 }
 
@@ -107,10 +107,9 @@ fn compat_mode_chooses_by_in_sample_stress_and_says_so() {
     assert!(a.warnings.iter().any(|w| w.contains("only 60 samples")));
 }
 
-fn err(r: huescan::Result<manifold::Analysis>) -> manifold::Error {
+fn err(r: manifold::Result<manifold::Analysis>) -> manifold::Error {
     match r {
-        Err(huescan::Error::Manifold(e)) => e,
-        Err(e) => panic!("not a manifold error: {e:#}"),
+        Err(e) => e,
         Ok(_) => panic!("expected an error"),
     }
 }

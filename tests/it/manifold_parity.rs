@@ -247,7 +247,7 @@ fn notebook_sections_4_to_10_reproduced_in_compat_mode() {
     for n in [60, 360] {
         let set = format!("set{n}");
         let hue = fx.inputs[&format!("circle{n}")].1.clone();
-        let layers: Vec<huescan::Result<(usize, Array2<f64>)>> =
+        let layers: Vec<huescan::manifold::Result<(usize, Array2<f64>)>> =
             kinds.iter().enumerate().map(|(l, k)| Ok((l, fx.inputs[&format!("{k}{n}")].0.clone()))).collect();
         let opts = AnalyzeOptions { n_permutations: 5, n_bootstrap: 10, ..AnalyzeOptions::notebook(&set) };
         let a = analyze(layers, &hue, &opts).unwrap();

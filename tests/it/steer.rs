@@ -69,7 +69,7 @@ fn fixture() -> &'static Fixture {
     })
 }
 
-fn sweep(kinds: Vec<DirectionKind>, seed: u64, pairs: Vec<PairSpec>) -> huescan::Result<SweepResult> {
+fn sweep(kinds: Vec<DirectionKind>, seed: u64, pairs: Vec<PairSpec>) -> steer::Result<SweepResult> {
     sweep_batched(kinds, seed, pairs, 5)
 }
 
@@ -78,9 +78,9 @@ fn sweep_batched(
     seed: u64,
     pairs: Vec<PairSpec>,
     batch_size: usize,
-) -> huescan::Result<SweepResult> {
+) -> steer::Result<SweepResult> {
     let f = fixture();
-    let image = |row: usize| load_image(&f.samples[row]);
+    let image = |row: usize| Ok(load_image(&f.samples[row])?);
     let input = SweepInput { model: &f.model, store: &f.store, image: &image };
     let opts = SweepOptions {
         layers: vec![2], // the bottleneck
@@ -234,7 +234,7 @@ fn sweep_rows_carry_probes_the_joystick_and_a_summary() {
 #[test]
 fn bad_input_is_a_clear_error() {
     let f = fixture();
-    let image = |row: usize| load_image(&f.samples[row]);
+    let image = |row: usize| Ok(load_image(&f.samples[row])?);
     let input = SweepInput { model: &f.model, store: &f.store, image: &image };
     let run = |opts: SweepOptions| run_sweep(&input, &opts, &|_, _| {}).unwrap_err().to_string();
     let base = SweepOptions { layers: vec![2], output_rgb: Some(ae::point(ae::OUTPUT)), ..SweepOptions::default() };

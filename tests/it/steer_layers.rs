@@ -48,7 +48,12 @@ impl Model for ResidModel {
     fn width(&self, p: &HookPoint) -> Option<usize> {
         self.hook_points().contains(p).then_some(self.width)
     }
-    fn forward(&self, images: &[image::RgbImage], hooks: &HookSet, pooling: Pooling) -> huescan::Result<Captures> {
+    fn forward(
+        &self,
+        images: &[image::RgbImage],
+        hooks: &HookSet,
+        pooling: Pooling,
+    ) -> huescan::model::Result<Captures> {
         let (b, d) = (images.len(), self.width);
         let mut x = vec![0f32; b * SEQ * d];
         for (i, img) in images.iter().enumerate() {
@@ -65,7 +70,7 @@ impl Model for ResidModel {
         }
         let mut xs = Tensor::from_vec(x, (b, SEQ, d), &Device::Cpu)?;
         let mut captures = Captures::default();
-        let mut at = |point: HookPoint, xs: Tensor| -> huescan::Result<Tensor> {
+        let mut at = |point: HookPoint, xs: Tensor| -> huescan::model::Result<Tensor> {
             let xs = hooks.apply(&point, &xs, &|_, p| Self::select(p))?;
             if hooks.wants(&point) {
                 let pooled = match pooling {
@@ -105,7 +110,7 @@ impl Model for ResidModel {
         Ok(captures)
     }
 
-    fn token_ids(&self, words: &[String]) -> huescan::Result<Option<Vec<Vec<u32>>>> {
+    fn token_ids(&self, words: &[String]) -> huescan::model::Result<Option<Vec<Vec<u32>>>> {
         Ok(Some(
             words
                 .iter()
@@ -115,7 +120,12 @@ impl Model for ResidModel {
     }
 
     /// The most probable word, as a stand-in for greedy decoding.
-    fn generate(&self, images: &[image::RgbImage], hooks: &HookSet, _: usize) -> huescan::Result<Option<Vec<String>>> {
+    fn generate(
+        &self,
+        images: &[image::RgbImage],
+        hooks: &HookSet,
+        _: usize,
+    ) -> huescan::model::Result<Option<Vec<String>>> {
         let logits = self.forward(images, hooks, Pooling::Last)?.logits.unwrap().to_vec2::<f32>()?;
         Ok(Some(
             logits
@@ -260,7 +270,7 @@ fn only_block_outputs_past_block_0_export_to_gguf() {
 #[test]
 fn sweep_on_a_decoder_steers_the_probed_hue_and_checks_widths() {
     let (dir, samples, store) = setup("sweep");
-    let image = |row: usize| load_image(&samples[row]);
+    let image = |row: usize| Ok(load_image(&samples[row])?);
     let opts = SweepOptions {
         layers: vec![3],
         pairs: vec![PairSpec::new(180.0, 0.0)],
@@ -319,7 +329,7 @@ fn control_vector_matches_the_gguf_reference_writer() {
 #[test]
 fn colour_word_probabilities_and_answers_flip_to_the_target() {
     let (dir, samples, store) = setup("words");
-    let image = |row: usize| load_image(&samples[row]);
+    let image = |row: usize| Ok(load_image(&samples[row])?);
     let model = ResidModel { width: 6 };
     let words: Vec<String> = ["red", "green", "cyan", "blue"].map(String::from).to_vec();
     let ids = model.token_ids(&words).unwrap().unwrap();

@@ -111,7 +111,7 @@ fn every_bundled_spec_parses_and_every_spec_file_is_bundled() {
     let counts: Vec<usize> = bundled().iter().map(|b| b.spec().unwrap().hue_mdegs().len()).collect();
     assert_eq!(counts, [60, 360, 44, 72, 36]);
     assert!(StimulusSpec::resolve("wild-360").is_ok() && StimulusSpec::resolve("stimuli/oklch-72.toml").is_ok());
-    assert!(matches!(StimulusSpec::resolve("no-such-set"), Err(huescan::Error::Stimuli(Error::UnknownSpec { .. }))));
+    assert!(matches!(StimulusSpec::resolve("no-such-set"), Err(Error::UnknownSpec { .. })));
 }
 
 #[test]
@@ -329,10 +329,7 @@ step = 50
     // A missing, empty or grey-only folder is a clear error.
     let err = |dir: Option<PathBuf>| {
         let o = RenderOptions { photos: dir, progress: None };
-        match render(&s, &dir_out(&out), &o).unwrap_err() {
-            huescan::Error::Stimuli(e) => e,
-            other => panic!("unexpected {other}"),
-        }
+        render(&s, &dir_out(&out), &o).unwrap_err()
     };
     assert!(matches!(err(None), Error::PhotoDirMissing { path: None }));
     assert!(matches!(err(Some(dir.0.join("nope"))), Error::PhotoDirMissing { path: Some(_) }));
@@ -362,13 +359,10 @@ fn manifest_load_detects_tampering_and_out_dir_mixing() {
 
     // A PNG changed after rendering.
     std::fs::write(out.0.join("hue_006.png"), b"not the png").unwrap();
-    assert!(matches!(StimulusManifest::load(&out.0), Err(huescan::Error::Stimuli(Error::ChecksumMismatch { .. }))));
+    assert!(matches!(StimulusManifest::load(&out.0), Err(Error::ChecksumMismatch { .. })));
     // A different set into the same folder.
     let other = spec(&FLAT.replace("step = 6", "step = 5"));
-    assert!(matches!(
-        render(&other, &out.0, &RenderOptions::default()),
-        Err(huescan::Error::Stimuli(Error::OutDirInUse { .. }))
-    ));
+    assert!(matches!(render(&other, &out.0, &RenderOptions::default()), Err(Error::OutDirInUse { .. })));
     // Re-rendering the same set repairs it.
     render(&s, &out.0, &RenderOptions::default()).unwrap();
     assert!(StimulusManifest::load(&out.0).is_ok());
@@ -376,11 +370,11 @@ fn manifest_load_detects_tampering_and_out_dir_mixing() {
     let path = out.0.join("stimuli.json");
     let text = std::fs::read_to_string(&path).unwrap();
     std::fs::write(&path, text.replace("huescan-stimuli/1", "huescan-stimuli/0")).unwrap();
-    assert!(matches!(StimulusManifest::load(&out.0), Err(huescan::Error::Stimuli(Error::ManifestInvalid { .. }))));
+    assert!(matches!(StimulusManifest::load(&out.0), Err(Error::ManifestInvalid { .. })));
     std::fs::write(&path, text.replace("\"hue_012.png\"", "\"../hue_012.png\"")).unwrap();
-    assert!(matches!(StimulusManifest::load(&out.0), Err(huescan::Error::Stimuli(Error::ManifestInvalid { .. }))));
+    assert!(matches!(StimulusManifest::load(&out.0), Err(Error::ManifestInvalid { .. })));
     std::fs::write(&path, text.replace("\"hue_012.png\"", "\"hue_006.png\"")).unwrap();
-    assert!(matches!(StimulusManifest::load(&out.0), Err(huescan::Error::Stimuli(Error::ManifestInvalid { .. }))));
+    assert!(matches!(StimulusManifest::load(&out.0), Err(Error::ManifestInvalid { .. })));
 }
 
 #[test]

@@ -118,7 +118,7 @@ pub fn run(args: &AnalyzeArgs, progress: &Progress) -> anyhow::Result<ExitCode> 
         let iter = layers.iter().map(|&l| {
             let x = store.layer_2d(l);
             bar.inc(1);
-            x.map(|x| (l, x))
+            x.map(|x| (l, x)).map_err(Into::into)
         });
         let mut analysis =
             manifold::analyze(iter, &hue, &opts).with_context(|| format!("analysing `{}`", dir.display()))?;

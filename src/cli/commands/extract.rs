@@ -429,7 +429,7 @@ mod tests {
             _: &[image::RgbImage],
             _: &crate::model::HookSet,
             _: Pooling,
-        ) -> crate::Result<crate::model::Captures> {
+        ) -> crate::model::Result<crate::model::Captures> {
             unreachable!("selection never runs the model")
         }
     }

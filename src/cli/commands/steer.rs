@@ -265,7 +265,7 @@ pub fn run(args: &SteerArgs, progress: &Progress) -> anyhow::Result<ExitCode> {
         text_prompts: if set.is_text { rows.iter().filter_map(|s| s.text.clone()).collect() } else { vec![] },
         ..SweepOptions::default()
     };
-    let image = |row: usize| load_image(rows[row]);
+    let image = |row: usize| Ok(load_image(rows[row])?);
     let input = SweepInput { model, store: &store, image: &image };
     let bar = progress.bar(0, "steering");
     let tick = |done: usize, total: usize| {

@@ -12,14 +12,14 @@ use safetensors::{Dtype, SafeTensors};
 use super::{Autoencoder, TrainConfig, LAYERS};
 use crate::fsx;
 use crate::model::Error;
-use crate::store::{serialize_f32, F32Tensor};
+use crate::tensor_file::{serialize_f32, F32Tensor};
 
 /// Value of the `format` metadata key; bump when the layout changes.
 pub(crate) const FORMAT: &str = "huescan-colour-autoencoder-v1";
 
 impl Autoencoder {
     /// Writes the weights and their provenance to `path` (atomically).
-    pub fn save(&self, path: &Path) -> crate::Result<()> {
+    pub fn save(&self, path: &Path) -> crate::model::Result<()> {
         let mut tensors: Vec<(String, Vec<usize>, Vec<f32>)> = Vec::new();
         {
             let data = self.varmap.data().lock().expect("VarMap lock");
@@ -40,12 +40,12 @@ impl Autoencoder {
         // so the same weights gave different bytes from run to run.
         let views: Vec<F32Tensor<'_>> =
             tensors.iter().map(|(name, shape, data)| F32Tensor { name, shape, data }).collect();
-        fsx::write_atomic(path, &serialize_f32(&views, &metadata))
+        Ok(fsx::write_atomic(path, &serialize_f32(&views, &metadata))?)
     }
 
     /// Reads a file written by [`Autoencoder::save`]. A missing, truncated, foreign or mis-shaped file is a
     /// clear error naming the path.
-    pub fn load(path: &Path) -> crate::Result<Self> {
+    pub fn load(path: &Path) -> crate::model::Result<Self> {
         let bytes = fsx::read(path)?;
         let st = SafeTensors::deserialize(&bytes).map_err(|e| {
             checkpoint(path, format!("is not a readable safetensors file ({e}); expected weights saved by huescan"))
@@ -61,8 +61,7 @@ impl Autoencoder {
                         "has metadata format {got:?}, expected `{FORMAT}`; it was not written by huescan's colour \
                          autoencoder (retrain with `train_or_load` or point to the right file)"
                     ),
-                )
-                .into())
+                ))
             }
         }
         let cfg_json = meta.get("train_config").ok_or_else(|| checkpoint(path, "has no `train_config` metadata"))?;
@@ -79,27 +78,24 @@ impl Autoencoder {
             for (name, shape) in &expected {
                 let view = st.tensor(name).map_err(|_| checkpoint(path, format!("has no tensor `{name}`")))?;
                 if view.dtype() != Dtype::F32 {
-                    return Err(checkpoint(path, format!("tensor `{name}` is {:?}, expected F32", view.dtype())).into());
+                    return Err(checkpoint(path, format!("tensor `{name}` is {:?}, expected F32", view.dtype())));
                 }
                 if view.shape() != shape.as_slice() {
                     return Err(Error::TensorShape {
                         name: name.clone(),
                         expected: shape.clone(),
                         got: view.shape().to_vec(),
-                    }
-                    .into());
+                    });
                 }
                 let values: Vec<f32> =
                     view.data().chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
                 if values.iter().any(|x| !x.is_finite()) {
-                    return Err(checkpoint(path, format!("tensor `{name}` has non-finite values")).into());
+                    return Err(checkpoint(path, format!("tensor `{name}` has non-finite values")));
                 }
                 data.insert(name.clone(), Var::from_tensor(&Tensor::from_vec(values, shape.as_slice(), &device)?)?);
             }
             if let Some(extra) = st.names().into_iter().find(|n| !expected.iter().any(|(e, _)| e == n)) {
-                return Err(
-                    checkpoint(path, format!("has an unexpected tensor `{extra}` for this architecture")).into()
-                );
+                return Err(checkpoint(path, format!("has an unexpected tensor `{extra}` for this architecture")));
             }
         }
         Ok(Autoencoder::from_varmap(path.display().to_string(), train_cfg, final_loss, varmap)?)

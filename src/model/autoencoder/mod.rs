@@ -221,7 +221,10 @@ impl std::fmt::Debug for Autoencoder {
 impl Autoencoder {
     /// Trains a fresh model on the CPU. Deterministic: the same `cfg` gives bit-identical weights.
     /// `progress`, if given, gets its length set to the epoch count and ticks once per epoch.
-    pub fn train(cfg: &TrainConfig, progress: Option<&indicatif::ProgressBar>) -> crate::Result<(Self, TrainReport)> {
+    pub fn train(
+        cfg: &TrainConfig,
+        progress: Option<&indicatif::ProgressBar>,
+    ) -> crate::model::Result<(Self, TrainReport)> {
         cfg.check()?;
         let varmap = train::init_varmap(&cfg.model, cfg.seed, &Device::Cpu)?;
         Self::train_from(cfg, varmap, progress)
@@ -232,7 +235,7 @@ impl Autoencoder {
         cfg: &TrainConfig,
         varmap: VarMap,
         progress: Option<&indicatif::ProgressBar>,
-    ) -> crate::Result<(Self, TrainReport)> {
+    ) -> crate::model::Result<(Self, TrainReport)> {
         let id = format!("colour-autoencoder(seed={}, epochs={})", cfg.seed, cfg.epochs);
         let mut model = Self::from_varmap(id, cfg.clone(), f32::NAN, varmap)?;
         let data = cfg.training_set().tensor(&Device::Cpu)?;
@@ -263,7 +266,7 @@ impl Autoencoder {
         path: Option<&Path>,
         cfg: &TrainConfig,
         progress: Option<&indicatif::ProgressBar>,
-    ) -> crate::Result<Self> {
+    ) -> crate::model::Result<Self> {
         cfg.check()?;
         if let Some(path) = path.filter(|p| p.exists()) {
             let model = Self::load(path)?;
@@ -276,8 +279,7 @@ impl Autoencoder {
                         serde_json::to_string(&model.train_cfg).unwrap_or_default(),
                         serde_json::to_string(cfg).unwrap_or_default()
                     ),
-                }
-                .into());
+                });
             }
             return Ok(model);
         }
@@ -304,21 +306,19 @@ impl Autoencoder {
 
     /// `rgb`: `[batch, 3]` in [0, 1]. Runs the network with `hooks` and returns the captures: `[batch, d]`
     /// per captured point, `[batch, 1, d]` for [`Pooling::Tokens`].
-    pub fn forward_rgb(&self, rgb: &Tensor, hooks: &HookSet, pooling: Pooling) -> crate::Result<Captures> {
+    pub fn forward_rgb(&self, rgb: &Tensor, hooks: &HookSet, pooling: Pooling) -> crate::model::Result<Captures> {
         if rgb.rank() != 2 || rgb.dim(D::Minus1)? != Config::D_RGB {
             let n = rgb.dims().first().copied().unwrap_or(0);
-            return Err(
-                Error::TensorShape { name: INPUT.into(), expected: vec![n, 3], got: rgb.dims().to_vec() }.into()
-            );
+            return Err(Error::TensorShape { name: INPUT.into(), expected: vec![n, 3], got: rgb.dims().to_vec() });
         }
         for iv in &hooks.interventions {
             if !POINTS.iter().any(|&p| point(p) == iv.point) {
-                return Err(self.no_such_hook(&iv.point).into());
+                return Err(self.no_such_hook(&iv.point));
             }
         }
         for p in &hooks.capture {
             if self.width(p).is_none() {
-                return Err(self.no_such_hook(p).into());
+                return Err(self.no_such_hook(p));
             }
         }
         let mut captures = Captures::default();
@@ -335,7 +335,7 @@ impl Autoencoder {
 
     /// Convenience: runs `rgb` colours through the model with `hooks` and returns the hue (degrees) of each
     /// reconstructed colour, `None` where the output is grey.
-    pub fn decode_hues(&self, rgb: &[[f32; 3]], hooks: &HookSet) -> crate::Result<Vec<Option<f64>>> {
+    pub fn decode_hues(&self, rgb: &[[f32; 3]], hooks: &HookSet) -> crate::model::Result<Vec<Option<f64>>> {
         let xs = rgb_tensor(rgb)?;
         let hooks =
             HookSet { capture: vec![point(OUTPUT)], interventions: hooks.interventions.clone(), stop_early: false };
@@ -370,9 +370,9 @@ impl Model for Autoencoder {
         Some(self.config().point_widths()[i])
     }
 
-    fn forward(&self, images: &[RgbImage], hooks: &HookSet, pooling: Pooling) -> crate::Result<Captures> {
+    fn forward(&self, images: &[RgbImage], hooks: &HookSet, pooling: Pooling) -> crate::model::Result<Captures> {
         if images.is_empty() {
-            return Err(Error::Image { what: "batch".into(), msg: "expected at least one image".into() }.into());
+            return Err(Error::Image { what: "batch".into(), msg: "expected at least one image".into() });
         }
         let rgb = images.iter().enumerate().map(|(i, im)| image_input_rgb(im, i)).collect::<Result<Vec<_>, _>>()?;
         self.forward_rgb(&rgb_tensor(&rgb)?, hooks, pooling)
@@ -385,7 +385,7 @@ pub fn rgb_tensor(rgb: &[[f32; 3]]) -> candle_core::Result<Tensor> {
 }
 
 /// The hue (degrees) of every row of the `output` capture, `None` for a grey row.
-pub fn output_hues_deg(captures: &Captures) -> crate::Result<Vec<Option<f64>>> {
+pub fn output_hues_deg(captures: &Captures) -> crate::model::Result<Vec<Option<f64>>> {
     let out = captures
         .layers
         .get(&point(OUTPUT))

@@ -106,7 +106,7 @@ impl VisionTower for VisionModel {
 
 /// Loads a checkpoint of generation `arch` with the prompt the request asks for: its fixed token ids, else
 /// the chat template of its `tokenizer.json` with the request's question.
-pub fn load(arch: &'static Architecture, req: &LoadRequest) -> crate::Result<Box<dyn Model>> {
+pub fn load(arch: &'static Architecture, req: &LoadRequest) -> crate::model::Result<Box<dyn Model>> {
     let mut model = Qwen25VlModel::load_as(arch, req.dir, req.dtype, req.device)?
         .with_id(req.id.clone())
         .with_pixel_limits(None, req.max_pixels);
@@ -119,14 +119,13 @@ pub fn load(arch: &'static Architecture, req: &LoadRequest) -> crate::Result<Box
         return Err(Error::Checkpoint {
             path: req.dir.to_path_buf(),
             msg: "has no tokenizer.json, so no prompt can be built; use a checkpoint with its tokenizer".into(),
-        }
-        .into());
+        });
     }
     Ok(Box::new(model))
 }
 
 impl TextOutput for Qwen25VlModel {
-    fn answer(&self, input: &Input, hooks: &HookSet, max_new_tokens: usize) -> crate::Result<(Vec<u32>, String)> {
+    fn answer(&self, input: &Input, hooks: &HookSet, max_new_tokens: usize) -> crate::model::Result<(Vec<u32>, String)> {
         let prompt = self.prompt().ok_or_else(|| Error::Msg(format!("`{}` has no prompt to answer", self.id())))?;
         let ids = Qwen25VlModel::generate(self, &self.prepare_input(input)?, max_new_tokens, hooks)?;
         let text = prompt.decode(&ids)?;

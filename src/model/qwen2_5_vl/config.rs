@@ -191,17 +191,7 @@ impl Config {
     /// part by `arch`.
     pub fn from_value_as(arch: &Architecture, v: &Value) -> Result<Self, String> {
         let top = v.as_object().ok_or("expected a json object")?;
-        let expected = arch.model_type;
-        match top.get("model_type").and_then(Value::as_str) {
-            Some(t) if t == expected => {}
-            Some(other) => {
-                return Err(format!(
-                    "model_type is `{other}`, expected `{expected}` (this runner reads {} configs)",
-                    arch.name
-                ))
-            }
-            None => return Err(format!("no `model_type`; expected `{expected}`")),
-        }
+        check_model_type(arch, top)?;
         // Text fields: the nested text_config wins over the top level, which holds them in the hub layout.
         let mut merged: Map<String, Value> = top.clone();
         if let Some(Value::Object(text)) = top.get("text_config") {
@@ -210,95 +200,134 @@ impl Config {
             }
         }
         check_counts(&merged, "", TEXT_COUNTS)?;
-        let text: TextWire =
+        let wire: TextWire =
             serde_json::from_value(Value::Object(merged.clone())).map_err(|e| format!("text fields: {e}"))?;
-        if let Some(act) = &text.hidden_act {
-            if act != "silu" {
-                return Err(format!("hidden_act `{act}` is not supported; {} uses `silu`", arch.name));
-            }
-        }
-        if text.use_sliding_window {
-            return Err(format!("use_sliding_window = true is not supported (no {} checkpoint uses it)", arch.name));
-        }
-        let rope = merged.get("rope_scaling").or_else(|| merged.get("rope_parameters")).and_then(Value::as_object);
-        let mrope_section: Vec<usize> = rope
-            .and_then(|r| r.get("mrope_section"))
-            .and_then(|s| serde_json::from_value(s.clone()).ok())
-            .ok_or("no `rope_scaling.mrope_section` (or `rope_parameters.mrope_section`)")?;
-        let rope_theta = text
-            .rope_theta
-            .or_else(|| rope.and_then(|r| r.get("rope_theta")).and_then(Value::as_f64))
-            .ok_or("no `rope_theta` at the top level, in text_config or in rope_parameters")?;
-        let heads = text.num_attention_heads;
-        if heads == 0 || text.hidden_size % heads != 0 && text.head_dim.is_none() {
-            return Err(format!("hidden_size {} is not divisible by num_attention_heads {heads}", text.hidden_size));
-        }
-        let head_dim = text.head_dim.unwrap_or(text.hidden_size / heads);
-        let kv_heads = text.num_key_value_heads.unwrap_or(heads);
-        if kv_heads == 0 || heads % kv_heads != 0 {
-            return Err(format!("num_attention_heads {heads} is not a multiple of num_key_value_heads {kv_heads}"));
-        }
-        if mrope_section.len() != 3 || mrope_section.iter().sum::<usize>() * 2 != head_dim {
-            return Err(format!(
-                "mrope_section {mrope_section:?} must have 3 entries summing to head_dim/2 = {}",
-                head_dim / 2
-            ));
-        }
+        let text = text_config(arch, &wire, &merged)?;
         let vision_v = top.get("vision_config").ok_or("no `vision_config`")?;
-        let vision = (arch.vision_config)(vision_v.as_object().ok_or("`vision_config` is not an object")?, text.hidden_size)?;
+        let vision_obj = vision_v.as_object().ok_or("`vision_config` is not an object")?;
+        let vision = (arch.vision_config)(vision_obj, text.hidden_size)?;
+        if !(vision.rope_theta.is_finite() && vision.rope_theta > 0.0) {
+            return Err(format!("`vision_config.rope_theta` must be a finite number > 0, got {}", vision.rope_theta));
+        }
+        let ids = TokenIds::read(top, &merged, &wire, text.vocab_size)?;
+        Ok(Config {
+            text,
+            vision,
+            image_token_id: ids.image,
+            vision_start_token_id: ids.vision_start,
+            vision_end_token_id: ids.vision_end,
+            eos_token_ids: ids.eos,
+            tie_word_embeddings: top
+                .get("tie_word_embeddings")
+                .and_then(Value::as_bool)
+                .or(wire.tie_word_embeddings)
+                .unwrap_or(false),
+        })
+    }
+}
+
+/// Refuses a config of another family: its `model_type` must be `arch`'s.
+fn check_model_type(arch: &Architecture, top: &Map<String, Value>) -> Result<(), String> {
+    let expected = arch.model_type;
+    match top.get("model_type").and_then(Value::as_str) {
+        Some(t) if t == expected => Ok(()),
+        Some(other) => {
+            Err(format!("model_type is `{other}`, expected `{expected}` (this runner reads {} configs)", arch.name))
+        }
+        None => Err(format!("no `model_type`; expected `{expected}`")),
+    }
+}
+
+/// The decoder's config from its wire fields (`merged`: the top level with `text_config` laid over it), with
+/// the rotary and head layout checked.
+fn text_config(arch: &Architecture, text: &TextWire, merged: &Map<String, Value>) -> Result<TextConfig, String> {
+    if let Some(act) = &text.hidden_act {
+        if act != "silu" {
+            return Err(format!("hidden_act `{act}` is not supported; {} uses `silu`", arch.name));
+        }
+    }
+    if text.use_sliding_window {
+        return Err(format!("use_sliding_window = true is not supported (no {} checkpoint uses it)", arch.name));
+    }
+    let rope = merged.get("rope_scaling").or_else(|| merged.get("rope_parameters")).and_then(Value::as_object);
+    let mrope_section: Vec<usize> = rope
+        .and_then(|r| r.get("mrope_section"))
+        .and_then(|s| serde_json::from_value(s.clone()).ok())
+        .ok_or("no `rope_scaling.mrope_section` (or `rope_parameters.mrope_section`)")?;
+    let rope_theta = text
+        .rope_theta
+        .or_else(|| rope.and_then(|r| r.get("rope_theta")).and_then(Value::as_f64))
+        .ok_or("no `rope_theta` at the top level, in text_config or in rope_parameters")?;
+    let heads = text.num_attention_heads;
+    if heads == 0 || text.hidden_size % heads != 0 && text.head_dim.is_none() {
+        return Err(format!("hidden_size {} is not divisible by num_attention_heads {heads}", text.hidden_size));
+    }
+    let head_dim = text.head_dim.unwrap_or(text.hidden_size / heads);
+    let kv_heads = text.num_key_value_heads.unwrap_or(heads);
+    if kv_heads == 0 || heads % kv_heads != 0 {
+        return Err(format!("num_attention_heads {heads} is not a multiple of num_key_value_heads {kv_heads}"));
+    }
+    if mrope_section.len() != 3 || mrope_section.iter().sum::<usize>() * 2 != head_dim {
+        return Err(format!(
+            "mrope_section {mrope_section:?} must have 3 entries summing to head_dim/2 = {}",
+            head_dim / 2
+        ));
+    }
+    for (field, x) in [("rms_norm_eps", text.rms_norm_eps), ("rope_theta", rope_theta)] {
+        if !(x.is_finite() && x > 0.0) {
+            return Err(format!("`{field}` must be a finite number > 0, got {x}"));
+        }
+    }
+    Ok(TextConfig {
+        vocab_size: text.vocab_size,
+        hidden_size: text.hidden_size,
+        intermediate_size: text.intermediate_size,
+        num_hidden_layers: text.num_hidden_layers,
+        num_attention_heads: heads,
+        num_key_value_heads: kv_heads,
+        head_dim,
+        rms_norm_eps: text.rms_norm_eps,
+        rope_theta,
+        mrope_section,
+    })
+}
+
+/// The special token ids the prompt and generation need, each checked to lie inside the vocabulary.
+struct TokenIds {
+    image: u32,
+    vision_start: u32,
+    vision_end: u32,
+    eos: Vec<u32>,
+}
+
+impl TokenIds {
+    fn read(top: &Map<String, Value>, merged: &Map<String, Value>, text: &TextWire, vocab: usize) -> Result<Self, String> {
         let id = |k: &str| -> Result<u32, String> {
             let v = top.get(k).or_else(|| merged.get(k)).ok_or_else(|| format!("no `{k}`"))?;
             v.as_u64().and_then(|x| u32::try_from(x).ok()).ok_or_else(|| format!("`{k}` must be a token id, got {v}"))
         };
-        let eos_token_ids = ids_of(text.eos_token_id.as_ref());
-        if eos_token_ids.is_empty() {
+        let eos = ids_of(text.eos_token_id.as_ref());
+        if eos.is_empty() {
             return Err("no `eos_token_id`".into());
         }
-        for (field, x) in [
-            ("rms_norm_eps", text.rms_norm_eps),
-            ("rope_theta", rope_theta),
-            ("vision_config.rope_theta", vision.rope_theta),
-        ] {
-            if !(x.is_finite() && x > 0.0) {
-                return Err(format!("`{field}` must be a finite number > 0, got {x}"));
-            }
-        }
-        let ids = [
-            ("image_token_id", id("image_token_id")?),
-            ("vision_start_token_id", id("vision_start_token_id")?),
-            ("vision_end_token_id", id("vision_end_token_id")?),
+        let ids = TokenIds {
+            image: id("image_token_id")?,
+            vision_start: id("vision_start_token_id")?,
+            vision_end: id("vision_end_token_id")?,
+            eos,
+        };
+        let named = [
+            ("image_token_id", ids.image),
+            ("vision_start_token_id", ids.vision_start),
+            ("vision_end_token_id", ids.vision_end),
         ];
-        let eos = eos_token_ids.iter().map(|&i| ("eos_token_id", i));
-        if let Some((field, i)) = ids.into_iter().chain(eos).find(|(_, i)| *i as usize >= text.vocab_size) {
+        let eos = ids.eos.iter().map(|&i| ("eos_token_id", i));
+        if let Some((field, i)) = named.into_iter().chain(eos).find(|(_, i)| *i as usize >= vocab) {
             return Err(format!(
-                "`{field}` {i} is outside the vocabulary (vocab_size {}); the config does not belong to these weights",
-                text.vocab_size
+                "`{field}` {i} is outside the vocabulary (vocab_size {vocab}); the config does not belong to these weights"
             ));
         }
-        Ok(Config {
-            text: TextConfig {
-                vocab_size: text.vocab_size,
-                hidden_size: text.hidden_size,
-                intermediate_size: text.intermediate_size,
-                num_hidden_layers: text.num_hidden_layers,
-                num_attention_heads: heads,
-                num_key_value_heads: kv_heads,
-                head_dim,
-                rms_norm_eps: text.rms_norm_eps,
-                rope_theta,
-                mrope_section,
-            },
-            vision,
-            image_token_id: id("image_token_id")?,
-            vision_start_token_id: id("vision_start_token_id")?,
-            vision_end_token_id: id("vision_end_token_id")?,
-            eos_token_ids,
-            tie_word_embeddings: top
-                .get("tie_word_embeddings")
-                .and_then(Value::as_bool)
-                .or(text.tie_word_embeddings)
-                .unwrap_or(false),
-        })
+        Ok(ids)
     }
 }
 
