@@ -86,19 +86,7 @@ pub fn extract(model: &dyn Model, plan: &ExtractPlan, progress: &dyn Fn(usize, u
     if plan.batch_size == 0 {
         return Err(Error::Msg("--batch-size must be at least 1".into()));
     }
-    let points = model.all_hook_points();
-    let mut layers = Vec::with_capacity(plan.layers.len());
-    for &index in &plan.layers {
-        let point = points.get(index).ok_or_else(|| {
-            Error::Msg(format!(
-                "layer {index} does not exist: `{}` has layers 0..={} ({})",
-                model.id(),
-                points.len().saturating_sub(1),
-                crate::model::summarize_points(&points)
-            ))
-        })?;
-        layers.push((index, point.clone()));
-    }
+    let layers = requested_points(model, &plan.layers)?;
     let (range, shard, dir) = match plan.shard {
         Some((i, n)) => {
             let r = store::shard_range(plan.samples.len(), i, n);
@@ -129,44 +117,8 @@ pub fn extract(model: &dyn Model, plan: &ExtractPlan, progress: &dyn Fn(usize, u
     let mut batch_size = plan.batch_size;
     progress(0, todo);
     for chunk in pending {
-        let mut per_layer: BTreeMap<usize, Vec<f32>> = BTreeMap::new();
-        let mut sample_shape: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
-        let mut next = chunk.range.start;
-        while next < chunk.range.end {
-            let batch = &inputs[next..(next + batch_size).min(chunk.range.end)];
-            let started = std::time::Instant::now();
-            let images = batch.iter().map(load_input).collect::<Result<Vec<_>>>()?;
-            let captures = match model.forward_inputs(&images, &hooks, plan.pooling) {
-                Ok(c) => c,
-                Err(e) if plan.adaptive && batch_size > 1 && is_out_of_memory(&e) => {
-                    batch_size /= 2;
-                    tracing::warn!(batch_size, "the device ran out of memory; retrying with a smaller batch");
-                    continue;
-                }
-                Err(e) => return Err(e.into()),
-            };
-            next += batch.len();
-            for (index, point) in &layers {
-                let t = captured(&captures.layers, point, images.len())?;
-                sample_shape.insert(*index, t.dims()[1..].to_vec());
-                per_layer.entry(*index).or_default().extend(t.flatten_all()?.to_vec1::<f32>()?);
-            }
-            done += batch.len();
-            // Read by scripts/bench/extract_job.py (`-v` or RUST_LOG=huescan::extract=debug): the time per batch
-            // without start-up, model load and store writes.
-            tracing::debug!(images = batch.len(), seconds = started.elapsed().as_secs_f64(), "batch done");
-            progress(done, todo);
-        }
-        let acts = per_layer
-            .into_iter()
-            .map(|(index, data)| {
-                let mut shape = vec![chunk.range.len()];
-                shape.extend(&sample_shape[&index]);
-                let a = ArrayD::from_shape_vec(IxDyn(&shape), data)
-                    .map_err(|e| Error::Msg(format!("layer {index}: ragged activations across a chunk ({e})")))?;
-                Ok((index, a))
-            })
-            .collect::<Result<BTreeMap<_, _>>>()?;
+        let batches = Batches { model, plan, inputs, layers: &layers, hooks: &hooks, todo, progress };
+        let acts = batches.run_chunk(&chunk, &mut batch_size, &mut done)?;
         writer.write_chunk(&chunk, &acts)?;
     }
     if plan.pooling == Pooling::Tokens && !writer.is_complete() {
@@ -192,6 +144,89 @@ fn token_layouts(model: &dyn Model, inputs: &[SampleInput]) -> Result<Option<Vec
         });
     }
     Ok(Some(out))
+}
+
+/// The requested store layers as `(index, point)`, each index checked against the model's points.
+fn requested_points(model: &dyn Model, indices: &[usize]) -> Result<Vec<(usize, HookPoint)>> {
+    let points = model.all_hook_points();
+    let mut layers = Vec::with_capacity(indices.len());
+    for &index in indices {
+        let point = points.get(index).ok_or_else(|| {
+            Error::Msg(format!(
+                "layer {index} does not exist: `{}` has layers 0..={} ({})",
+                model.id(),
+                points.len().saturating_sub(1),
+                crate::model::summarize_points(&points)
+            ))
+        })?;
+        layers.push((index, point.clone()));
+    }
+    Ok(layers)
+}
+
+/// What every batch of a run shares.
+struct Batches<'a> {
+    model: &'a dyn Model,
+    plan: &'a ExtractPlan,
+    inputs: &'a [SampleInput],
+    layers: &'a [(usize, HookPoint)],
+    hooks: &'a HookSet,
+    todo: usize,
+    progress: &'a dyn Fn(usize, usize),
+}
+
+impl Batches<'_> {
+    /// Runs one resumable chunk in batches of `batch_size` (halved on out-of-memory when the plan allows it) and
+    /// returns its activations per layer `[chunk samples, ...]`; `done` counts the samples computed so far.
+    fn run_chunk(
+        &self,
+        chunk: &store::Chunk,
+        batch_size: &mut usize,
+        done: &mut usize,
+    ) -> Result<BTreeMap<usize, ArrayD<f32>>> {
+        let Batches { model, plan, inputs, layers, hooks, todo, progress } = *self;
+        let mut per_layer: BTreeMap<usize, Vec<f32>> = BTreeMap::new();
+        let mut sample_shape: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
+        let mut next = chunk.range.start;
+        while next < chunk.range.end {
+            let batch = &inputs[next..(next + *batch_size).min(chunk.range.end)];
+            let started = std::time::Instant::now();
+            let images = batch.iter().map(load_input).collect::<Result<Vec<_>>>()?;
+            let captures = match model.forward_inputs(&images, hooks, plan.pooling) {
+                Ok(c) => c,
+                Err(e) if plan.adaptive && *batch_size > 1 && is_out_of_memory(&e) => {
+                    *batch_size /= 2;
+                    tracing::warn!(
+                        batch_size = *batch_size,
+                        "the device ran out of memory; retrying with a smaller batch"
+                    );
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            };
+            next += batch.len();
+            for (index, point) in layers {
+                let t = captured(&captures.layers, point, images.len())?;
+                sample_shape.insert(*index, t.dims()[1..].to_vec());
+                per_layer.entry(*index).or_default().extend(t.flatten_all()?.to_vec1::<f32>()?);
+            }
+            *done += batch.len();
+            // Read by scripts/bench/extract_job.py (`-v` or RUST_LOG=huescan::extract=debug): the time per batch
+            // without start-up, model load and store writes.
+            tracing::debug!(images = batch.len(), seconds = started.elapsed().as_secs_f64(), "batch done");
+            progress(*done, todo);
+        }
+        per_layer
+            .into_iter()
+            .map(|(index, data)| {
+                let mut shape = vec![chunk.range.len()];
+                shape.extend(&sample_shape[&index]);
+                let a = ArrayD::from_shape_vec(IxDyn(&shape), data)
+                    .map_err(|e| Error::Msg(format!("layer {index}: ragged activations across a chunk ({e})")))?;
+                Ok((index, a))
+            })
+            .collect::<Result<BTreeMap<_, _>>>()
+    }
 }
 
 /// A `tokens` store keeps one `[positions, width]` array per point, so text prompts (whose lengths differ,

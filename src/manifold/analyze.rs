@@ -465,6 +465,63 @@ fn arbitrate(discovery: &[DiscoveryRow], heldout: &[HeldoutRow], opts: &AnalyzeO
     arbitration
 }
 
+/// How the analysis layer was chosen: by the user, or by the mode's criterion.
+fn choice_criterion(opts: &AnalyzeOptions) -> &'static str {
+    match (opts.layer, opts.mode) {
+        (Some(_), _) => "user",
+        (None, LabelMode::Compat) => "min_in_sample_stress",
+        (None, LabelMode::Periodic) => "max_cv_score",
+    }
+}
+
+/// The layer scan over every layer: one row per layer, each layer's width, and the chosen layer with its Gram
+/// matrix (the only layer kept in memory once scanned).
+struct Scanned {
+    rows: Vec<LayerScanRow>,
+    widths: std::collections::BTreeMap<usize, usize>,
+    layer: usize,
+    gram: LayerGram,
+}
+
+fn scan_layers<T, I>(layers: I, ctx: &ScanContext, warnings: &mut Vec<String>) -> crate::manifold::Result<Scanned>
+where
+    T: Copy + Into<f64> + Send + Sync,
+    I: IntoIterator<Item = crate::manifold::Result<(usize, Array2<T>)>>,
+{
+    let n = ctx.labels.len();
+    let mut scan = Vec::new();
+    let mut widths = std::collections::BTreeMap::new();
+    let mut best: Option<(f64, usize, LayerGram)> = None;
+    for item in layers {
+        let (layer, x) = item?;
+        let _span = tracing::info_span!("manifold_layer", layer).entered();
+        if x.nrows() != n {
+            return Err(Error::LayerRows { layer, got: x.nrows(), expected: n });
+        }
+        // Layers may differ in width (the colour autoencoder's do); each is analysed on its own.
+        widths.insert(layer, x.ncols());
+        let gram = LayerGram::new(x.view(), &format!("layer {layer}"))?;
+        drop(x);
+        let Some((row, key)) = scan_layer(layer, &gram, ctx)? else {
+            warnings.push(format!("layer {layer} has zero variance and was skipped"));
+            scan.push(zero_variance_row(layer, ctx));
+            continue;
+        };
+        // Strictly greater keeps the first layer on ties, like pandas idxmin.
+        if key.is_finite() && best.as_ref().is_none_or(|(b, _, _)| key > *b) {
+            best = Some((key, layer, gram));
+        }
+        scan.push(row);
+    }
+    if scan.is_empty() {
+        return Err(Error::NoLayers);
+    }
+    let Some((_, layer, gram)) = best else {
+        return Err(Error::NoUsableLayer(format!("{} layers, all constant", scan.len())));
+    };
+    Ok(Scanned { rows: scan, widths, layer, gram })
+}
+
 /// Analyses one stimulus set. `layers` yields `(layer index, [n_samples, d_model] activations)` one at a time
 /// (f32 or f64); `hue_deg` has one hue per row. Errors: fewer than 8 samples, NaN/constant hues, a layer whose
 /// row count or width differs, NaN/Inf activations (named by layer, row, column), every layer constant.
@@ -498,36 +555,7 @@ where
         circ_all: &circ_all,
         circ_d: &circ_d,
     };
-    let mut scan = Vec::new();
-    let mut widths = std::collections::BTreeMap::new();
-    let mut best: Option<(f64, usize, LayerGram)> = None;
-    for item in layers {
-        let (layer, x) = item?;
-        let _span = tracing::info_span!("manifold_layer", layer).entered();
-        if x.nrows() != n {
-            return Err(Error::LayerRows { layer, got: x.nrows(), expected: n });
-        }
-        // Layers may differ in width (the colour autoencoder's do); each is analysed on its own.
-        widths.insert(layer, x.ncols());
-        let gram = LayerGram::new(x.view(), &format!("layer {layer}"))?;
-        drop(x);
-        let Some((row, key)) = scan_layer(layer, &gram, &ctx)? else {
-            warnings.push(format!("layer {layer} has zero variance and was skipped"));
-            scan.push(zero_variance_row(layer, &ctx));
-            continue;
-        };
-        // Strictly greater keeps the first layer on ties, like pandas idxmin.
-        if key.is_finite() && best.as_ref().is_none_or(|(b, _, _)| key > *b) {
-            best = Some((key, layer, gram));
-        }
-        scan.push(row);
-    }
-    if scan.is_empty() {
-        return Err(Error::NoLayers);
-    }
-    let Some((_, layer, gram)) = best else {
-        return Err(Error::NoUsableLayer(format!("{} layers, all constant", scan.len())));
-    };
+    let Scanned { rows: scan, widths, layer, gram } = scan_layers(layers, &ctx, &mut warnings)?;
     if let Some(want) = opts.layer {
         if want != layer {
             return Err(Error::InvalidParam {
@@ -537,11 +565,6 @@ where
             });
         }
     }
-    let criterion = match (opts.layer, opts.mode) {
-        (Some(_), _) => "user",
-        (None, LabelMode::Compat) => "min_in_sample_stress",
-        (None, LabelMode::Periodic) => "max_cv_score",
-    };
 
     // Train/test split and discovery on train.
     let (train, test) = periodic_train_test_split(hue_deg, opts.test_fraction, opts.split_offset)?;
@@ -573,7 +596,7 @@ where
         d_model: widths.get(&layer).copied().unwrap_or(0),
         hue_deg: hue_deg.to_vec(),
         layer_scan: scan,
-        choice: LayerChoice { layer, criterion: criterion.into() },
+        choice: LayerChoice { layer, criterion: choice_criterion(opts).into() },
         train_idx: train,
         test_idx: test,
         discovery_folds: ops.folds.clone(),
