@@ -11,6 +11,7 @@
 use std::collections::BTreeMap;
 
 use image::RgbImage;
+use ndarray::ArrayView2;
 use serde::{Deserialize, Serialize};
 
 use super::readout::{mean_hue, output_hues, HueProbe, PROBE_RIDGE};
@@ -19,7 +20,7 @@ use super::{
     Error, Lift, Normalisation, SteeringVector,
 };
 use crate::colour::signed_hue_delta_deg;
-use crate::manifold::{joystick, JoystickOptions, SteeringPair};
+use crate::manifold::{joystick, Joystick, JoystickOptions, SteeringPair};
 use crate::model::{HookPoint, HookSet, Input, Intervention, InterventionOp, Model, Pooling, Positions, TextInput};
 use crate::store::ActivationStore;
 
@@ -304,12 +305,7 @@ pub fn run_sweep(
     for &layer in &opts.layers {
         let point = steering_point(model, store, &points, layer)?;
         let x = store.layer_2d(layer)?;
-        // Read out at the steered point and every stored point after it in the forward pass (for a vision block
-        // that includes the whole decoder), the deepest last; points of one rank (named points) go by index.
-        let depth = |i: usize| (points[i].forward_order(), i);
-        let mut read_layers: Vec<usize> =
-            stored.iter().copied().filter(|&i| i < points.len() && depth(i) >= depth(layer)).collect();
-        read_layers.sort_by_key(|&i| depth(i));
+        let read_layers = read_out_layers(&points, &stored, layer);
         for &i in &read_layers {
             if let std::collections::btree_map::Entry::Vacant(e) = probes.entry(i) {
                 let xi = store.layer_2d(i)?;
@@ -317,19 +313,7 @@ pub fn run_sweep(
             }
         }
         let ctx = DirectionContext::from_store(store, layer, opts.positions.clone(), opts.normalisation)?;
-        let js_opts = JoystickOptions {
-            pairs: opts
-                .pairs
-                .iter()
-                .map(|p| SteeringPair { source_deg: p.source_deg, target_deg: p.target_deg, label: p.label.clone() })
-                .collect(),
-            alphas: opts.alphas.clone(),
-            ..JoystickOptions::default()
-        };
-        // The joystick is a comparison, not the measurement: a layer it cannot fit still gets steered.
-        let js = joystick(x.view(), &hues, &js_opts)
-            .inspect_err(|e| tracing::warn!(layer, "decoder-only joystick skipped: {e}"))
-            .ok();
+        let js = layer_joystick(x.view(), &hues, layer, opts);
         let mut hooks = HookSet::capture(read_layers.iter().map(|&i| points[i].clone()));
         if let Some(p) = &opts.output_rgb {
             if !hooks.wants(p) {
@@ -338,14 +322,7 @@ pub fn run_sweep(
         }
         for (pi, pair) in opts.pairs.iter().enumerate() {
             let src_rows = rows_at_hue(&hues, pair.source_deg)?;
-            let images = src_rows
-                .iter()
-                .map(|&r| match opts.text_prompts.get(r) {
-                    Some(t) => Ok(Input::Text(t.clone())),
-                    None if opts.text_prompts.is_empty() => Ok(Input::Image((input.image)(r)?)),
-                    None => Err(Error::Msg(format!("no text prompt for store row {r}"))),
-                })
-                .collect::<crate::steer::Result<Vec<_>>>()?;
+            let images = source_inputs(input, opts, &src_rows)?;
             let reference = centroid(x.view(), &hues, pair.source_deg, pair.target_deg, &ctx)?;
             for &kind in &opts.kinds {
                 let dir = match kind {
@@ -380,7 +357,14 @@ pub fn run_sweep(
         .values()
         .map(|p| ProbeInfo { layer: p.layer_index, hook: p.point.to_string(), train_error_deg: p.train_error_deg })
         .collect();
-    let options = SweepRecord {
+    let options = sweep_record(store, opts);
+    rows.iter().try_for_each(check_row_finite)?;
+    Ok(SweepResult { rows, summary, probes, vectors, options })
+}
+
+/// The options a sweep ran with, as its tables record them.
+fn sweep_record(store: &ActivationStore, opts: &SweepOptions) -> SweepRecord {
+    SweepRecord {
         alphas: opts.alphas.clone(),
         directions: opts.kinds.clone(),
         layer_convention: store.manifest().layer_convention.clone(),
@@ -396,9 +380,44 @@ pub fn run_sweep(
         seed: opts.seed,
         smds_alpha: opts.smds_alpha,
         tolerance_deg: opts.tolerance_deg,
+    }
+}
+
+/// The stored points read out when steering at `layer`: it and every stored point after it in the forward pass
+/// (for a vision block that includes the whole decoder), the deepest last; points of one rank (named points) go
+/// by index.
+fn read_out_layers(points: &[HookPoint], stored: &[usize], layer: usize) -> Vec<usize> {
+    let depth = |i: usize| (points[i].forward_order(), i);
+    let mut read: Vec<usize> =
+        stored.iter().copied().filter(|&i| i < points.len() && depth(i) >= depth(layer)).collect();
+    read.sort_by_key(|&i| depth(i));
+    read
+}
+
+/// The decoder-only joystick at `layer`, for comparison; `None` (with a warning) where it cannot be fitted, since
+/// it is a comparison, not the measurement: such a layer still gets steered.
+fn layer_joystick(x: ArrayView2<f32>, hues: &[f64], layer: usize, opts: &SweepOptions) -> Option<Joystick> {
+    let js_opts = JoystickOptions {
+        pairs: opts
+            .pairs
+            .iter()
+            .map(|p| SteeringPair { source_deg: p.source_deg, target_deg: p.target_deg, label: p.label.clone() })
+            .collect(),
+        alphas: opts.alphas.clone(),
+        ..JoystickOptions::default()
     };
-    rows.iter().try_for_each(check_row_finite)?;
-    Ok(SweepResult { rows, summary, probes, vectors, options })
+    joystick(x, hues, &js_opts).inspect_err(|e| tracing::warn!(layer, "decoder-only joystick skipped: {e}")).ok()
+}
+
+/// The model inputs of the source rows: their text prompts for a text set, else their images.
+fn source_inputs(input: &SweepInput<'_>, opts: &SweepOptions, rows: &[usize]) -> crate::steer::Result<Vec<Input>> {
+    rows.iter()
+        .map(|&r| match opts.text_prompts.get(r) {
+            Some(t) => Ok(Input::Text(t.clone())),
+            None if opts.text_prompts.is_empty() => Ok(Input::Image((input.image)(r)?)),
+            None => Err(Error::Msg(format!("no text prompt for store row {r}"))),
+        })
+        .collect()
 }
 
 /// A steered run that overflowed (`--alphas 1e300`) reads back NaN hues; such a row is an error naming the
