@@ -45,6 +45,21 @@ pub struct Family {
     pub optional_files: &'static [&'static str],
     /// Builds the model.
     pub load: fn(&LoadRequest) -> crate::Result<Box<dyn Model>>,
+    /// The checkpoint's sizes, by the family's own `config.json` parser (the one `load` uses), without
+    /// loading any weights.
+    pub dims: fn(&Path) -> Result<Dims, Error>,
+}
+
+/// The sizes of a checkpoint that a plan needs (`huescan scan --dry-run`: disk per image, layers stored).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Dims {
+    /// Decoder blocks (`num_hidden_layers`); the hidden-state list has one entry more.
+    pub blocks: usize,
+    /// The decoder's residual width.
+    pub d_model: usize,
+    /// `(depth, width)` of the vision tower, whose block outputs a `residual` selection stores too; `None` for a
+    /// family without one.
+    pub vision: Option<(usize, usize)>,
 }
 
 impl Family {
@@ -99,6 +114,11 @@ pub fn for_dir(dir: &Path) -> Result<&'static Family, Error> {
     let value: Value = serde_json::from_slice(&bytes)
         .map_err(|e| Error::Config { path: path.clone(), msg: format!("is not valid JSON ({e})") })?;
     for_config(&value).map_err(|msg| Error::Config { path, msg })
+}
+
+/// The sizes of the checkpoint in `dir`: its family ([`for_dir`]) reads its `config.json`.
+pub fn dims(dir: &Path) -> Result<Dims, Error> {
+    (for_dir(dir)?.dims)(dir)
 }
 
 #[cfg(test)]
