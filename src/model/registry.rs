@@ -137,6 +137,19 @@ mod tests {
     }
 
     #[test]
+    fn each_family_reads_its_own_dims() {
+        let fixture = |f: &str| Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(f).join("model");
+        // Qwen2.5-VL's `vision_config.hidden_size` is the tower's width; Qwen2-VL's is the merger's output, its
+        // tower's width `embed_dim`.
+        let qwen2_5 = dims(&fixture("qwen-tiny")).unwrap();
+        assert_eq!(qwen2_5, Dims { blocks: 3, d_model: 64, vision: Some((4, 32)) });
+        let qwen2 = dims(&fixture("qwen2-vl-tiny")).unwrap();
+        assert_eq!(qwen2, Dims { blocks: 3, d_model: 64, vision: Some((3, 32)) });
+        let e = dims(Path::new("/nonexistent")).unwrap_err().to_string();
+        assert!(e.contains("config.json"), "{e}");
+    }
+
+    #[test]
     fn every_family_is_named_once() {
         let mut types: Vec<&str> = super::super::FAMILIES.iter().flat_map(|f| f.model_types.iter().copied()).collect();
         let n = types.len();

@@ -46,6 +46,20 @@ fn steer_writes_tables_and_vectors_and_rejects_bad_input() {
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success() && stderr.contains(want), "{extra:?}: {stderr}");
     }
+    // The store's own inputs only: another stimulus set, another model.
+    ok(huescan(&dir, &["stimuli", "render", "gap-teal-blue", "--out", "stim2"]));
+    for ((model, stimuli), want) in [
+        (("colour-autoencoder", "stim2"), "--stimuli `stim2` (set `gap-teal-blue`"),
+        (
+            ("qwen-tiny-random", "stim"),
+            "the store was extracted from `colour-autoencoder`, but --model loads `qwen-tiny",
+        ),
+    ] {
+        let args = ["steer", "--model", model, "--acts", "acts", "--stimuli", stimuli, "--layer", "2", "--out", "x"];
+        let out = huescan(&dir, &args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.code() == Some(1) && stderr.contains(want), "{stderr}");
+    }
     // A flag that takes one of a set is a usage error (exit 2) naming the values it takes.
     for (extra, want) in [
         (
