@@ -207,7 +207,8 @@ mod tests {
     fn settings_structs_default_to_their_flags_defaults() {
         let a = AnalyzeSettings::default();
         assert_eq!((a.permutations, a.bootstrap, a.seed), (settings::PERMUTATIONS, settings::BOOTSTRAP, 0));
-        assert_eq!((a.shapes.as_str(), a.layers.as_str(), a.w_test), (settings::SHAPES, "all", settings::W_TEST));
+        assert_eq!((a.layers.as_str(), a.w_test), ("all", settings::W_TEST));
+        assert_eq!(a.shapes, crate::manifold::Shape::NOTEBOOK.to_vec(), "{}", settings::SHAPES);
         assert_eq!((a.mode, a.layer), (crate::manifold::LabelMode::Periodic, None));
         let s = SteerSettings::default();
         assert_eq!(s.alphas.as_str(), settings::ALPHAS_SPEC);
