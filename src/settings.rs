@@ -3,7 +3,12 @@
 //! The clap structs of the binary (`default_value_t = settings::BOOTSTRAP`), the library's `Default` impls
 //! (`AnalyzeOptions`, `SweepOptions`, `JoystickOptions`), `huescan scan` and `huescan demo` all read these
 //! constants, so a default changes in one place. `tests/it/settings.rs` fails when one of these literals is
-//! written anywhere else in `src/`. A leaf module: it depends on nothing in the crate.
+//! written anywhere else in `src/`. Flags that take one of a set have typed defaults here (the library's own
+//! enums, which derive `clap::ValueEnum`); apart from those plain enums this module depends on nothing in the
+//! crate.
+
+use crate::model::Pooling;
+use crate::steer::{DirectionKind, Lift, Normalisation};
 
 /// The question asked with every image unless a preset or `--prompt` says otherwise: it makes the answer
 /// position predict a colour word.
@@ -22,9 +27,15 @@ pub const PAIRS: [(f64, f64, &str); 3] =
 /// projection, and the circle behind `--direction manifold`.
 pub const SMDS_ALPHA: f64 = 1e-4;
 
-/// How a rotation along the fitted circle is carried back to the activations (`steer::Lift`, whose
-/// `Default` is the same lift: a unit test in `steer::vector` checks they agree).
-pub const LIFT: &str = "pattern";
+/// How a rotation along the fitted circle is carried back to the activations (`--lift`; `Lift`'s `Default` is
+/// the same lift: a unit test in `steer::vector` checks they agree).
+pub const LIFT: Lift = Lift::Pattern;
+
+/// The directions `huescan steer` builds (`--direction`, spelled `all`): every kind.
+pub const DIRECTIONS: [DirectionKind; 3] = DirectionKind::ALL;
+
+/// How steering vectors are scaled (`--normalise`): raw, so alpha 1 moves the source centroid onto the target.
+pub const NORMALISATION: Normalisation = Normalisation::None;
 
 /// A steered hue within this many degrees of the target counts as reached.
 pub const TOLERANCE_DEG: f64 = 30.0;
@@ -54,8 +65,8 @@ pub const SCAN_SETS: &str = "simple-60,wild-360";
 /// Which layers are stored, scanned or offered for steering: every one.
 pub const LAYERS: &str = "all";
 
-/// How `huescan scan` pools each image's positions into one vector per layer.
-pub const POOL: &str = "image-mean";
+/// How `huescan scan` pools each image's positions into one vector per layer (`--pool`).
+pub const POOL: Pooling = Pooling::ImageMean;
 
 /// Where a model runs unless `--device` says otherwise.
 pub const DEVICE: &str = "cpu";

@@ -207,16 +207,17 @@ mod tests {
     fn settings_structs_default_to_their_flags_defaults() {
         let a = AnalyzeSettings::default();
         assert_eq!((a.permutations, a.bootstrap, a.seed), (settings::PERMUTATIONS, settings::BOOTSTRAP, 0));
-        assert_eq!((a.shapes.as_str(), a.layers.as_str(), a.w_test), (settings::SHAPES, "all", settings::W_TEST));
+        assert_eq!((a.layers.as_str(), a.w_test), ("all", settings::W_TEST));
+        assert_eq!(a.shapes, crate::manifold::Shape::NOTEBOOK.to_vec(), "{}", settings::SHAPES);
         assert_eq!((a.mode, a.layer), (crate::manifold::LabelMode::Periodic, None));
         let s = SteerSettings::default();
-        assert_eq!(
-            (s.alphas.as_str(), s.direction.as_str(), s.normalise.as_str()),
-            (settings::ALPHAS_SPEC, "all", "none")
-        );
+        assert_eq!(s.alphas.as_str(), settings::ALPHAS_SPEC);
+        assert_eq!(super::commands::steer::Directions::kinds(&s.direction), settings::DIRECTIONS.to_vec());
+        assert_eq!((s.normalise, s.lift), (settings::NORMALISATION, settings::LIFT));
         assert_eq!((s.smds_alpha, s.tolerance, s.max_new_tokens), (settings::SMDS_ALPHA, settings::TOLERANCE_DEG, 4));
         let p = PipelineArgs::default();
-        assert_eq!((p.pool.as_str(), p.layers.as_str(), p.runtime.device.as_str()), ("image-mean", "residual", "cpu"));
+        assert_eq!((p.pool, p.layers.as_str(), p.runtime.device.as_str()), (settings::POOL, "residual", "cpu"));
+        assert_eq!((p.lift, p.runtime.dtype), (settings::LIFT, None));
         assert_eq!(
             (p.permutations, p.max_new_tokens, p.batch_size),
             (settings::PERMUTATIONS, settings::MAX_NEW_TOKENS, None)

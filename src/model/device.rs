@@ -50,14 +50,35 @@ fn metal(_: usize) -> Result<Device, Error> {
     ))
 }
 
+/// A compute dtype huescan runs a model in (`--dtype`, a preset's `dtype`): the candle dtypes a checkpoint is
+/// loaded as, by the names [`parse_dtype`] and [`dtype_name`] use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Dtype {
+    F32,
+    Bf16,
+    F16,
+}
+
+impl Dtype {
+    /// The candle dtype.
+    pub fn candle(self) -> DType {
+        match self {
+            Dtype::F32 => DType::F32,
+            Dtype::Bf16 => DType::BF16,
+            Dtype::F16 => DType::F16,
+        }
+    }
+}
+
 /// Parses `f32`, `bf16` or `f16`.
 pub fn parse_dtype(spec: &str) -> Result<DType, Error> {
     match spec {
-        "f32" => Ok(DType::F32),
-        "bf16" => Ok(DType::BF16),
-        "f16" => Ok(DType::F16),
+        "f32" => Ok(Dtype::F32),
+        "bf16" => Ok(Dtype::Bf16),
+        "f16" => Ok(Dtype::F16),
         _ => Err(Error::Msg(format!("invalid --dtype `{spec}`: expected f32, bf16 or f16"))),
     }
+    .map(Dtype::candle)
 }
 
 /// The name `parse_dtype` accepts for `dtype`.
@@ -92,6 +113,11 @@ mod tests {
         assert!(parse_device("cuda:1").unwrap_err().to_string().contains("--features cuda"));
         assert_eq!(parse_dtype("bf16").unwrap(), DType::BF16);
         assert!(parse_dtype("f64").is_err());
+        use clap::ValueEnum;
+        for d in Dtype::value_variants() {
+            let name = d.to_possible_value().unwrap().get_name().to_string();
+            assert_eq!((parse_dtype(&name).unwrap(), dtype_name(d.candle())), (d.candle(), name.as_str()));
+        }
         assert_eq!(default_dtype(&Device::Cpu, Some("bf16")), DType::F32);
     }
 }

@@ -314,7 +314,7 @@ pub struct Intervention {
 }
 
 /// How a captured `[pos, d_model]` sequence is reduced per sample before it leaves the model.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
 pub enum Pooling {
     /// Mean over the image tokens (f32 accumulation).

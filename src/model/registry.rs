@@ -45,6 +45,21 @@ pub struct Family {
     pub optional_files: &'static [&'static str],
     /// Builds the model.
     pub load: fn(&LoadRequest) -> crate::model::Result<Box<dyn Model>>,
+    /// The checkpoint's sizes, by the family's own `config.json` parser (the one `load` uses), without
+    /// loading any weights.
+    pub dims: fn(&Path) -> Result<Dims, Error>,
+}
+
+/// The sizes of a checkpoint that a plan needs (`huescan scan --dry-run`: disk per image, layers stored).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Dims {
+    /// Decoder blocks (`num_hidden_layers`); the hidden-state list has one entry more.
+    pub blocks: usize,
+    /// The decoder's residual width.
+    pub d_model: usize,
+    /// `(depth, width)` of the vision tower, whose block outputs a `residual` selection stores too; `None` for a
+    /// family without one.
+    pub vision: Option<(usize, usize)>,
 }
 
 impl Family {
@@ -101,6 +116,11 @@ pub fn for_dir(dir: &Path) -> Result<&'static Family, Error> {
     for_config(&value).map_err(|msg| Error::Config { path, msg })
 }
 
+/// The sizes of the checkpoint in `dir`: its family ([`for_dir`]) reads its `config.json`.
+pub fn dims(dir: &Path) -> Result<Dims, Error> {
+    (for_dir(dir)?.dims)(dir)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -114,6 +134,19 @@ mod tests {
         let e =
             for_config(&serde_json::json!({"model_type": "llama", "architectures": ["LlamaForCausalLM"]})).unwrap_err();
         assert!(e.contains("`llama`") && e.contains("LlamaForCausalLM") && e.contains("`qwen2_5_vl`"), "{e}");
+    }
+
+    #[test]
+    fn each_family_reads_its_own_dims() {
+        let fixture = |f: &str| Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(f).join("model");
+        // Qwen2.5-VL's `vision_config.hidden_size` is the tower's width; Qwen2-VL's is the merger's output, its
+        // tower's width `embed_dim`.
+        let qwen2_5 = dims(&fixture("qwen-tiny")).unwrap();
+        assert_eq!(qwen2_5, Dims { blocks: 3, d_model: 64, vision: Some((4, 32)) });
+        let qwen2 = dims(&fixture("qwen2-vl-tiny")).unwrap();
+        assert_eq!(qwen2, Dims { blocks: 3, d_model: 64, vision: Some((3, 32)) });
+        let e = dims(Path::new("/nonexistent")).unwrap_err().to_string();
+        assert!(e.contains("config.json"), "{e}");
     }
 
     #[test]

@@ -17,10 +17,11 @@
 //! model's own GGUF says, and what llama.cpp's `cvector-generator` copies), e.g. `qwen2vl` for Qwen2.5-VL;
 //! see [`llama_cpp_architecture`].
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
 
 use super::{Error, SteeringVector};
-use crate::model::HookPoint;
+use crate::model::{HookPoint, Model};
 
 pub const ARCHITECTURE: &str = "controlvector";
 const MAGIC: &[u8; 4] = b"GGUF";
@@ -39,6 +40,45 @@ pub fn llama_cpp_architecture(model_type: &str) -> Option<&'static str> {
         "llama" => Some("llama"),
         _ => None,
     }
+}
+
+/// The llama.cpp architecture of `model`'s text decoder ([`llama_cpp_architecture`] of its `model_type`), the
+/// `controlvector.model_hint` of its control vectors; `None` for a model llama.cpp has no architecture for.
+pub fn model_hint(model: &dyn Model) -> Option<&'static str> {
+    model.text_output().and_then(|t| llama_cpp_architecture(t.model_type()))
+}
+
+/// What [`write_per_vector`] wrote and what it left out.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Export {
+    /// The files written, in the order of the vectors.
+    pub written: Vec<PathBuf>,
+    /// Why vectors were left out (block 0, points that are no block output): each reason once, sorted.
+    pub left_out: BTreeSet<String>,
+    /// The steered positions of the written vectors, each once, sorted; llama.cpp steers every position, so
+    /// any but `all` means something else in llama.cpp than in the sweep.
+    pub positions: BTreeSet<String>,
+}
+
+/// One llama.cpp control vector per steering vector, `dir/{stem}.gguf` ([`super::Recipe::file_stem`]):
+/// llama.cpp applies every direction in a file at once, and a sweep measures one layer at a time. Vectors
+/// llama.cpp cannot apply (block 0, non-block points) are left out, with the reason in [`Export::left_out`].
+pub fn write_per_vector(dir: &Path, vectors: &[SteeringVector], model_hint: &str) -> crate::steer::Result<Export> {
+    let mut export = Export::default();
+    for v in vectors {
+        match block_index(&v.recipe.hook) {
+            Ok(_) => {
+                let path = dir.join(format!("{}.gguf", v.recipe.file_stem()));
+                crate::fsx::write_atomic(&path, &to_bytes(&[v], model_hint)?)?;
+                export.written.push(path);
+                export.positions.insert(v.recipe.positions.clone());
+            }
+            Err(e) => {
+                export.left_out.insert(e.to_string());
+            }
+        }
+    }
+    Ok(export)
 }
 
 /// The metadata key holding the token positions the vectors were steered at (`image`, `all`, `last`, `i,j`).

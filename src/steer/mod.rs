@@ -14,6 +14,8 @@
 //!   from the model's logits, generated text, and the hue of an RGB output (the colour autoencoder).
 //! - [`sweep`]: alpha × pair × layer sweeps, one batch holding every alpha of a pair (per-sample
 //!   interventions), written as CSV + JSON with a success summary.
+//! - [`inputs`]: the checks that the stimulus set, the model and the layers are the ones the store was made
+//!   from.
 //!
 //! Layer numbering: a *layer index* is a position in [`crate::model::Model::hook_points`], which for decoders
 //! is HF's `hidden_states` index. Steering at index `i = l + 1` adds to `blocks.{l}.hook_resid_post`, i.e. the
@@ -28,6 +30,7 @@
 
 pub mod direction;
 pub mod gguf;
+pub mod inputs;
 pub mod layers;
 pub mod readout;
 pub mod sweep;
@@ -41,7 +44,7 @@ pub use sweep::{
     parse_alphas, parse_pair, run_sweep, PairSpec, ProbeInfo, SummaryRow, SweepInput, SweepOptions, SweepRecord,
     SweepResult, SweepRow,
 };
-pub use table::{summary_csv, sweep_csv, write_sweep, SummaryFile, SweepFile};
+pub use table::{summary_csv, sweep_csv, write_sweep, write_vectors, SummaryFile, SweepFile};
 pub use vector::{DirectionKind, Lift, Normalisation, Recipe, SteeringVector};
 
 /// Result alias of this module.

@@ -1,6 +1,7 @@
 //! A sweep on disk: `sweep.csv` + `sweep.json` (one row per layer, pair, direction and alpha), `summary.csv` +
 //! `summary.json` (one row per layer, pair and direction, plus probe quality and the options). Column order is
-//! fixed; a probe column exists for every layer any row read out, empty where a row did not.
+//! fixed; a probe column exists for every layer any row read out, empty where a row did not. The vectors go
+//! next to them as safetensors ([`write_vectors`]).
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -8,6 +9,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::sweep::{ProbeInfo, SummaryRow, SweepRecord, SweepResult, SweepRow};
+use super::SteeringVector;
 use crate::fsx;
 
 /// `sweep.json`: the options and every row.
@@ -39,6 +41,18 @@ pub fn write_sweep(dir: &Path, result: &SweepResult) -> crate::steer::Result<Vec
         SummaryFile { options: result.options.clone(), probes: result.probes.clone(), summary: result.summary.clone() };
     fsx::write_json(&paths[3], &summary)?;
     Ok(paths.to_vec())
+}
+
+/// Writes every vector of a sweep as `dir/{stem}.safetensors` ([`super::Recipe::file_stem`]); returns the
+/// paths, in the order of the vectors.
+pub fn write_vectors(dir: &Path, vectors: &[SteeringVector]) -> crate::steer::Result<Vec<PathBuf>> {
+    let mut paths = Vec::with_capacity(vectors.len());
+    for v in vectors {
+        let path = dir.join(format!("{}.safetensors", v.recipe.file_stem()));
+        v.save(&path)?;
+        paths.push(path);
+    }
+    Ok(paths)
 }
 
 fn opt(v: Option<f64>) -> String {

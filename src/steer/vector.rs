@@ -17,13 +17,16 @@ pub const FORMAT: &str = "huescan-steering-vector";
 /// Name of the tensor inside the file.
 pub const TENSOR: &str = "direction";
 
-/// How a direction was made.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+/// How a direction was made (`--direction` spells it as the kebab-case name).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
 pub enum DirectionKind {
     /// Mean of the target-hue samples minus mean of the source-hue samples.
     Centroid,
     /// Rotation of the source centroid along the fitted SMDS circle, lifted back to the activations ([`Lift`]).
+    #[value(
+        help = "Rotation of the source centroid along the fitted SMDS circle, lifted back to the activations (--lift)"
+    )]
     Manifold,
     /// Seeded Gaussian direction with the norm of the centroid direction: the control.
     Random,
@@ -59,7 +62,7 @@ impl FromStr for DirectionKind {
 /// How a move of the fitted circle coordinates $z = W (x - \bar x)$ is carried back to the activations
 /// (manifold rotations). Both lifts move the fitted coordinates exactly by the rotation ($W L = I$); they differ
 /// in what else in $x$ moves.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
 pub enum Lift {
     /// The activation pattern $A = \mathrm{Cov}(x) W^\top \mathrm{Cov}(z)^{-1}$, the least-squares regression
@@ -67,8 +70,10 @@ pub enum Lift {
     /// 2014, patterns vs filters). The default: a decoder's rows ($W$) are filters that pick high-gain,
     /// noise-cancelling directions, so a change along them is one the model need not read.
     #[default]
+    #[value(help = "The activation pattern: the change of the activations that the data go with along the circle")]
     Pattern,
     /// The minimum-norm change $W^+ = W^\top (W W^\top)^{-1}$, along the rows of $W$ only.
+    #[value(help = "The minimum-norm change (the pseudo-inverse of the SMDS map), along its filter rows only")]
     MinNorm,
 }
 
@@ -99,7 +104,7 @@ impl FromStr for Lift {
 }
 
 /// How the vector was scaled after it was built.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
 pub enum Normalisation {
     /// Raw residual-stream units: alpha = 1 moves the source centroid onto the target (centroid, manifold).
@@ -163,6 +168,14 @@ pub struct Recipe {
     /// The same point in transformers (module path and which input/output), when the store recorded one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub module: Option<String>,
+}
+
+impl Recipe {
+    /// The file name of the vector without extension, one per (layer, pair, kind) of a sweep:
+    /// `L{layer index:03}_{source}-{target}_{kind}`, e.g. `L002_240-0_manifold`.
+    pub fn file_stem(&self) -> String {
+        format!("L{:03}_{}-{}_{}", self.layer_index, self.source_hue_deg, self.target_hue_deg, self.kind)
+    }
 }
 
 /// A direction in a model's residual stream (or any hook point) with its recipe.
@@ -258,6 +271,6 @@ mod tests {
 
     #[test]
     fn the_lift_flag_default_is_the_library_default() {
-        assert_eq!(crate::settings::LIFT.parse::<Lift>().unwrap(), Lift::default());
+        assert_eq!(crate::settings::LIFT, Lift::default());
     }
 }

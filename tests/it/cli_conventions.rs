@@ -87,4 +87,21 @@ fn help_lists_only_the_options_that_apply_and_max_new_tokens_has_one_default() {
         let line = h.lines().skip_while(|l| !l.contains("--max-new-tokens")).take(6).collect::<Vec<_>>().join(" ");
         assert!(line.contains("[default: 4]"), "{cmd}: {line}");
     }
+    // Flags that take one of a set list the set and their default.
+    let short = |cmd: &str| String::from_utf8(huescan().args([cmd, "-h"]).output().unwrap().stdout).unwrap();
+    let flag = |h: &str, name: &str| h.lines().skip_while(|l| !l.contains(name)).take(2).collect::<Vec<_>>().join(" ");
+    let steer = short("steer");
+    for (name, values, default) in [
+        ("--direction", "[possible values: all, centroid, manifold, random]", "[default: all]"),
+        ("--normalise", "[possible values: none, unit]", "[default: none]"),
+        ("--lift", "[possible values: pattern, min-norm]", "[default: pattern]"),
+        ("--dtype", "[possible values: f32, bf16, f16]", ""),
+    ] {
+        let line = flag(&steer, name);
+        assert!(line.contains(values) && line.contains(default), "steer {name}: {line}");
+    }
+    let scan = short("scan");
+    assert!(flag(&scan, "--pool").contains("[default: image-mean] [possible values: image-mean, last, tokens]"));
+    assert!(flag(&scan, "--lift").contains("[default: pattern] [possible values: pattern, min-norm]"));
+    assert!(flag(&short("extract"), "--pool").contains("[possible values: image-mean, last, tokens]"));
 }

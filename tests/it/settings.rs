@@ -1,6 +1,8 @@
 //! Every shared default is written once, in `src/settings.rs`: a default literal written again anywhere else in
 //! `src/` (outside test modules and comments) fails here, so the alphas, the SMDS ridge, the tolerance, the
-//! bootstrap and permutation counts, the default prompt and the rest cannot drift apart again.
+//! bootstrap and permutation counts, the default prompt and the rest cannot drift apart again. Flags that take
+//! one of a set (`--lift`, `--pool`, `--normalise`, `--direction`) default to typed constants there, so their
+//! spellings written as a `default_value` fail here too.
 
 use std::path::{Path, PathBuf};
 
@@ -31,6 +33,13 @@ const RESTATED: &[(&str, &str)] = &[
     ("default_value_t=4)", "settings::MAX_NEW_TOKENS"),
     ("default_value_t=4,", "settings::MAX_NEW_TOKENS"),
     ("max_new_tokens:4,", "settings::MAX_NEW_TOKENS"),
+    // Flags that take one of a set default to a typed constant; their spellings are not written as defaults.
+    ("default_value=\"pattern\"", "settings::LIFT"),
+    ("default_value=\"min-norm\"", "settings::LIFT"),
+    ("default_value=\"image-mean\"", "settings::POOL"),
+    ("default_value=\"none\"", "settings::NORMALISATION"),
+    ("default_value=\"all\"", "settings::LAYERS or settings::DIRECTIONS"),
+    ("default_value=\"cpu\"", "settings::DEVICE"),
 ];
 
 /// `(line number, needle, constant)` for each restated default in `text`, the non-test code of one file: the
@@ -94,6 +103,7 @@ fn the_guard_sees_a_restated_default_but_not_a_comment_or_a_test() {
     assert_eq!((hits[0].0, hits[0].2), (2, "settings::SMDS_ALPHA"));
     assert!(restated("#[cfg(test)]\nmod tests { const A: f64 = X { bootstrap: 1000 }; }").is_empty());
     assert_eq!(restated("    #[arg(long, default_value_t = 1000)]").len(), 1);
+    assert_eq!(restated("    #[arg(long, default_value = \"pattern\")]").len(), 1, "a set-valued default as text");
 }
 
 #[test]
@@ -107,6 +117,9 @@ fn the_two_spellings_of_a_default_agree() {
     assert_eq!((options.n_bootstrap, options.n_permutations), (settings::BOOTSTRAP, settings::PERMUTATIONS));
     let sweep = huescan::steer::SweepOptions::default();
     assert_eq!((sweep.smds_alpha, sweep.tolerance_deg), (settings::SMDS_ALPHA, settings::TOLERANCE_DEG));
+    assert_eq!((sweep.lift, sweep.normalisation), (settings::LIFT, settings::NORMALISATION));
+    assert_eq!(sweep.kinds, settings::DIRECTIONS.to_vec());
+    assert_eq!(huescan::steer::Lift::default(), settings::LIFT);
     // The autoencoder's f32 chromatic threshold is the one threshold, rounded to f32 as its literals would be.
     use huescan::model::autoencoder::{CHROMA_MIN_SATURATION, CHROMA_MIN_VALUE};
     assert_eq!((CHROMA_MIN_SATURATION, CHROMA_MIN_VALUE), (0.25f32, 0.15f32));

@@ -40,13 +40,41 @@ fn steer_writes_tables_and_vectors_and_rejects_bad_input() {
         (vec!["--layer", "9", "--out", "x"], "layer 9"),
         (vec!["--layer", "2", "--from", "243", "--to", "0", "--out", "x"], "hue 243° is not in the stimulus set"),
         (vec!["--layer", "2", "--alphas", "1:0:0.5", "--out", "x"], "stop is below start"),
-        (vec!["--layer", "2", "--direction", "sideways", "--out", "x"], "unknown direction `sideways`"),
-        (vec!["--layer", "2", "--lift", "up", "--out", "x"], "unknown lift `up`: expected pattern or min-norm"),
         (vec!["--layer", "2", "--positions", "image,3", "--out", "x"], "invalid positions"),
     ] {
         let out = run(&extra);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success() && stderr.contains(want), "{extra:?}: {stderr}");
+    }
+    // The store's own inputs only: another stimulus set, another model.
+    ok(huescan(&dir, &["stimuli", "render", "gap-teal-blue", "--out", "stim2"]));
+    for ((model, stimuli), want) in [
+        (("colour-autoencoder", "stim2"), "--stimuli `stim2` (set `gap-teal-blue`"),
+        (
+            ("qwen-tiny-random", "stim"),
+            "the store was extracted from `colour-autoencoder`, but --model loads `qwen-tiny",
+        ),
+    ] {
+        let args = ["steer", "--model", model, "--acts", "acts", "--stimuli", stimuli, "--layer", "2", "--out", "x"];
+        let out = huescan(&dir, &args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.code() == Some(1) && stderr.contains(want), "{stderr}");
+    }
+    // A flag that takes one of a set is a usage error (exit 2) naming the values it takes.
+    for (extra, want) in [
+        (
+            vec!["--layer", "2", "--direction", "centroid,sideways", "--out", "x"],
+            "[possible values: all, centroid, manifold, random]",
+        ),
+        (vec!["--layer", "2", "--lift", "up", "--out", "x"], "[possible values: pattern, min-norm]"),
+        (vec!["--layer", "2", "--normalise", "l2", "--out", "x"], "[possible values: none, unit]"),
+    ] {
+        let out = run(&extra);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let bad = extra[3].rsplit(',').next().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{extra:?}: {stderr}");
+        assert!(stderr.contains(&format!("invalid value '{bad}' for '{}", extra[2])), "{extra:?}: {stderr}");
+        assert!(stderr.contains(want), "{extra:?}: {stderr}");
     }
     std::fs::remove_dir_all(dir).unwrap();
 }

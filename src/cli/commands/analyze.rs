@@ -1,9 +1,11 @@
 //! `huescan analyze`: manifold discovery on stored activations, no model needed.
 
+use std::ffi::OsStr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
+use clap::builder::{PossibleValue, StringValueParser, TypedValueParser};
 use clap::Args;
 
 use crate::cli::commands::extract::parse_layers;
@@ -28,9 +30,9 @@ pub struct AnalyzeArgs {
 /// How `huescan analyze` analyses: the flags `huescan scan` shares (it overrides only `permutations`).
 #[derive(Debug, Clone, Args)]
 pub struct AnalyzeSettings {
-    /// Candidate shapes, comma-separated (circular, semicircular, euclidean, …).
-    #[arg(long, default_value = settings::SHAPES)]
-    pub shapes: String,
+    /// Candidate shapes, comma-separated (the package's class names, `CircularShape`, and any case work too).
+    #[arg(long, value_delimiter = ',', default_value = settings::SHAPES, value_parser = ShapeParser)]
+    pub shapes: Vec<Shape>,
     /// Layers to scan: `all` or indices/ranges like `0,4,8-12`.
     #[arg(long, default_value = settings::LAYERS)]
     pub layers: String,
@@ -62,6 +64,23 @@ impl Default for AnalyzeSettings {
     }
 }
 
+/// One `--shapes` item: any spelling [`Shape`]'s `FromStr` takes (`circular`, `CircularShape`,
+/// `discrete-circular`, any case); `--help` lists the short names.
+#[derive(Debug, Clone, Copy)]
+struct ShapeParser;
+
+impl TypedValueParser for ShapeParser {
+    type Value = Shape;
+
+    fn parse_ref(&self, cmd: &clap::Command, arg: Option<&clap::Arg>, value: &OsStr) -> Result<Shape, clap::Error> {
+        StringValueParser::new().try_map(|s| s.parse::<Shape>()).parse_ref(cmd, arg, value)
+    }
+
+    fn possible_values(&self) -> Option<Box<dyn Iterator<Item = PossibleValue> + '_>> {
+        Some(Box::new(Shape::ALL.iter().map(|s| PossibleValue::new(s.short_name()))))
+    }
+}
+
 /// Refuses a store given twice (it would count as two sets agreeing) and resample counts past the cap.
 fn check_inputs(args: &AnalyzeArgs) -> anyhow::Result<()> {
     let s = &args.settings;
@@ -83,7 +102,6 @@ fn check_inputs(args: &AnalyzeArgs) -> anyhow::Result<()> {
 
 pub fn run(args: &AnalyzeArgs, progress: &Progress) -> anyhow::Result<ExitCode> {
     let s = &args.settings;
-    let shapes = s.shapes.split(',').map(|s| s.trim().parse::<Shape>()).collect::<Result<Vec<_>, _>>()?;
     let mode = s.mode;
     check_inputs(args)?;
     // Taken before the first write, not before the first check, so a refused run leaves no folder behind.
@@ -103,7 +121,7 @@ pub fn run(args: &AnalyzeArgs, progress: &Progress) -> anyhow::Result<ExitCode> 
         let opts = AnalyzeOptions {
             dataset: name.clone(),
             mode,
-            shapes: shapes.clone(),
+            shapes: s.shapes.clone(),
             seed: s.seed,
             n_permutations: s.permutations,
             n_bootstrap: s.bootstrap,

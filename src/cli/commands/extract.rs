@@ -22,9 +22,9 @@ pub struct RuntimeArgs {
     /// `cpu`, `cuda`, `cuda:N` or `metal` (GPU backends need the `cuda`/`metal` cargo feature).
     #[arg(long, default_value = crate::settings::DEVICE)]
     pub device: String,
-    /// Compute dtype: f32, bf16 or f16 [default: the preset's on GPUs, f32 on CPU].
-    #[arg(long)]
-    pub dtype: Option<String>,
+    /// Compute dtype [default: the preset's on GPUs, f32 on CPU].
+    #[arg(long, value_enum)]
+    pub dtype: Option<device::Dtype>,
     /// Hub revision: branch, tag or commit [default: the preset's, else main].
     #[arg(long)]
     pub revision: Option<String>,
@@ -84,7 +84,7 @@ impl Default for AutoencoderArgs {
 impl ModelArgs {
     pub fn load(&self, default_weights_dir: &Path) -> anyhow::Result<LoadedModel> {
         let device = device::parse_device(&self.runtime.device)?;
-        let dtype = self.runtime.dtype.as_deref().map(device::parse_dtype).transpose()?;
+        let dtype = self.runtime.dtype.map(device::Dtype::candle);
         let autoencoder = TrainConfig {
             seed: self.ae.ae_seed,
             epochs: self.ae.ae_epochs,
@@ -131,8 +131,8 @@ pub struct ExtractArgs {
     pub hooks: Option<String>,
     /// Per-sample pooling: image-mean (mean over image tokens), last (last prompt token) or tokens (all)
     /// [default: image-mean; last for a text prompt set, which has no image tokens].
-    #[arg(long)]
-    pub pool: Option<String>,
+    #[arg(long, value_enum)]
+    pub pool: Option<Pooling>,
     /// Images per forward pass [default: from available memory on CPU (at most 8), 32 on GPUs; halved
     /// automatically whenever the device runs out of memory].
     #[arg(long)]
@@ -324,8 +324,7 @@ pub fn resolve_shard(flag: Option<&str>, env: &dyn Env) -> anyhow::Result<Option
 
 pub fn run(args: &ExtractArgs, progress: &Progress) -> anyhow::Result<ExitCode> {
     let set = read_stimulus_set(&args.stimuli)?;
-    let default_pool = if set.is_text { Pooling::Last } else { Pooling::ImageMean };
-    let pooling: Pooling = args.pool.as_deref().map_or(Ok(default_pool), str::parse)?;
+    let pooling = args.pool.unwrap_or(if set.is_text { Pooling::Last } else { crate::settings::POOL });
     let shard = resolve_shard(args.shard.as_deref(), &ProcessEnv)?;
     crate::fsx::create_dir_all(&args.out)?;
     let loaded = args.model.load(&args.out)?;

@@ -10,8 +10,9 @@ use crate::cli::commands::extract::{self, AutoencoderArgs, ExtractArgs, ModelArg
 use crate::cli::commands::steer::{self, SteerArgs, SteerSettings};
 use crate::cli::commands::stimuli::{self as stimuli_cmd, RenderArgs};
 use crate::cli::Progress;
+use crate::model::Pooling;
 use crate::settings;
-use crate::steer::PairSpec;
+use crate::steer::{Lift, PairSpec};
 use crate::stimuli::StimulusSpec;
 
 #[derive(Debug, Args)]
@@ -41,8 +42,8 @@ pub struct PipelineArgs {
     #[arg(long)]
     pub batch_size: Option<usize>,
     /// Per-sample pooling: image-mean, last or tokens.
-    #[arg(long, default_value = settings::POOL)]
-    pub pool: String,
+    #[arg(long, value_enum, default_value_t = settings::POOL)]
+    pub pool: Pooling,
     /// Points to store and scan: `residual` (every vision block's output and the HF hidden states), `all` (the
     /// hidden states only), indices/ranges like `0,4,8-12`, or hook names and globs (`visual.blocks.*,blocks.*`).
     #[arg(long, alias = "hooks", default_value = "residual")]
@@ -54,8 +55,8 @@ pub struct PipelineArgs {
     #[arg(long, default_value_t = settings::MAX_NEW_TOKENS)]
     pub max_new_tokens: usize,
     /// Lift of the steering's rotation along the fitted circle: pattern or min-norm (see `huescan steer --help`).
-    #[arg(long, default_value = settings::LIFT)]
-    pub lift: String,
+    #[arg(long, value_enum, default_value_t = settings::LIFT)]
+    pub lift: Lift,
 }
 
 impl Default for PipelineArgs {
@@ -124,7 +125,7 @@ pub fn pipeline(model: &str, sets: &[String], out: &Path, p: &PipelineArgs, prog
             out: acts.clone(),
             layers: p.layers.clone(),
             hooks: None,
-            pool: Some(p.pool.clone()),
+            pool: Some(p.pool),
             batch_size: p.batch_size,
             shard: None,
         };
@@ -152,11 +153,7 @@ pub fn pipeline(model: &str, sets: &[String], out: &Path, p: &PipelineArgs, prog
             to: None,
             pairs: Some(default_pairs(&store.hue_deg())),
             positions: Some("image".into()),
-            settings: SteerSettings {
-                max_new_tokens: p.max_new_tokens,
-                lift: p.lift.clone(),
-                ..SteerSettings::default()
-            },
+            settings: SteerSettings { max_new_tokens: p.max_new_tokens, lift: p.lift, ..SteerSettings::default() },
             batch_size: p.batch_size,
             gguf: false,
             out: out.join("steering").join(&name),
@@ -170,88 +167,39 @@ pub fn pipeline(model: &str, sets: &[String], out: &Path, p: &PipelineArgs, prog
 
 fn dry_run(args: &ScanArgs, out: &Path) -> anyhow::Result<ExitCode> {
     outln!("plan for `{}` into {}", args.model, out.display());
-    let mut total_samples = 0usize;
-    let mut sizes = Vec::new();
+    // The sets: how many images, of which sizes.
+    let mut image_sizes = Vec::new();
     for set in &args.sets {
         let spec = StimulusSpec::resolve(set)?;
         let n = crate::stimuli::render::stimuli(&spec, spec.variants).len();
-        total_samples += n;
-        sizes.extend(std::iter::repeat_n((spec.height as usize, spec.width as usize), n));
+        image_sizes.extend(std::iter::repeat_n((spec.height as usize, spec.width as usize), n));
         outln!("  set {:<16} {n:>5} images  ({})", spec.name, spec.description);
     }
+    // The model, and its checkpoint if it is on disk already.
     let preset = crate::model::preset::find(&args.model);
     match &preset {
         Some(p) => outln!("  model        preset {} ({})", p.name, p.description),
         None => outln!("  model        {}", args.model),
     }
-    // The checkpoint if it is on disk already (a preset's path, a directory, or the hub cache, offline).
     let hub = crate::model::hub::HubSettings {
         offline: true,
         ..crate::model::hub::HubSettings::from_env(&crate::env::ProcessEnv)
     };
-    let dir = match &preset {
-        Some(p) if p.path.is_some() => p.local_dir(),
-        Some(p) => p
-            .repo
-            .as_ref()
-            .and_then(|r| crate::model::hub::resolve_repo(r, p.revision.as_deref().unwrap_or("main"), &hub).ok())
-            .map(|c| c.dir),
-        None if Path::new(&args.model).is_dir() => Some(PathBuf::from(&args.model)),
+    let dir = local_checkpoint(args, preset.as_ref(), &hub).filter(|d| d.join("config.json").exists());
+    let checkpoint = CheckpointSizes::of(preset.as_ref(), dir.as_deref());
+    match &dir {
+        Some(dir) => outln!("  checkpoint   {} (on disk)", dir.display()),
         None => {
-            crate::model::hub::resolve_repo(&args.model, args.run.runtime.revision.as_deref().unwrap_or("main"), &hub)
-                .ok()
-                .map(|c| c.dir)
+            outln!("  checkpoint   not on disk yet: it is downloaded into {} on first use", hub.cache_dir.display())
         }
-    };
-    let (mut blocks, mut d_model, mut weights_gb) = (
-        preset.as_ref().and_then(|p| p.expect_blocks),
-        preset.as_ref().and_then(|p| p.expect_d_model),
-        preset.as_ref().and_then(|p| p.expect_weights_gb),
-    );
-    // (depth, width) of the vision tower, whose block outputs the default `residual` selection stores too.
-    let mut vision: Option<(u64, u64)> = None;
-    if let Some(dir) = dir.as_ref().filter(|d| d.join("config.json").exists()) {
-        let v: ConfigDims = crate::fsx::read_json(&dir.join("config.json"))?;
-        let text = v.text_config.as_deref().unwrap_or(&v);
-        blocks = text.num_hidden_layers.or(blocks);
-        d_model = text.hidden_size.or(d_model);
-        vision = v.vision_config.as_ref().and_then(|c| c.depth.zip(c.hidden_size));
-        let files = crate::model::hub::weight_files(dir).unwrap_or_default();
-        let bytes: u64 = files.iter().filter_map(|f| std::fs::metadata(dir.join(f)).ok()).map(|m| m.len()).sum();
-        if bytes > 0 {
-            weights_gb = Some(bytes as f64 / 1e9);
-        }
-        outln!("  checkpoint   {} (on disk)", dir.display());
-    } else {
-        outln!("  checkpoint   not on disk yet: it is downloaded into {} on first use", hub.cache_dir.display());
     }
-    match (blocks, d_model) {
-        (Some(l), Some(d)) => {
-            let (vision_floats, vision_note) = match (args.run.layers.as_str(), vision) {
-                ("residual", Some((n, w))) => (n * w, format!(" + {n} vision blocks x {w}")),
-                ("residual", None) => (0, " + the vision blocks (their size needs the config on disk)".into()),
-                _ => (0, String::new()),
-            };
-            let bytes = total_samples as u64 * ((l + 1) * d + vision_floats) * 4;
-            outln!(
-                "  disk         {:.1} MB of activations ({} layers x d_model {d}{vision_note}, f32, pooled) + stimuli",
-                bytes as f64 / 1e6,
-                l + 1
-            );
-        }
-        _ => outln!("  disk         (layers + 1) x d_model x 4 bytes per image of activations, plus stimuli"),
-    }
-    match weights_gb {
-        Some(w) if w < 1.0 => {
-            outln!("  memory       about {:.1} MB of weights (as stored) plus one batch of activations", w * 1e3)
-        }
-        Some(w) => outln!("  memory       about {w:.1} GB of weights (as stored) plus one batch of activations"),
-        None => outln!("  memory       the checkpoint's weights plus one batch of activations"),
-    }
+    // What it costs: disk, memory, time.
+    say_disk(&checkpoint, image_sizes.len(), &args.run.layers)?;
+    say_memory(checkpoint.weights_gb)?;
     outln!(
         "  steps        render -> extract (resumable) -> analyze -> steer -> report; re-run the same command to resume"
     );
-    match estimate_extract_seconds(args, preset.as_ref(), dir.as_deref(), &sizes) {
+    match estimate_extract_seconds(args, preset.as_ref(), dir.as_deref(), &image_sizes) {
         Ok(e) => outln!(
             "  time         about {} to extract ({:.2} TFLOP at {:.0} GFLOP/s: {:.0} % of the {} matmul rate measured \
              just now on {}); analysis and steering come on top",
@@ -269,21 +217,91 @@ fn dry_run(args: &ScanArgs, out: &Path) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// The two sizes the plan needs from any checkpoint's `config.json` (VLMs nest them in `text_config`); the
-/// model's own config parser is stricter than a plan should be.
-#[derive(Debug, serde::Deserialize)]
-struct ConfigDims {
-    num_hidden_layers: Option<u64>,
-    hidden_size: Option<u64>,
-    text_config: Option<Box<ConfigDims>>,
-    vision_config: Option<VisionDims>,
+/// The checkpoint directory if it is on disk already: a preset's path, a directory, or the hub cache (offline).
+fn local_checkpoint(
+    args: &ScanArgs,
+    preset: Option<&crate::model::preset::Preset>,
+    hub: &crate::model::hub::HubSettings,
+) -> Option<PathBuf> {
+    let resolve = |repo: &str, revision: Option<&str>| {
+        crate::model::hub::resolve_repo(repo, revision.unwrap_or("main"), hub).ok().map(|c| c.dir)
+    };
+    match preset {
+        Some(p) if p.path.is_some() => p.local_dir(),
+        Some(p) => p.repo.as_deref().and_then(|r| resolve(r, p.revision.as_deref())),
+        None if Path::new(&args.model).is_dir() => Some(PathBuf::from(&args.model)),
+        None => resolve(&args.model, args.run.runtime.revision.as_deref()),
+    }
 }
 
-/// The vision tower's depth and width, whose block outputs the default `residual` selection stores too.
-#[derive(Debug, serde::Deserialize)]
-struct VisionDims {
-    depth: Option<u64>,
-    hidden_size: Option<u64>,
+/// What the plan knows of a checkpoint's size: from its config and weight files when on disk (the model
+/// registry's parser of its family), else what its preset says the published checkpoint holds.
+#[derive(Debug, Default)]
+struct CheckpointSizes {
+    blocks: Option<u64>,
+    d_model: Option<u64>,
+    weights_gb: Option<f64>,
+    /// `(depth, width)` of the vision tower, whose block outputs the default `residual` selection stores too.
+    vision: Option<(u64, u64)>,
+}
+
+impl CheckpointSizes {
+    fn of(preset: Option<&crate::model::preset::Preset>, dir: Option<&Path>) -> CheckpointSizes {
+        let mut sizes = CheckpointSizes {
+            blocks: preset.and_then(|p| p.expect_blocks),
+            d_model: preset.and_then(|p| p.expect_d_model),
+            weights_gb: preset.and_then(|p| p.expect_weights_gb),
+            vision: None,
+        };
+        let Some(dir) = dir else { return sizes };
+        match crate::model::registry::dims(dir) {
+            Ok(d) => {
+                sizes.blocks = Some(d.blocks as u64);
+                sizes.d_model = Some(d.d_model as u64);
+                sizes.vision = d.vision.map(|(n, w)| (n as u64, w as u64));
+            }
+            Err(e) => tracing::warn!("the plan uses the preset's sizes: {e}"),
+        }
+        let files = crate::model::hub::weight_files(dir).unwrap_or_default();
+        let bytes: u64 = files.iter().filter_map(|f| std::fs::metadata(dir.join(f)).ok()).map(|m| m.len()).sum();
+        if bytes > 0 {
+            sizes.weights_gb = Some(bytes as f64 / 1e9);
+        }
+        sizes
+    }
+}
+
+/// The activations' disk size: every stored layer of every image, pooled, in f32.
+fn say_disk(c: &CheckpointSizes, images: usize, layers: &str) -> anyhow::Result<()> {
+    match (c.blocks, c.d_model) {
+        (Some(l), Some(d)) => {
+            let (vision_floats, vision_note) = match (layers, c.vision) {
+                ("residual", Some((n, w))) => (n * w, format!(" + {n} vision blocks x {w}")),
+                ("residual", None) => (0, " + the vision blocks (their size needs the config on disk)".into()),
+                _ => (0, String::new()),
+            };
+            let bytes = images as u64 * ((l + 1) * d + vision_floats) * 4;
+            outln!(
+                "  disk         {:.1} MB of activations ({} layers x d_model {d}{vision_note}, f32, pooled) + stimuli",
+                bytes as f64 / 1e6,
+                l + 1
+            );
+        }
+        _ => outln!("  disk         (layers + 1) x d_model x 4 bytes per image of activations, plus stimuli"),
+    }
+    Ok(())
+}
+
+/// The weights' memory, as stored.
+fn say_memory(weights_gb: Option<f64>) -> anyhow::Result<()> {
+    match weights_gb {
+        Some(w) if w < 1.0 => {
+            outln!("  memory       about {:.1} MB of weights (as stored) plus one batch of activations", w * 1e3)
+        }
+        Some(w) => outln!("  memory       about {w:.1} GB of weights (as stored) plus one batch of activations"),
+        None => outln!("  memory       the checkpoint's weights plus one batch of activations"),
+    }
+    Ok(())
 }
 
 struct Estimate {
@@ -317,8 +335,8 @@ fn estimate_extract_seconds(
     };
     let flops = estimate::qwen_forward_flops(dir, sizes, None, text_tokens)?;
     let dev = device::parse_device(&args.run.runtime.device)?;
-    let dtype = match &args.run.runtime.dtype {
-        Some(d) => device::parse_dtype(d)?,
+    let dtype = match args.run.runtime.dtype {
+        Some(d) => d.candle(),
         None => device::default_dtype(&dev, preset.and_then(|p| p.dtype.as_deref())),
     };
     let rate = estimate::gemm_flops_per_second(&dev, dtype)? * estimate::FORWARD_GEMM_EFFICIENCY;

@@ -1,24 +1,24 @@
 //! `huescan steer`: steer inside a model at one or more layers with directions built from an activation store,
 //! and write the sweep tables, the steering vectors (safetensors, and llama.cpp control vectors with `--gguf`).
 
-use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::Args;
+use clap::builder::PossibleValue;
+use clap::{Args, ValueEnum};
 
 use super::extract::{
     check_text_selection, parse_points, read_stimulus_set, warn_if_prompt_text_unused, ModelArgs, StimulusSet,
 };
 use crate::cli::{existing, flag_defaults, values, Progress};
-use crate::extract::load_image;
+use crate::extract::{load_image, SampleInput};
 use crate::model::load::LoadedModel;
-use crate::model::Positions;
+use crate::model::{Model, Positions};
 use crate::settings;
 use crate::steer::{
-    self, gguf, parse_alphas, parse_pair, ColourWords, DirectionKind, PairSpec, SteeringVector, SweepInput,
-    SweepOptions, DEFAULT_COLOUR_WORDS,
+    self, gguf, inputs, parse_alphas, parse_pair, ColourWords, DirectionKind, Lift, Normalisation, PairSpec,
+    SweepInput, SweepOptions, SweepResult, DEFAULT_COLOUR_WORDS,
 };
 use crate::store::ActivationStore;
 
@@ -63,18 +63,18 @@ pub struct SteerArgs {
     pub out: PathBuf,
 }
 
-/// How `huescan steer` sweeps: the flags `huescan scan` shares (it overrides only `max_new_tokens`).
+/// How `huescan steer` sweeps: the flags `huescan scan` shares (it overrides only `max_new_tokens` and `lift`).
 #[derive(Debug, Clone, Args)]
 pub struct SteerSettings {
     /// Alphas: `start:stop:step` or a list.
     #[arg(long, default_value = settings::ALPHAS_SPEC, allow_hyphen_values = true)]
     pub alphas: String,
     /// Directions: centroid, manifold, random (comma-separated) or all.
-    #[arg(long, default_value = "all")]
-    pub direction: String,
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = Directions::spelling(&settings::DIRECTIONS))]
+    pub direction: Vec<Directions>,
     /// Vector scaling: none (alpha 1 = source centroid moved onto the target) or unit.
-    #[arg(long, default_value = "none")]
-    pub normalise: String,
+    #[arg(long, value_enum, default_value_t = settings::NORMALISATION)]
+    pub normalise: Normalisation,
     /// Seed of the random control directions.
     #[arg(long, default_value_t = settings::SEED)]
     pub seed: u64,
@@ -85,8 +85,8 @@ pub struct SteerSettings {
     /// go with along the fitted circle, the regression of the activations on its coordinates) or `min-norm`
     /// (the pseudo-inverse of the SMDS map, along its filter rows only). Both move the fitted coordinates
     /// exactly onto the rotated point.
-    #[arg(long, default_value = settings::LIFT)]
-    pub lift: String,
+    #[arg(long, value_enum, default_value_t = settings::LIFT)]
+    pub lift: Lift,
     /// A hue within this many degrees of the target counts as reached in the summary.
     #[arg(long, default_value_t = settings::TOLERANCE_DEG, value_parser = values::positive)]
     pub tolerance: f64,
@@ -102,51 +102,56 @@ impl Default for SteerSettings {
     }
 }
 
-/// One llama.cpp control vector per steered layer (`L{index}_{pair}_{kind}.gguf`): llama.cpp applies every
-/// direction in a file at once, and the sweep measured one layer at a time. Layers llama.cpp cannot steer
-/// (block 0, non-block points) are left out with a warning, and so is everything when llama.cpp has no
-/// architecture for the model.
-fn export_gguf(files: &[(String, &SteeringVector)], dir: &std::path::Path, loaded: &LoadedModel) -> anyhow::Result<()> {
-    let Some(hint) = loaded.model.text_output().and_then(|t| gguf::llama_cpp_architecture(t.model_type())) else {
-        tracing::warn!("no GGUF control vectors written: llama.cpp has no architecture for `{}`", loaded.id);
-        return Ok(());
-    };
-    let mut refused = std::collections::BTreeSet::new();
-    let mut positions = std::collections::BTreeSet::new();
-    for (stem, v) in files {
-        match gguf::block_index(&v.recipe.hook) {
-            Ok(_) => {
-                crate::fsx::write_atomic(&dir.join(format!("{stem}.gguf")), &gguf::to_bytes(&[*v], hint)?)?;
-                positions.insert(v.recipe.positions.clone());
-            }
-            Err(e) => {
-                refused.insert(e.to_string());
-            }
-        }
-    }
-    for reason in refused {
-        tracing::warn!("left out of the GGUF files: {reason}");
-    }
-    for p in positions.iter().filter(|p| *p != "all") {
-        tracing::warn!(
-            "llama.cpp adds a control vector at every token position, but these were measured steering `{p}` \
-             positions only (recorded as `{}` in each file); re-run with --positions all for vectors that mean \
-             in llama.cpp what the sweep measured",
-            gguf::POSITIONS_KEY
-        );
-    }
-    Ok(())
+/// One item of `--direction`: a [`DirectionKind`], or `all` of them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Directions {
+    All,
+    Kind(DirectionKind),
 }
 
-/// `centroid,manifold` or `all`.
-fn parse_kinds(spec: &str) -> anyhow::Result<Vec<DirectionKind>> {
-    if spec == "all" {
-        return Ok(DirectionKind::ALL.to_vec());
+impl Directions {
+    const VARIANTS: [Directions; 4] = [
+        Directions::All,
+        Directions::Kind(DirectionKind::ALL[0]),
+        Directions::Kind(DirectionKind::ALL[1]),
+        Directions::Kind(DirectionKind::ALL[2]),
+    ];
+
+    /// How `--direction` spells a set of kinds: `all` for every kind, else the kinds.
+    pub fn spelling(kinds: &[DirectionKind]) -> Vec<Directions> {
+        if DirectionKind::ALL.iter().all(|k| kinds.contains(k)) {
+            vec![Directions::All]
+        } else {
+            kinds.iter().copied().map(Directions::Kind).collect()
+        }
     }
-    let mut kinds = spec.split(',').map(|s| s.trim().parse()).collect::<Result<Vec<DirectionKind>, _>>()?;
-    kinds.sort();
-    kinds.dedup();
-    Ok(kinds)
+
+    /// The kinds a `--direction` list names, sorted, each once.
+    pub fn kinds(items: &[Directions]) -> Vec<DirectionKind> {
+        let mut kinds: Vec<DirectionKind> = items
+            .iter()
+            .flat_map(|d| match d {
+                Directions::All => DirectionKind::ALL.to_vec(),
+                Directions::Kind(k) => vec![*k],
+            })
+            .collect();
+        kinds.sort();
+        kinds.dedup();
+        kinds
+    }
+}
+
+impl ValueEnum for Directions {
+    fn value_variants<'a>() -> &'a [Self] {
+        &Self::VARIANTS
+    }
+
+    fn to_possible_value(&self) -> Option<PossibleValue> {
+        match self {
+            Directions::All => Some(PossibleValue::new("all").help("Every kind")),
+            Directions::Kind(k) => k.to_possible_value(),
+        }
+    }
 }
 
 fn pairs(args: &SteerArgs) -> anyhow::Result<Vec<PairSpec>> {
@@ -157,116 +162,24 @@ fn pairs(args: &SteerArgs) -> anyhow::Result<Vec<PairSpec>> {
     })
 }
 
-/// The stimulus set must be the very set the store was extracted from: its hash (of `stimuli.json`, which pins
-/// every PNG, or of the text prompt file) is the store's `stimuli_sha256` (`huescan extract` records it), so
-/// another set with matching ids is refused.
-fn check_stimuli_provenance(store: &ActivationStore, set: &StimulusSet, path: &std::path::Path) -> anyhow::Result<()> {
-    let p = &store.manifest().provenance;
-    if set.name != p.stimuli_name || set.sha256 != p.stimuli_sha256 {
-        anyhow::bail!(
-            "--stimuli `{}` (set `{}`, sha256 {}) is not the set the store was extracted from (set `{}`, sha256 \
-             {}); pass that stimulus set",
-            path.display(),
-            set.name,
-            &set.sha256[..set.sha256.len().min(12)],
-            p.stimuli_name,
-            &p.stimuli_sha256[..p.stimuli_sha256.len().min(12)]
-        );
-    }
-    Ok(())
-}
-
 pub fn run(args: &SteerArgs, progress: &Progress) -> anyhow::Result<ExitCode> {
+    // The inputs: the store, the very stimulus set it was extracted from, and the model it came from.
     let store = ActivationStore::open(&existing(&args.acts, "activation store")?)?;
-    let s = &args.settings;
-    let n = s.max_new_tokens;
+    let n = args.settings.max_new_tokens;
     values::check_cap("--max-new-tokens", n as u64, values::MAX_NEW_TOKENS as u64, &format!("{n} decoder steps"))?;
     let set = read_stimulus_set(&args.stimuli)?;
-    check_stimuli_provenance(&store, &set, &args.stimuli)?;
+    inputs::check_stimuli(&store, &set.name, &set.sha256, &args.stimuli)?;
     let _lock = crate::fsx::DirLock::acquire(&args.out, "steer")?;
-    let samples = &set.samples;
-    let by_id: HashMap<&str, &crate::extract::SampleInput> = samples.iter().map(|s| (s.id.as_str(), s)).collect();
-    let rows: Vec<&crate::extract::SampleInput> = store
-        .sample_ids()
-        .iter()
-        .map(|id| {
-            by_id.get(id.as_str()).copied().ok_or_else(|| {
-                anyhow::anyhow!(
-                    "store sample `{id}` is not in the stimulus set `{}`; pass the set the store was extracted from",
-                    args.stimuli.display()
-                )
-            })
-        })
-        .collect::<anyhow::Result<_>>()?;
+    let rows = inputs::store_rows(&store, &set.samples, &args.stimuli)?;
     let loaded = args.model.load(&args.acts)?;
-    let made_by = &store.manifest().provenance.model_id;
-    if *made_by != loaded.id {
-        anyhow::bail!(
-            "the store was extracted from `{made_by}`, but --model loads `{}`; steer the model the store came from",
-            loaded.id
-        );
-    }
-    let stored_config = &store.manifest().provenance.model_config_sha256;
-    if let (Some(a), Some(b)) = (stored_config, &loaded.config_sha256) {
-        if a != b {
-            anyhow::bail!(
-                "`{}` is not the checkpoint the store was extracted from (config/weights sha256 {} there, {} \
-                 here); steer the model the store came from",
-                loaded.id,
-                &a[..a.len().min(12)],
-                &b[..b.len().min(12)]
-            );
-        }
-    }
-    let model = loaded.model.as_ref();
-    let default_positions = if set.is_text { "last" } else { "image" };
-    let positions: Positions = args.positions.as_deref().unwrap_or(default_positions).parse()?;
-    if set.is_text {
-        if positions == Positions::ImageTokens {
-            anyhow::bail!("--positions image steers image tokens, and a text prompt set has none; use last or all");
-        }
-        warn_if_prompt_text_unused(&loaded, samples, progress);
-    }
-    let n_points = model.all_hook_points().len();
-    let layers: Vec<usize> = if args.layer == "all" {
-        store.layer_indices().into_iter().filter(|&i| i < n_points).collect()
-    } else {
-        parse_points(&args.layer, model)?
-    };
-    let stored = store.layer_indices();
-    if let Some(l) = layers.iter().find(|l| !stored.contains(l)) {
-        anyhow::bail!(
-            "steering layer {l} is not in the store `{}` (it holds {stored:?}); directions come from the stored \
-             activations of the steered layer",
-            args.acts.display()
-        );
-    }
-    if set.is_text {
-        let pooling: crate::model::Pooling = store.manifest().provenance.pooling.parse()?;
-        check_text_selection(pooling, &layers, model)?;
-    }
-    let words: Vec<String> = DEFAULT_COLOUR_WORDS.iter().map(|(w, _)| w.to_string()).collect();
-    let colour_words = model.token_ids(&words)?.map(|ids| ColourWords::new(words, ids)).transpose()?;
-    let opts = SweepOptions {
-        layers,
-        pairs: pairs(args)?,
-        alphas: parse_alphas(&s.alphas)?,
-        kinds: parse_kinds(&s.direction)?,
-        positions,
-        normalisation: s.normalise.parse()?,
-        seed: s.seed,
-        smds_alpha: s.smds_alpha,
-        lift: s.lift.parse()?,
-        tolerance_deg: s.tolerance,
-        max_new_tokens: s.max_new_tokens,
-        batch_size: args.batch_size.unwrap_or(if args.model.runtime.device == "cpu" { 8 } else { 32 }),
-        output_rgb: loaded.model.colour_output(),
-        colour_words,
-        text_prompts: if set.is_text { rows.iter().filter_map(|s| s.text.clone()).collect() } else { vec![] },
-        ..SweepOptions::default()
-    };
+    inputs::check_model(&store, &loaded.id, loaded.config_sha256.as_deref())?;
+    // Where to steer, and how.
+    let positions = steering_positions(args, &set, &loaded, progress)?;
+    let layers = steering_layers(args, &store, &set, loaded.model.as_ref())?;
+    let opts = sweep_options(args, &loaded, &set, &rows, layers, positions)?;
+    // The sweep.
     let image = |row: usize| Ok(load_image(rows[row])?);
-    let input = SweepInput { model, store: &store, image: &image };
+    let input = SweepInput { model: loaded.model.as_ref(), store: &store, image: &image };
     let bar = progress.bar(0, "steering");
     let tick = |done: usize, total: usize| {
         bar.set_length(total as u64);
@@ -274,18 +187,114 @@ pub fn run(args: &SteerArgs, progress: &Progress) -> anyhow::Result<ExitCode> {
     };
     let result = steer::run_sweep(&input, &opts, &tick).context("steering sweep")?;
     bar.finish_and_clear();
-    steer::write_sweep(&args.out, &result)?;
+    // What it wrote and found.
+    write_outputs(args, &result, &loaded)?;
+    say_summary(&result, progress);
+    progress.say(format!("wrote {} rows to {}", result.rows.len(), args.out.display()));
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `--positions`, by default the image tokens (the last token for a text prompt set, which has none).
+fn steering_positions(
+    args: &SteerArgs,
+    set: &StimulusSet,
+    loaded: &LoadedModel,
+    progress: &Progress,
+) -> anyhow::Result<Positions> {
+    let default_positions = if set.is_text { "last" } else { "image" };
+    let positions: Positions = args.positions.as_deref().unwrap_or(default_positions).parse()?;
+    if set.is_text {
+        if positions == Positions::ImageTokens {
+            anyhow::bail!("--positions image steers image tokens, and a text prompt set has none; use last or all");
+        }
+        warn_if_prompt_text_unused(loaded, &set.samples, progress);
+    }
+    Ok(positions)
+}
+
+/// `--layer`: every stored point the model has (`all`) or a selection, each of them in the store.
+fn steering_layers(
+    args: &SteerArgs,
+    store: &ActivationStore,
+    set: &StimulusSet,
+    model: &dyn Model,
+) -> anyhow::Result<Vec<usize>> {
+    let layers = if args.layer == "all" {
+        inputs::stored_points(store, model.all_hook_points().len())
+    } else {
+        parse_points(&args.layer, model)?
+    };
+    inputs::check_layers_stored(store, &layers, &args.acts)?;
+    if set.is_text {
+        let pooling: crate::model::Pooling = store.manifest().provenance.pooling.parse()?;
+        check_text_selection(pooling, &layers, model)?;
+    }
+    Ok(layers)
+}
+
+/// The sweep's options from the flags and the model's read-outs (colour words, RGB output).
+fn sweep_options(
+    args: &SteerArgs,
+    loaded: &LoadedModel,
+    set: &StimulusSet,
+    rows: &[&SampleInput],
+    layers: Vec<usize>,
+    positions: Positions,
+) -> anyhow::Result<SweepOptions> {
+    let s = &args.settings;
+    let model = loaded.model.as_ref();
+    let words: Vec<String> = DEFAULT_COLOUR_WORDS.iter().map(|(w, _)| w.to_string()).collect();
+    let colour_words = model.token_ids(&words)?.map(|ids| ColourWords::new(words, ids)).transpose()?;
+    Ok(SweepOptions {
+        layers,
+        pairs: pairs(args)?,
+        alphas: parse_alphas(&s.alphas)?,
+        kinds: Directions::kinds(&s.direction),
+        positions,
+        normalisation: s.normalise,
+        seed: s.seed,
+        smds_alpha: s.smds_alpha,
+        lift: s.lift,
+        tolerance_deg: s.tolerance,
+        max_new_tokens: s.max_new_tokens,
+        batch_size: args.batch_size.unwrap_or(inputs::default_batch_size(args.model.runtime.device == "cpu")),
+        output_rgb: model.colour_output(),
+        colour_words,
+        text_prompts: if set.is_text { rows.iter().filter_map(|s| s.text.clone()).collect() } else { vec![] },
+        ..SweepOptions::default()
+    })
+}
+
+/// The tables, the vectors as safetensors and, with `--gguf`, as llama.cpp control vectors; what llama.cpp
+/// cannot take is said.
+fn write_outputs(args: &SteerArgs, result: &SweepResult, loaded: &LoadedModel) -> anyhow::Result<()> {
+    steer::write_sweep(&args.out, result)?;
     let vec_dir = args.out.join("vectors");
-    let mut files = Vec::new();
-    for v in &result.vectors {
-        let r = &v.recipe;
-        let stem = format!("L{:03}_{}-{}_{}", r.layer_index, r.source_hue_deg, r.target_hue_deg, r.kind);
-        v.save(&vec_dir.join(format!("{stem}.safetensors")))?;
-        files.push((stem, v));
+    steer::write_vectors(&vec_dir, &result.vectors)?;
+    if !args.gguf {
+        return Ok(());
     }
-    if args.gguf {
-        export_gguf(&files, &vec_dir, &loaded)?;
+    let Some(hint) = gguf::model_hint(loaded.model.as_ref()) else {
+        tracing::warn!("no GGUF control vectors written: llama.cpp has no architecture for `{}`", loaded.id);
+        return Ok(());
+    };
+    let export = gguf::write_per_vector(&vec_dir, &result.vectors, hint)?;
+    for reason in &export.left_out {
+        tracing::warn!("left out of the GGUF files: {reason}");
     }
+    for p in export.positions.iter().filter(|p| *p != "all") {
+        tracing::warn!(
+            "llama.cpp adds a control vector at every token position, but these were measured steering `{p}` \
+             positions only (recorded as `{}` in each file); re-run with --positions all for vectors that mean \
+             in llama.cpp what the sweep measured",
+            gguf::POSITIONS_KEY
+        );
+    }
+    Ok(())
+}
+
+/// One line per (layer, pair, direction): where the steered hue reached the target, and the answer flipped.
+fn say_summary(result: &SweepResult, progress: &Progress) {
     for s in &result.summary {
         let a = |x: Option<f64>| x.map_or("never".to_string(), |v| format!("alpha {v}"));
         progress.say(format!(
@@ -300,8 +309,6 @@ pub fn run(args: &SteerArgs, progress: &Progress) -> anyhow::Result<ExitCode> {
             s.target_word.as_ref().map_or(String::new(), |w| format!("; answer `{w}` at {}", a(s.alpha_word_flip)))
         ));
     }
-    progress.say(format!("wrote {} rows to {}", result.rows.len(), args.out.display()));
-    Ok(ExitCode::SUCCESS)
 }
 
 #[cfg(test)]
@@ -310,8 +317,16 @@ mod tests {
 
     #[test]
     fn direction_lists_parse() {
-        assert_eq!(parse_kinds("all").unwrap(), DirectionKind::ALL.to_vec());
-        assert_eq!(parse_kinds("random,centroid").unwrap(), vec![DirectionKind::Centroid, DirectionKind::Random]);
-        assert!(parse_kinds("sideways").is_err());
+        let parse = |s: &str| -> Result<Vec<DirectionKind>, String> {
+            let items: Result<Vec<Directions>, String> =
+                s.split(',').map(|item| Directions::from_str(item, false)).collect();
+            items.map(|d| Directions::kinds(&d))
+        };
+        assert_eq!(parse("all").unwrap(), DirectionKind::ALL.to_vec());
+        assert_eq!(parse("random,centroid").unwrap(), vec![DirectionKind::Centroid, DirectionKind::Random]);
+        assert_eq!(parse("manifold,all").unwrap(), DirectionKind::ALL.to_vec());
+        assert!(parse("sideways").is_err());
+        assert_eq!(Directions::spelling(&settings::DIRECTIONS), vec![Directions::All]);
+        assert_eq!(Directions::spelling(&[DirectionKind::Random]), vec![Directions::Kind(DirectionKind::Random)]);
     }
 }

@@ -41,7 +41,7 @@ pub struct ExportArgs {
     #[arg(long)]
     pub out: PathBuf,
     /// npz: layers to export, `all` or indices/ranges like `0,4,8-12` (store indices).
-    #[arg(long, default_value = "all")]
+    #[arg(long, default_value = crate::settings::LAYERS)]
     pub layers: String,
     /// datasets: the rendered stimulus set [default: the run folder's stimuli/<set> next to activations/<set>].
     #[arg(long)]

@@ -12,7 +12,7 @@ use super::config::VisionConfig;
 use super::prompt::{ChatPrompt, Prompt};
 use super::vision::VisionModel;
 use super::Qwen25VlModel;
-use crate::model::registry::{Family, LoadRequest};
+use crate::model::registry::{Dims, Family, LoadRequest};
 use crate::model::{Error, HookPoint, HookSet, Input, Model, TextOutput};
 
 /// A vision tower: pixel patches in, merged image features out, with hook points on the way.
@@ -77,7 +77,19 @@ pub static FAMILY: Family = Family {
     files: CHECKPOINT_FILES,
     optional_files: OPTIONAL_FILES,
     load: |req| load(&QWEN2_5_VL, req),
+    dims: |dir| dims(&QWEN2_5_VL, dir),
 };
+
+/// The sizes of a checkpoint of generation `arch` (decoder depth and width, vision tower depth and width), from
+/// the config parser its loader uses.
+pub fn dims(arch: &Architecture, dir: &std::path::Path) -> Result<Dims, Error> {
+    let cfg = super::Config::from_dir_as(arch, dir)?;
+    Ok(Dims {
+        blocks: cfg.text.num_hidden_layers,
+        d_model: cfg.text.hidden_size,
+        vision: Some((cfg.vision.depth, cfg.vision.hidden_size)),
+    })
+}
 
 /// Files a Qwen-VL checkpoint needs besides `config.json` and its weights.
 pub const CHECKPOINT_FILES: &[&str] = &["preprocessor_config.json", "tokenizer.json"];

@@ -42,6 +42,7 @@ pub static FAMILY: Family = Family {
     files: CHECKPOINT_FILES,
     optional_files: OPTIONAL_FILES,
     load: |req| arch::load(&QWEN2_VL, req),
+    dims: |dir| arch::dims(&QWEN2_VL, dir),
 };
 
 /// Loads a local Qwen2-VL checkpoint directory, as [`Qwen25VlModel::load`] does a Qwen2.5-VL one.
