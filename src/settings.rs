@@ -3,12 +3,10 @@
 //! The clap structs of the binary (`default_value_t = settings::BOOTSTRAP`), the library's `Default` impls
 //! (`AnalyzeOptions`, `SweepOptions`, `JoystickOptions`), `huescan scan` and `huescan demo` all read these
 //! constants, so a default changes in one place. `tests/it/settings.rs` fails when one of these literals is
-//! written anywhere else in `src/`. Flags that take one of a set have typed defaults here (the library's own
-//! enums, which derive `clap::ValueEnum`); apart from those plain enums this module depends on nothing in the
-//! crate.
-
-use crate::model::Pooling;
-use crate::steer::{DirectionKind, Lift, Normalisation};
+//! written anywhere else in `src/`. A flag that takes one of a set is typed by the library's own enum (which
+//! derives `clap::ValueEnum`), and its default is that enum's `#[default]` variant, written once there:
+//! `Lift`, `Normalisation`, `Pooling` (`--direction` defaults to every `DirectionKind`). This module depends on
+//! nothing in the crate, so every stage may read it without a cycle (`tests/it/module_graph.rs`).
 
 /// The question asked with every image unless a preset or `--prompt` says otherwise: it makes the answer
 /// position predict a colour word.
@@ -26,16 +24,6 @@ pub const PAIRS: [(f64, f64, &str); 3] =
 /// Ridge penalty of the notebook's own SMDS fits: the layer scan, the refit on the training split, the
 /// projection, and the circle behind `--direction manifold`.
 pub const SMDS_ALPHA: f64 = 1e-4;
-
-/// How a rotation along the fitted circle is carried back to the activations (`--lift`; `Lift`'s `Default` is
-/// the same lift: a unit test in `steer::vector` checks they agree).
-pub const LIFT: Lift = Lift::Pattern;
-
-/// The directions `huescan steer` builds (`--direction`, spelled `all`): every kind.
-pub const DIRECTIONS: [DirectionKind; 3] = DirectionKind::ALL;
-
-/// How steering vectors are scaled (`--normalise`): raw, so alpha 1 moves the source centroid onto the target.
-pub const NORMALISATION: Normalisation = Normalisation::None;
 
 /// A steered hue within this many degrees of the target counts as reached.
 pub const TOLERANCE_DEG: f64 = 30.0;
@@ -64,9 +52,6 @@ pub const SCAN_SETS: &str = "simple-60,wild-360";
 
 /// Which layers are stored, scanned or offered for steering: every one.
 pub const LAYERS: &str = "all";
-
-/// How `huescan scan` pools each image's positions into one vector per layer (`--pool`).
-pub const POOL: Pooling = Pooling::ImageMean;
 
 /// Where a model runs unless `--device` says otherwise.
 pub const DEVICE: &str = "cpu";

@@ -212,12 +212,15 @@ mod tests {
         assert_eq!((a.mode, a.layer), (crate::manifold::LabelMode::Periodic, None));
         let s = SteerSettings::default();
         assert_eq!(s.alphas.as_str(), settings::ALPHAS_SPEC);
-        assert_eq!(super::commands::steer::Directions::kinds(&s.direction), settings::DIRECTIONS.to_vec());
-        assert_eq!((s.normalise, s.lift), (settings::NORMALISATION, settings::LIFT));
+        assert_eq!(super::commands::steer::Directions::kinds(&s.direction), crate::steer::DirectionKind::ALL.to_vec());
+        assert_eq!((s.normalise, s.lift), (crate::steer::Normalisation::default(), crate::steer::Lift::default()));
         assert_eq!((s.smds_alpha, s.tolerance, s.max_new_tokens), (settings::SMDS_ALPHA, settings::TOLERANCE_DEG, 4));
         let p = PipelineArgs::default();
-        assert_eq!((p.pool, p.layers.as_str(), p.runtime.device.as_str()), (settings::POOL, "residual", "cpu"));
-        assert_eq!((p.lift, p.runtime.dtype), (settings::LIFT, None));
+        assert_eq!(
+            (p.pool, p.layers.as_str(), p.runtime.device.as_str()),
+            (crate::model::Pooling::default(), "residual", "cpu")
+        );
+        assert_eq!((p.lift, p.runtime.dtype), (crate::steer::Lift::default(), None));
         assert_eq!(
             (p.permutations, p.max_new_tokens, p.batch_size),
             (settings::PERMUTATIONS, settings::MAX_NEW_TOKENS, None)

@@ -313,11 +313,13 @@ pub struct Intervention {
     pub op: InterventionOp,
 }
 
-/// How a captured `[pos, d_model]` sequence is reduced per sample before it leaves the model.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum)]
+/// How a captured `[pos, d_model]` sequence is reduced per sample before it leaves the model. The default
+/// (`--pool`'s, for image sets) is the image-token mean.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
 pub enum Pooling {
     /// Mean over the image tokens (f32 accumulation).
+    #[default]
     ImageMean,
     /// The last prompt token.
     Last,

@@ -156,7 +156,7 @@ impl Default for SweepOptions {
             alphas: crate::settings::ALPHAS.to_vec(),
             kinds: DirectionKind::ALL.to_vec(),
             positions: Positions::ImageTokens,
-            normalisation: Normalisation::None,
+            normalisation: Normalisation::default(),
             seed: crate::settings::SEED,
             smds_alpha: crate::settings::SMDS_ALPHA,
             lift: Lift::default(),

@@ -103,11 +103,13 @@ impl FromStr for Lift {
     }
 }
 
-/// How the vector was scaled after it was built.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+/// How the vector was scaled after it was built. The default (`--normalise`'s) is raw, so alpha 1 moves the
+/// source centroid onto the target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
 pub enum Normalisation {
     /// Raw residual-stream units: alpha = 1 moves the source centroid onto the target (centroid, manifold).
+    #[default]
     None,
     /// Unit L2 norm: alpha is in residual-stream units.
     Unit,
@@ -262,15 +264,5 @@ pub fn positions_spec(p: &crate::model::Positions) -> String {
         Positions::All => "all".into(),
         Positions::Last => "last".into(),
         Positions::Indices(ix) => ix.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(","),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::Lift;
-
-    #[test]
-    fn the_lift_flag_default_is_the_library_default() {
-        assert_eq!(crate::settings::LIFT, Lift::default());
     }
 }

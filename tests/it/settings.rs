@@ -34,11 +34,12 @@ const RESTATED: &[(&str, &str)] = &[
     ("default_value_t=4,", "settings::MAX_NEW_TOKENS"),
     ("max_new_tokens:4,", "settings::MAX_NEW_TOKENS"),
     // Flags that take one of a set default to a typed constant; their spellings are not written as defaults.
-    ("default_value=\"pattern\"", "settings::LIFT"),
-    ("default_value=\"min-norm\"", "settings::LIFT"),
-    ("default_value=\"image-mean\"", "settings::POOL"),
-    ("default_value=\"none\"", "settings::NORMALISATION"),
-    ("default_value=\"all\"", "settings::LAYERS or settings::DIRECTIONS"),
+    ("default_value=\"pattern\"", "Lift::default()"),
+    ("default_value=\"min-norm\"", "Lift::default()"),
+    ("default_value=\"local-mean\"", "Lift::default()"),
+    ("default_value=\"image-mean\"", "Pooling::default()"),
+    ("default_value=\"none\"", "Normalisation::default()"),
+    ("default_value=\"all\"", "settings::LAYERS or DirectionKind::ALL"),
     ("default_value=\"cpu\"", "settings::DEVICE"),
 ];
 
@@ -117,9 +118,8 @@ fn the_two_spellings_of_a_default_agree() {
     assert_eq!((options.n_bootstrap, options.n_permutations), (settings::BOOTSTRAP, settings::PERMUTATIONS));
     let sweep = huescan::steer::SweepOptions::default();
     assert_eq!((sweep.smds_alpha, sweep.tolerance_deg), (settings::SMDS_ALPHA, settings::TOLERANCE_DEG));
-    assert_eq!((sweep.lift, sweep.normalisation), (settings::LIFT, settings::NORMALISATION));
-    assert_eq!(sweep.kinds, settings::DIRECTIONS.to_vec());
-    assert_eq!(huescan::steer::Lift::default(), settings::LIFT);
+    assert_eq!((sweep.lift, sweep.normalisation), (huescan::steer::Lift::default(), Default::default()));
+    assert_eq!(sweep.kinds, huescan::steer::DirectionKind::ALL.to_vec());
     // The autoencoder's f32 chromatic threshold is the one threshold, rounded to f32 as its literals would be.
     use huescan::model::autoencoder::{CHROMA_MIN_SATURATION, CHROMA_MIN_VALUE};
     assert_eq!((CHROMA_MIN_SATURATION, CHROMA_MIN_VALUE), (0.25f32, 0.15f32));

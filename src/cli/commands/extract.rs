@@ -324,7 +324,7 @@ pub fn resolve_shard(flag: Option<&str>, env: &dyn Env) -> anyhow::Result<Option
 
 pub fn run(args: &ExtractArgs, progress: &Progress) -> anyhow::Result<ExitCode> {
     let set = read_stimulus_set(&args.stimuli)?;
-    let pooling = args.pool.unwrap_or(if set.is_text { Pooling::Last } else { crate::settings::POOL });
+    let pooling = args.pool.unwrap_or(if set.is_text { Pooling::Last } else { Pooling::default() });
     let shard = resolve_shard(args.shard.as_deref(), &ProcessEnv)?;
     crate::fsx::create_dir_all(&args.out)?;
     let loaded = args.model.load(&args.out)?;

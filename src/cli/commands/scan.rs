@@ -42,7 +42,7 @@ pub struct PipelineArgs {
     #[arg(long)]
     pub batch_size: Option<usize>,
     /// Per-sample pooling: image-mean, last or tokens.
-    #[arg(long, value_enum, default_value_t = settings::POOL)]
+    #[arg(long, value_enum, default_value_t = Pooling::default())]
     pub pool: Pooling,
     /// Points to store and scan: `residual` (every vision block's output and the HF hidden states), `all` (the
     /// hidden states only), indices/ranges like `0,4,8-12`, or hook names and globs (`visual.blocks.*,blocks.*`).
@@ -55,7 +55,7 @@ pub struct PipelineArgs {
     #[arg(long, default_value_t = settings::MAX_NEW_TOKENS)]
     pub max_new_tokens: usize,
     /// Lift of the steering's rotation along the fitted circle: pattern or min-norm (see `huescan steer --help`).
-    #[arg(long, value_enum, default_value_t = settings::LIFT)]
+    #[arg(long, value_enum, default_value_t = Lift::default())]
     pub lift: Lift,
 }
 

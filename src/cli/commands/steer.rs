@@ -70,10 +70,10 @@ pub struct SteerSettings {
     #[arg(long, default_value = settings::ALPHAS_SPEC, allow_hyphen_values = true)]
     pub alphas: String,
     /// Directions: centroid, manifold, random (comma-separated) or all.
-    #[arg(long, value_enum, value_delimiter = ',', default_values_t = Directions::spelling(&settings::DIRECTIONS))]
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = Directions::spelling(&DirectionKind::ALL))]
     pub direction: Vec<Directions>,
     /// Vector scaling: none (alpha 1 = source centroid moved onto the target) or unit.
-    #[arg(long, value_enum, default_value_t = settings::NORMALISATION)]
+    #[arg(long, value_enum, default_value_t = Normalisation::default())]
     pub normalise: Normalisation,
     /// Seed of the random control directions.
     #[arg(long, default_value_t = settings::SEED)]
@@ -85,7 +85,7 @@ pub struct SteerSettings {
     /// go with along the fitted circle, the regression of the activations on its coordinates) or `min-norm`
     /// (the pseudo-inverse of the SMDS map, along its filter rows only). Both move the fitted coordinates
     /// exactly onto the rotated point.
-    #[arg(long, value_enum, default_value_t = settings::LIFT)]
+    #[arg(long, value_enum, default_value_t = Lift::default())]
     pub lift: Lift,
     /// A hue within this many degrees of the target counts as reached in the summary.
     #[arg(long, default_value_t = settings::TOLERANCE_DEG, value_parser = values::positive)]
@@ -326,7 +326,7 @@ mod tests {
         assert_eq!(parse("random,centroid").unwrap(), vec![DirectionKind::Centroid, DirectionKind::Random]);
         assert_eq!(parse("manifold,all").unwrap(), DirectionKind::ALL.to_vec());
         assert!(parse("sideways").is_err());
-        assert_eq!(Directions::spelling(&settings::DIRECTIONS), vec![Directions::All]);
+        assert_eq!(Directions::spelling(&DirectionKind::ALL), vec![Directions::All]);
         assert_eq!(Directions::spelling(&[DirectionKind::Random]), vec![Directions::Kind(DirectionKind::Random)]);
     }
 }
