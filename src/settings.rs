@@ -24,7 +24,7 @@ pub const SMDS_ALPHA: f64 = 1e-4;
 
 /// How a rotation along the fitted circle is carried back to the activations (`steer::Lift`, whose
 /// `Default` is the same lift: a unit test in `steer::vector` checks they agree).
-pub const LIFT: &str = "pattern";
+pub const LIFT: &str = "local-mean";
 
 /// A steered hue within this many degrees of the target counts as reached.
 pub const TOLERANCE_DEG: f64 = 30.0;

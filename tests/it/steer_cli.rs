@@ -33,7 +33,7 @@ fn steer_writes_tables_and_vectors_and_rejects_bad_input() {
     assert!(manifold["alpha_reached"].as_f64().is_some_and(|a| a <= 1.0), "{manifold}");
     let v = huescan::steer::SteeringVector::load(&o.join("vectors/L002_240-0_manifold.safetensors")).unwrap();
     assert_eq!((v.recipe.layer_index, v.recipe.model_id.as_str()), (2, "colour-autoencoder"));
-    assert_eq!(v.recipe.lift, Some(huescan::steer::Lift::Pattern), "the default lift is recorded");
+    assert_eq!(v.recipe.lift, Some(huescan::steer::Lift::LocalMean), "the default lift is recorded");
     assert!(!o.join("vectors/L002_240-0_manifold.gguf").exists(), "llama.cpp has no autoencoder architecture");
 
     for (extra, want) in [
@@ -41,7 +41,10 @@ fn steer_writes_tables_and_vectors_and_rejects_bad_input() {
         (vec!["--layer", "2", "--from", "243", "--to", "0", "--out", "x"], "hue 243° is not in the stimulus set"),
         (vec!["--layer", "2", "--alphas", "1:0:0.5", "--out", "x"], "stop is below start"),
         (vec!["--layer", "2", "--direction", "sideways", "--out", "x"], "unknown direction `sideways`"),
-        (vec!["--layer", "2", "--lift", "up", "--out", "x"], "unknown lift `up`: expected pattern or min-norm"),
+        (
+            vec!["--layer", "2", "--lift", "up", "--out", "x"],
+            "unknown lift `up`: expected pattern, min-norm or local-mean",
+        ),
         (vec!["--layer", "2", "--positions", "image,3", "--out", "x"], "invalid positions"),
     ] {
         let out = run(&extra);
