@@ -4,12 +4,20 @@
 //!   distance, all ties), as the notebook's `mean_vector_at_angle`.
 //! - [`manifold_rotation`]: fit SMDS Circular (2 components) at the layer, $z = W (x - \bar x)$; rotate the
 //!   source centroid's coordinates $z_s$ on the fitted circle by $\alpha \Delta\theta$, where $\Delta\theta$ takes
-//!   it to the target centroid's angle going the way hue goes, and lift the change back to the activations,
-//!   $\Delta x(\alpha) = L (R(\alpha\Delta\theta) z_s - z_s)$ with $L$ `[d_model, 2]` one of the two [`Lift`]s:
-//!   the activation pattern $A = \mathrm{Cov}(x) W^\top \mathrm{Cov}(z)^{-1} = X_c^\top Z (Z^\top Z)^{-1}$ (the
-//!   least-squares regression of the centred activations on their fitted coordinates; the default) or the
-//!   pseudo-inverse $W^+ = W^\top (W W^\top)^{-1}$ (the minimum-norm change). Both satisfy $W L = I$, so either
-//!   moves the fitted coordinates exactly onto the rotated point. The saved vector is $\Delta x(1)$.
+//!   it to the target centroid's angle going the way hue goes, and carry the move back to the activations with
+//!   one of three [`Lift`]s. The two linear ones are $\Delta x(\alpha) = L (R(\alpha\Delta\theta) z_s - z_s)$ with
+//!   $L$ `[d_model, 2]`: the activation pattern $A = \mathrm{Cov}(x) W^\top \mathrm{Cov}(z)^{-1} = X_c^\top Z
+//!   (Z^\top Z)^{-1}$ (the least-squares regression of the centred activations on their fitted coordinates) or
+//!   the pseudo-inverse $W^+ = W^\top (W W^\top)^{-1}$ (the minimum-norm change); both satisfy $W L = I$, so
+//!   either moves the fitted coordinates exactly onto the rotated point. The third, [`Lift::LocalMean`] (the
+//!   default), follows the data's own manifold instead of a plane: with each sample's fitted angle $\phi_i =
+//!   \operatorname{atan2}(z_{i1}, z_{i0})$, the point at angle $\psi$ is the kernel-weighted mean of the
+//!   activations $\hat x(\psi) = \sum_i k(\psi - \phi_i) x_i / \sum_i k(\psi - \phi_i)$ with a von Mises kernel
+//!   $k(u) = e^{\kappa \cos u}$, and $\Delta x(\alpha) = \hat x(\phi_s + \alpha \Delta\theta) - \hat x(\phi_s)$
+//!   ($\phi_s$ the source centroid's fitted angle): at alpha 1 it lands on the target's local mean, in between
+//!   it walks through the local means of the hues between (a curved path, not the chord). The bandwidth
+//!   $\sigma = 1/\sqrt\kappa$ is [`KERNEL_BANDWIDTH_GAPS`] median gaps between neighbouring fitted angles and is
+//!   recorded in the recipe. The saved vector is $\Delta x(1)$.
 //! - [`random_control`]: a seeded Gaussian direction with the norm of a reference direction.
 
 use ndarray::{Array1, Array2, ArrayView2, Axis};
@@ -91,6 +99,7 @@ impl DirectionContext {
             delta_theta_rad: None,
             smds_alpha: None,
             lift: None,
+            kernel_bandwidth_rad: None,
         }
     }
 }
@@ -104,12 +113,47 @@ pub struct Direction {
 
 #[derive(Debug, Clone)]
 struct Arc {
-    /// The lift $L$ `[d_model, 2]` ($A$ or $W^+$).
-    lift: Array2<f64>,
-    z_source: [f64; 2],
+    path: ArcPath,
+    /// The angle moved on the fitted circle at alpha = 1.
     delta_theta: f64,
     /// The normalisation factor applied to the saved vector.
     scale: f64,
+}
+
+#[derive(Debug, Clone)]
+enum ArcPath {
+    /// A linear lift $L$ `[d_model, 2]` ($A$ or $W^+$) of the rotated source coordinates `z_source`.
+    Linear { lift: Array2<f64>, z_source: [f64; 2] },
+    /// The kernel-weighted local mean of the activations along the fitted angles.
+    LocalMean(LocalMean),
+}
+
+/// $\hat x(\psi)$: the layer's activations `x` `[n, d_model]` (f64, the one copy a local-mean arc keeps), their
+/// fitted angles, the von Mises concentration, and the start of the path $\hat x(\phi_s)$.
+#[derive(Debug, Clone)]
+struct LocalMean {
+    x: Array2<f64>,
+    phi: Vec<f64>,
+    kappa: f64,
+    phi_source: f64,
+    base: Array1<f64>,
+}
+
+impl LocalMean {
+    fn new(x: Array2<f64>, phi: Vec<f64>, kappa: f64, phi_source: f64) -> Self {
+        let mut lm = LocalMean { x, phi, kappa, phi_source, base: Array1::zeros(0) };
+        lm.base = lm.at(phi_source);
+        lm
+    }
+
+    /// $\hat x(\psi)$. The weights are divided by the largest one before they are summed, so a narrow kernel
+    /// never underflows to nothing: far from every sample the nearest one's activations are returned.
+    fn at(&self, psi: f64) -> Array1<f64> {
+        let cos: Vec<f64> = self.phi.iter().map(|p| (psi - p).cos()).collect();
+        let top = cos.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+        let w = Array1::from_iter(cos.iter().map(|c| (self.kappa * (c - top)).exp()));
+        self.x.t().dot(&w) / w.sum()
+    }
 }
 
 impl Direction {
@@ -130,11 +174,44 @@ impl Direction {
 
 impl Arc {
     fn delta(&self, alpha: f64) -> Vec<f32> {
-        let [a, b] = self.z_source;
-        let (s, c) = (alpha * self.delta_theta).sin_cos();
-        let dz = [c * a - s * b - a, s * a + c * b - b];
-        self.lift.rows().into_iter().map(|r| (self.scale * (r[0] * dz[0] + r[1] * dz[1])) as f32).collect()
+        match &self.path {
+            ArcPath::Linear { lift, z_source: [a, b] } => {
+                let (s, c) = (alpha * self.delta_theta).sin_cos();
+                let dz = [c * a - s * b - a, s * a + c * b - b];
+                lift.rows().into_iter().map(|r| (self.scale * (r[0] * dz[0] + r[1] * dz[1])) as f32).collect()
+            }
+            ArcPath::LocalMean(lm) => {
+                if alpha == 0.0 {
+                    return vec![0.0; lm.base.len()];
+                }
+                let at = lm.at(lm.phi_source + alpha * self.delta_theta);
+                at.iter().zip(&lm.base).map(|(p, q)| (self.scale * (p - q)) as f32).collect()
+            }
+        }
     }
+}
+
+/// The kernel bandwidth of [`Lift::LocalMean`] in median gaps between neighbouring fitted angles. Two gaps: for
+/// evenly spread samples the kernel's effective sample count $(\sum k)^2 / \sum k^2 = 2\sqrt\pi\,\sigma/g$ is
+/// about 7, enough to average out one image's texture, while $\sigma$ stays well under the ~30° between
+/// neighbouring colour words on the notebook's sets (12° on simple-60, 2° on wild-360), so the path passes
+/// through each intermediate hue's own mean and shrinks a circle of radius $r$ only by $e^{-\sigma^2/2}$.
+pub const KERNEL_BANDWIDTH_GAPS: f64 = 2.0;
+
+/// The median gap (radians) between neighbouring distinct fitted angles around the circle, `None` when fewer
+/// than two distinct angles exist.
+fn median_angle_gap(phi: &[f64]) -> Option<f64> {
+    use std::f64::consts::TAU;
+    let mut u: Vec<f64> = phi.iter().map(|p| p.rem_euclid(TAU)).filter(|p| p.is_finite()).collect();
+    u.sort_by(f64::total_cmp);
+    u.dedup_by(|a, b| (*a - *b).abs() < 1e-12);
+    if u.len() < 2 {
+        return None;
+    }
+    let mut gaps: Vec<f64> = u.windows(2).map(|w| w[1] - w[0]).collect();
+    gaps.push(u[0] + TAU - u[u.len() - 1]);
+    gaps.sort_by(f64::total_cmp);
+    Some(gaps[gaps.len() / 2]).filter(|g| *g > 0.0)
 }
 
 /// Rows whose hue is nearest `hue_deg` (circular distance, every tie), as the notebook's `mean_vector_at_angle`.
@@ -243,6 +320,7 @@ pub fn manifold_rotation(
     };
     let (zs, zt) = (centroid_z(&src), centroid_z(&tgt));
     let delta_theta = arc_angle(&z, hues, zs, zt, signed_hue_delta_deg(source_deg, target_deg));
+    let mut kernel_bandwidth = None;
     let rank_error = |what: &str| Error::Layer {
         index: ctx.layer_index,
         msg: format!(
@@ -250,26 +328,41 @@ pub fn manifold_rotation(
              centroid at this layer"
         ),
     };
-    let lift_matrix = match lift {
+    let path = match lift {
         // W^+ = W^T (W W^T)^{-1}: W is [2, d], so the Gram is 2 x 2.
         Lift::MinNorm => {
             let w = smds.w();
-            w.t().dot(&inverse_2x2(&w.dot(&w.t())).ok_or_else(|| rank_error("the fitted SMDS map"))?)
+            let lift = w.t().dot(&inverse_2x2(&w.dot(&w.t())).ok_or_else(|| rank_error("the fitted SMDS map"))?);
+            ArcPath::Linear { lift, z_source: zs }
         }
         // A = X_c^T Z (Z^T Z)^{-1}: z = (x - mean) W^T is centred on these samples, so this is
         // Cov(x) W^T Cov(z)^{-1} with the 1/n factors cancelled.
         Lift::Pattern => {
             let mut xc = x.mapv(f64::from);
             xc -= smds.x_mean();
-            xc.t().dot(&z).dot(&inverse_2x2(&z.t().dot(&z)).ok_or_else(|| rank_error("the fitted coordinates"))?)
+            let g = inverse_2x2(&z.t().dot(&z)).ok_or_else(|| rank_error("the fitted coordinates"))?;
+            ArcPath::Linear { lift: xc.t().dot(&z).dot(&g), z_source: zs }
+        }
+        Lift::LocalMean => {
+            let phi: Vec<f64> = z.rows().into_iter().map(|r| r[1].atan2(r[0])).collect();
+            let gap = median_angle_gap(&phi).ok_or_else(|| Error::Layer {
+                index: ctx.layer_index,
+                msg: "the samples' fitted angles on the circle all coincide, so the local-mean lift has no spacing \
+                      to set its kernel bandwidth from; use --lift pattern or --direction centroid at this layer"
+                    .into(),
+            })?;
+            let bandwidth = KERNEL_BANDWIDTH_GAPS * gap;
+            kernel_bandwidth = Some(bandwidth);
+            ArcPath::LocalMean(LocalMean::new(x.mapv(f64::from), phi, bandwidth.powi(-2), zs[1].atan2(zs[0])))
         }
     };
-    let raw = Arc { lift: lift_matrix, z_source: zs, delta_theta, scale: 1.0 };
+    let raw = Arc { path, delta_theta, scale: 1.0 };
     let v = Array1::from(raw.delta(1.0).into_iter().map(f64::from).collect::<Vec<_>>());
     let mut recipe = ctx.recipe(DirectionKind::Manifold, source_deg, target_deg, src.len(), tgt.len());
     recipe.delta_theta_rad = Some(delta_theta);
     recipe.smds_alpha = Some(smds_alpha);
     recipe.lift = Some(lift);
+    recipe.kernel_bandwidth_rad = kernel_bandwidth;
     let (vector, recipe, scale) = finish(v, ctx, recipe)?;
     Ok(Direction { vector: SteeringVector { vector, recipe }, arc: Some(Arc { scale, ..raw }) })
 }
@@ -319,6 +412,7 @@ pub fn random_control(reference: &Direction, seed: u64) -> Direction {
     recipe.delta_theta_rad = None;
     recipe.smds_alpha = None;
     recipe.lift = None;
+    recipe.kernel_bandwidth_rad = None;
     Direction { vector: SteeringVector { vector, recipe }, arc: None }
 }
 
@@ -369,10 +463,13 @@ mod tests {
         assert_eq!((d.vector.recipe.n_source, d.vector.recipe.n_target), (1, 1));
     }
 
+    /// The lifts with a matrix $L$, $W L = I$ (the local-mean lift has its own tests).
+    const LINEAR: [Lift; 2] = [Lift::Pattern, Lift::MinNorm];
+
     #[test]
     fn manifold_rotation_follows_the_circle_and_ends_at_the_target() {
         let (x, hues) = circle();
-        for lift in Lift::ALL {
+        for lift in LINEAR {
             let d = manifold_rotation(x.view(), &hues, 240.0, 0.0, &ctx(), 1e-6, lift).unwrap();
             assert_eq!(d.vector.recipe.lift, Some(lift));
             // Blue -> red goes up in hue (240 -> 360): +120 degrees of arc.
@@ -426,7 +523,7 @@ mod tests {
         let z = smds.transform(x.view()).unwrap();
         let (src, tgt) = (rows_at_hue(&hues, 240.0).unwrap(), rows_at_hue(&hues, 0.0).unwrap());
         let zs = [z[[src[0], 0]], z[[src[0], 1]]];
-        for lift in Lift::ALL {
+        for lift in LINEAR {
             let d = manifold_rotation(x.view(), &hues, 240.0, 0.0, &ctx(), smds_alpha, lift).unwrap();
             let dt = d.vector.recipe.delta_theta_rad.unwrap();
             let zt = z.row(tgt[0]);
@@ -468,6 +565,85 @@ mod tests {
         // The minimum-norm change is shorter: it moves the fitted coordinates the same way along W's rows only.
         let min_norm = manifold_rotation(x.view(), &hues, 240.0, 0.0, &ctx(), 1e-4, Lift::MinNorm).unwrap();
         assert!(min_norm.vector.recipe.norm < pattern.vector.recipe.norm);
+    }
+
+    /// $\hat x(\psi)$ written out: plain von Mises weights, no max-normalisation (kappa is small enough here).
+    fn local_mean(x: &Array2<f32>, phi: &[f64], kappa: f64, psi: f64) -> Array1<f64> {
+        let w: Vec<f64> = phi.iter().map(|p| (kappa * (psi - p).cos()).exp()).collect();
+        let mut m = Array1::<f64>::zeros(x.ncols());
+        for (row, wi) in x.rows().into_iter().zip(&w) {
+            m.zip_mut_with(&row, |a, b| *a += wi * *b as f64);
+        }
+        m / w.iter().sum::<f64>()
+    }
+
+    #[test]
+    fn the_local_mean_lift_walks_the_kernel_means_from_the_source_to_the_target() {
+        use std::f64::consts::TAU;
+        let (x, hues) = noisy_circle();
+        let smds_alpha = 1e-4;
+        let turns: Vec<f64> = hues.iter().map(|h| h / 360.0).collect();
+        let smds = SmdsParams::new(Shape::Circular).n_components(2).alpha(smds_alpha).check().unwrap();
+        let z = smds.fit(x.view(), &turns).unwrap().transform(x.view()).unwrap();
+        let phi: Vec<f64> = z.rows().into_iter().map(|r| r[1].atan2(r[0])).collect();
+        // The bandwidth: two median gaps of the sorted fitted angles (72 hues 5 degrees apart: about 10 degrees).
+        let mut sorted: Vec<f64> = phi.iter().map(|p| p.rem_euclid(TAU)).collect();
+        sorted.sort_by(f64::total_cmp);
+        let mut gaps: Vec<f64> = sorted.windows(2).map(|w| w[1] - w[0]).collect();
+        gaps.push(sorted[0] + TAU - sorted[71]);
+        gaps.sort_by(f64::total_cmp);
+        let sigma = KERNEL_BANDWIDTH_GAPS * gaps[36];
+        assert!((sigma.to_degrees() - 10.0).abs() < 2.0, "bandwidth {}°", sigma.to_degrees());
+        let kappa = sigma.powi(-2);
+
+        let d = manifold_rotation(x.view(), &hues, 240.0, 0.0, &ctx(), smds_alpha, Lift::LocalMean).unwrap();
+        let r = &d.vector.recipe;
+        assert_eq!(r.lift, Some(Lift::LocalMean));
+        assert!((r.kernel_bandwidth_rad.unwrap() - sigma).abs() < 1e-12, "recorded: {:?}", r.kernel_bandwidth_rad);
+        assert!(!d.is_straight());
+        let (phi_s, phi_t) = (phi[48], phi[0]); // 240 and 0 degrees: one sample each
+        let dt = r.delta_theta_rad.unwrap();
+        // The fit may mirror the circle: 120 degrees of fitted arc, whichever way the fitted angle goes.
+        assert!((dt.abs() - 120f64.to_radians()).abs() < 0.05, "blue -> red is 120 degrees of fitted arc: {dt}");
+        let (start, end) = (local_mean(&x, &phi, kappa, phi_s), local_mean(&x, &phi, kappa, phi_t));
+        let as_f64 = |v: Vec<f32>| Array1::from(v.into_iter().map(f64::from).collect::<Vec<_>>());
+        // Alpha 1: the step from the source's local mean to the target's (the saved vector).
+        let err = (&as_f64(d.delta(1.0)) - &(&end - &start)).iter().fold(0f64, |m, v| m.max(v.abs()));
+        assert!(err < 1e-5, "alpha 1 lands on the target's local mean: {err:.2e}");
+        assert_eq!(d.delta(1.0), d.vector.vector);
+        assert!(d.delta(0.0).iter().all(|v| *v == 0.0), "alpha 0 is no change");
+        // In between it follows the circle through the intermediate hues' means, not the chord: the chord's
+        // midpoint has radius 3 cos 60° = 1.5, the kernel means keep 3 e^{-sigma^2 / 2} (about 2.95).
+        let shrunk = 3.0 * (-sigma * sigma / 2.0).exp();
+        for alpha in [0.25, 0.5, 0.75, 1.25] {
+            let p = &start + &as_f64(d.delta(alpha));
+            let want = local_mean(&x, &phi, kappa, phi_s + alpha * dt);
+            let err = (&p - &want).iter().fold(0f64, |m, v| m.max(v.abs()));
+            assert!(err < 1e-5, "alpha {alpha}: {err:.2e}");
+            let hue = p[1].atan2(p[0]).to_degrees().rem_euclid(360.0);
+            let want_hue = (240.0 + 120.0 * alpha).rem_euclid(360.0);
+            assert!(signed_hue_delta_deg(hue, want_hue).abs() < 1.0, "alpha {alpha}: hue {hue} vs {want_hue}");
+            let radius = p[0].hypot(p[1]);
+            eprintln!("alpha {alpha}: hue {hue:.2}° (want {want_hue}°), radius {radius:.3} (want {shrunk:.3})");
+            assert!((radius - shrunk).abs() < 0.02, "alpha {alpha}: radius {radius} vs {shrunk}: an arc");
+        }
+        // The other lifts record no bandwidth, and a recipe written before the field existed still reads.
+        let pattern = manifold_rotation(x.view(), &hues, 240.0, 0.0, &ctx(), smds_alpha, Lift::Pattern).unwrap();
+        assert_eq!(pattern.vector.recipe.kernel_bandwidth_rad, None);
+        let mut json = serde_json::to_value(r).unwrap();
+        assert!(json.as_object_mut().unwrap().remove("kernel_bandwidth_rad").is_some());
+        let old: Recipe = serde_json::from_value(json).unwrap();
+        assert_eq!(old.kernel_bandwidth_rad, None);
+    }
+
+    #[test]
+    fn the_local_mean_bandwidth_needs_spread_fitted_angles() {
+        use std::f64::consts::{FRAC_PI_2, PI};
+        assert_eq!(median_angle_gap(&[0.0, FRAC_PI_2, PI, -FRAC_PI_2]), Some(FRAC_PI_2));
+        let g = median_angle_gap(&[-0.1, 0.1, 0.2]).unwrap();
+        assert!((g - 0.2).abs() < 1e-12, "the gaps (0.1, 0.2 across zero, the rest) go round the circle: {g}");
+        assert_eq!(median_angle_gap(&[0.3, 0.3, 0.3 + std::f64::consts::TAU]), None, "one distinct angle");
+        assert_eq!(median_angle_gap(&[]), None);
     }
 
     #[test]

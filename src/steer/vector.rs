@@ -60,29 +60,37 @@ impl FromStr for DirectionKind {
 }
 
 /// How a move of the fitted circle coordinates $z = W (x - \bar x)$ is carried back to the activations
-/// (manifold rotations). Both lifts move the fitted coordinates exactly by the rotation ($W L = I$); they differ
-/// in what else in $x$ moves.
+/// (manifold rotations). The two linear lifts move the fitted coordinates exactly by the rotation ($W L = I$);
+/// they differ in what else in $x$ moves. The local-mean lift follows the samples themselves around the circle.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
 pub enum Lift {
     /// The activation pattern $A = \mathrm{Cov}(x) W^\top \mathrm{Cov}(z)^{-1}$, the least-squares regression
     /// of the centred activations on $z$: the change of $x$ that the data go with when $z$ moves (Haufe et al.
-    /// 2014, patterns vs filters). The default: a decoder's rows ($W$) are filters that pick high-gain,
-    /// noise-cancelling directions, so a change along them is one the model need not read.
-    #[default]
+    /// 2014, patterns vs filters): a decoder's rows ($W$) are filters that pick high-gain, noise-cancelling
+    /// directions, so a change along them is one the model need not read. The default until 2026-12-03.
     #[value(help = "The activation pattern: the change of the activations that the data go with along the circle")]
     Pattern,
     /// The minimum-norm change $W^+ = W^\top (W W^\top)^{-1}$, along the rows of $W$ only.
     #[value(help = "The minimum-norm change (the pseudo-inverse of the SMDS map), along its filter rows only")]
     MinNorm,
+    /// The kernel-weighted local mean of the activations along the samples' fitted angles (von Mises kernel,
+    /// bandwidth in [`Recipe::kernel_bandwidth_rad`]): the step from the source's local mean to the local mean
+    /// at the rotated angle, through the intermediate hues' means (see [`crate::steer::direction`]). The
+    /// default: the only lift whose rotation turns the trained test VLM's answer in its decoder (README).
+    #[default]
+    #[value(help = "The default. From the source's kernel-weighted mean of the activations to the mean at the \
+                    rotated fitted angle, through the intermediate hues' means")]
+    LocalMean,
 }
 
 impl Lift {
-    pub const ALL: [Lift; 2] = [Lift::Pattern, Lift::MinNorm];
+    pub const ALL: [Lift; 3] = [Lift::Pattern, Lift::MinNorm, Lift::LocalMean];
     pub fn as_str(self) -> &'static str {
         match self {
             Lift::Pattern => "pattern",
             Lift::MinNorm => "min-norm",
+            Lift::LocalMean => "local-mean",
         }
     }
 }
@@ -99,7 +107,7 @@ impl FromStr for Lift {
         Lift::ALL
             .into_iter()
             .find(|k| k.as_str() == s)
-            .ok_or_else(|| Error::Msg(format!("unknown lift `{s}`: expected pattern or min-norm")))
+            .ok_or_else(|| Error::Msg(format!("unknown lift `{s}`: expected pattern, min-norm or local-mean")))
     }
 }
 
@@ -167,6 +175,10 @@ pub struct Recipe {
     /// the choice existed, which all used [`Lift::MinNorm`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lift: Option<Lift>,
+    /// Manifold rotation with [`Lift::LocalMean`]: the kernel bandwidth $\sigma$ in radians of fitted angle (the
+    /// von Mises concentration is $\kappa = 1/\sigma^2$). Absent for the other lifts and in older files.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kernel_bandwidth_rad: Option<f64>,
     /// The same point in transformers (module path and which input/output), when the store recorded one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub module: Option<String>,
@@ -221,6 +233,9 @@ impl SteeringVector {
         put("d_model", self.vector.len().to_string());
         if let Some(lift) = r.lift {
             put("lift", lift.to_string());
+        }
+        if let Some(b) = r.kernel_bandwidth_rad {
+            put("kernel_bandwidth_rad", b.to_string());
         }
         if let Some(module) = &r.module {
             put("module", module.clone());

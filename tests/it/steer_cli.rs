@@ -33,7 +33,7 @@ fn steer_writes_tables_and_vectors_and_rejects_bad_input() {
     assert!(manifold["alpha_reached"].as_f64().is_some_and(|a| a <= 1.0), "{manifold}");
     let v = huescan::steer::SteeringVector::load(&o.join("vectors/L002_240-0_manifold.safetensors")).unwrap();
     assert_eq!((v.recipe.layer_index, v.recipe.model_id.as_str()), (2, "colour-autoencoder"));
-    assert_eq!(v.recipe.lift, Some(huescan::steer::Lift::Pattern), "the default lift is recorded");
+    assert_eq!(v.recipe.lift, Some(huescan::steer::Lift::LocalMean), "the default lift is recorded");
     assert!(!o.join("vectors/L002_240-0_manifold.gguf").exists(), "llama.cpp has no autoencoder architecture");
 
     for (extra, want) in [
@@ -66,7 +66,7 @@ fn steer_writes_tables_and_vectors_and_rejects_bad_input() {
             vec!["--layer", "2", "--direction", "centroid,sideways", "--out", "x"],
             "[possible values: all, centroid, manifold, random]",
         ),
-        (vec!["--layer", "2", "--lift", "up", "--out", "x"], "[possible values: pattern, min-norm]"),
+        (vec!["--layer", "2", "--lift", "up", "--out", "x"], "[possible values: pattern, min-norm, local-mean]"),
         (vec!["--layer", "2", "--normalise", "l2", "--out", "x"], "[possible values: none, unit]"),
     ] {
         let out = run(&extra);

@@ -54,7 +54,8 @@ pub struct PipelineArgs {
     /// Answer tokens generated per steered image (models with text output), so the report shows answers.
     #[arg(long, default_value_t = settings::MAX_NEW_TOKENS)]
     pub max_new_tokens: usize,
-    /// Lift of the steering's rotation along the fitted circle: pattern or min-norm (see `huescan steer --help`).
+    /// Lift of the steering's rotation along the fitted circle: pattern, min-norm or local-mean (see
+    /// `huescan steer --help`).
     #[arg(long, value_enum, default_value_t = Lift::default())]
     pub lift: Lift,
 }

@@ -83,8 +83,9 @@ pub struct SteerSettings {
     pub smds_alpha: f64,
     /// How --direction manifold carries the rotation back to the activations: `pattern` (the change the data
     /// go with along the fitted circle, the regression of the activations on its coordinates) or `min-norm`
-    /// (the pseudo-inverse of the SMDS map, along its filter rows only). Both move the fitted coordinates
-    /// exactly onto the rotated point.
+    /// (the pseudo-inverse of the SMDS map, along its filter rows only), both moving the fitted coordinates
+    /// exactly onto the rotated point, or `local-mean` (from the source's kernel-weighted mean of the
+    /// activations to the mean at the rotated fitted angle, through the intermediate hues' means).
     #[arg(long, value_enum, default_value_t = Lift::default())]
     pub lift: Lift,
     /// A hue within this many degrees of the target counts as reached in the summary.
