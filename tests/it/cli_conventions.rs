@@ -94,7 +94,7 @@ fn help_lists_only_the_options_that_apply_and_max_new_tokens_has_one_default() {
     for (name, values, default) in [
         ("--direction", "[possible values: all, centroid, manifold, random]", "[default: all]"),
         ("--normalise", "[possible values: none, unit]", "[default: none]"),
-        ("--lift", "[possible values: pattern, min-norm]", "[default: pattern]"),
+        ("--lift", "[possible values: pattern, min-norm, local-mean]", "[default: local-mean]"),
         ("--dtype", "[possible values: f32, bf16, f16]", ""),
     ] {
         let line = flag(&steer, name);
@@ -102,6 +102,6 @@ fn help_lists_only_the_options_that_apply_and_max_new_tokens_has_one_default() {
     }
     let scan = short("scan");
     assert!(flag(&scan, "--pool").contains("[default: image-mean] [possible values: image-mean, last, tokens]"));
-    assert!(flag(&scan, "--lift").contains("[default: pattern] [possible values: pattern, min-norm]"));
+    assert!(flag(&scan, "--lift").contains("[default: local-mean] [possible values: pattern, min-norm, local-mean]"));
     assert!(flag(&short("extract"), "--pool").contains("[possible values: image-mean, last, tokens]"));
 }

@@ -81,11 +81,11 @@ pub struct SteerSettings {
     /// Ridge penalty of the SMDS Circular fit behind --direction manifold (the notebook's fits use 1e-4).
     #[arg(long, default_value_t = settings::SMDS_ALPHA, value_parser = values::positive)]
     pub smds_alpha: f64,
-    /// How --direction manifold carries the rotation back to the activations: `pattern` (the change the data
-    /// go with along the fitted circle, the regression of the activations on its coordinates) or `min-norm`
-    /// (the pseudo-inverse of the SMDS map, along its filter rows only), both moving the fitted coordinates
-    /// exactly onto the rotated point, or `local-mean` (from the source's kernel-weighted mean of the
-    /// activations to the mean at the rotated fitted angle, through the intermediate hues' means).
+    /// How --direction manifold carries the rotation along the fitted circle back to the activations.
+    ///
+    /// `local-mean` walks the activations' kernel-weighted means around the circle (through the intermediate
+    /// hues' means); `pattern` and `min-norm` are linear lifts that move the fitted coordinates exactly onto the
+    /// rotated point (the regression of the activations on the coordinates; the pseudo-inverse of the map).
     #[arg(long, value_enum, default_value_t = Lift::default())]
     pub lift: Lift,
     /// A hue within this many degrees of the target counts as reached in the summary.
