@@ -41,7 +41,7 @@ fn with_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Option<R> {
 }
 
 /// `gate.silu()? * up`, i.e. `g / (1 + exp(-g)) * u`, in one pass on rayon with a vectorised `exp`
-/// ([`exp_f32`]; candle's formula calls libm's scalar `expf` per element). Within 4 ulp of candle's result;
+/// (`exp_f32`; candle's formula calls libm's scalar `expf` per element). Within 4 ulp of candle's result;
 /// the same bits whatever the split into tasks, the batch or the CPU's vector width.
 pub fn silu_mul(gate: &Tensor, up: &Tensor) -> candle_core::Result<Tensor> {
     let out = (gate.shape() == up.shape())
@@ -179,9 +179,9 @@ const TRANSPOSE_ROWS: usize = 16;
 /// spinning and barriers took ~14 % of the samples of a `perf` profile of the extraction job (BENCHMARKS.md).
 ///
 /// With few rows (`2m ≤ k`: one image's patches, a prompt's tokens) the product goes through a column-major
-/// output ([`xwt_via_column_major`]), where faer packs `x` and reads `w` as it is stored, instead of packing
+/// output (`xwt_via_column_major`), where faer packs `x` and reads `w` as it is stored, instead of packing
 /// all of `w` on every call; above that, packing `w` pays for itself and the output is written in place
-/// ([`xwt_row_major`]). Both give the same bits (tested), so the choice does not make results depend on the
+/// (`xwt_row_major`). Both give the same bits (tested), so the choice does not make results depend on the
 /// batch size.
 pub fn matmul_xwt(x: &[f32], w: &[f32], bias: Option<&[f32]>, m: usize, k: usize, n: usize) -> Vec<f32> {
     if 2 * m <= k {
