@@ -5,8 +5,11 @@
 //!   crate): the extraction job is GEMM-bound at shapes with few rows (256 patches of one 224x224 image, ~80
 //!   prompt tokens), where faer's kernels, which pick AVX-512 at run time, ran faster on this machine than
 //!   `gemm` built for stable Rust (AVX2); see BENCHMARKS.md.
+//!   With few rows the product runs into a column-major buffer so that faer does not pack the whole weight
+//!   matrix on every call, and after each product the thread clears the upper vector-register state that
+//!   faer's assembly kernels leave behind (see [`matmul_xwt`]).
 //! - The gated MLP's `silu(gate) * up` is one pass on candle's threads instead of two single-threaded ones
-//!   (candle's CPU unary and binary maps run on one core), with the same formula, so the same bits.
+//!   (candle's CPU unary and binary maps run on one core), with a vectorised `exp`, within 4 ulp of candle's.
 //!
 //! `HUESCAN_PLAIN_KERNELS=1` in the environment turns both off (candle's ops everywhere), so one binary can
 //! time the two side by side (scripts/bench/extract_job.py --plain-kernels).
@@ -37,7 +40,9 @@ fn with_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Option<R> {
     Some(f(&data[start..start + t.elem_count()]))
 }
 
-/// `gate.silu()? * up` (`v / (1 + exp(-v))`, then the product: candle's f32 formula, so bit-identical to it).
+/// `gate.silu()? * up`, i.e. `g / (1 + exp(-g)) * u`, in one pass on rayon with a vectorised `exp`
+/// (`exp_f32`; candle's formula calls libm's scalar `expf` per element). Within 4 ulp of candle's result;
+/// the same bits whatever the split into tasks, the batch or the CPU's vector width.
 pub fn silu_mul(gate: &Tensor, up: &Tensor) -> candle_core::Result<Tensor> {
     let out = (gate.shape() == up.shape())
         .then(|| {
@@ -46,11 +51,7 @@ pub fn silu_mul(gate: &Tensor, up: &Tensor) -> candle_core::Result<Tensor> {
                     let mut out = vec![0f32; g.len()];
                     out.par_chunks_mut(ELEMENTWISE_CHUNK)
                         .zip(g.par_chunks(ELEMENTWISE_CHUNK).zip(u.par_chunks(ELEMENTWISE_CHUNK)))
-                        .for_each(|(o, (g, u))| {
-                            for ((o, &g), &u) in o.iter_mut().zip(g).zip(u) {
-                                *o = g / (1.0 + (-g).exp()) * u;
-                            }
-                        });
+                        .for_each(|(o, (g, u))| silu_mul_slice(o, g, u));
                     out
                 })
             })
@@ -60,6 +61,62 @@ pub fn silu_mul(gate: &Tensor, up: &Tensor) -> candle_core::Result<Tensor> {
     match out {
         Some(out) => Tensor::from_vec(out, gate.shape().clone(), gate.device()),
         None => gate.silu()? * up,
+    }
+}
+
+/// `o = g / (1 + exp(-g)) * u` elementwise, compiled for AVX2 when the CPU has it (8 lanes a step). Plain
+/// multiplies and adds only (no fused multiply-add), so the vector and scalar builds give the same bits.
+fn silu_mul_slice(o: &mut [f32], g: &[f32], u: &[f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU has AVX2 (checked just above).
+        return unsafe { silu_mul_avx2(o, g, u) };
+    }
+    silu_mul_portable(o, g, u)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn silu_mul_avx2(o: &mut [f32], g: &[f32], u: &[f32]) {
+    silu_mul_portable(o, g, u)
+}
+
+#[inline(always)]
+fn silu_mul_portable(o: &mut [f32], g: &[f32], u: &[f32]) {
+    for ((o, &g), &u) in o.iter_mut().zip(g).zip(u) {
+        *o = g / (1.0 + exp_f32(-g)) * u;
+    }
+}
+
+/// `eˣ` in f32 within 1 ulp for `x` in [-87, 88], `e⁻⁸⁷` below (0 next to the 1 that SiLU adds to it) and
+/// infinity above; NaN stays NaN. Branch-free, so loops over it vectorise: Cephes' `expf` (range reduction
+/// `x = n ln 2 + r`, `|r| ≤ ln 2 / 2`, with ln 2 in two parts; a degree-5 polynomial in `r`; `2ⁿ` built in
+/// the exponent bits).
+#[inline(always)]
+fn exp_f32(x: f32) -> f32 {
+    const LOG2E: f32 = std::f32::consts::LOG2_E;
+    // 1.5 * 2^23: adding it rounds to an integer (to nearest even) held in the low mantissa bits.
+    const ROUND: f32 = 12_582_912.0;
+    // 0.693359375 exactly: 9 significant bits, so `n * LN2_HI` is exact for every n used.
+    const LN2_HI: f32 = 0.693_359_4;
+    const LN2_LO: f32 = -2.121_944_4e-4;
+    let (big, x) = (x > 88.0, x.clamp(-87.0, 88.0));
+    let t = x * LOG2E + ROUND;
+    let n = t - ROUND;
+    let r = x - n * LN2_HI - n * LN2_LO;
+    let mut p = 1.987_569_1e-4f32;
+    p = p * r + 1.398_2e-3;
+    p = p * r + 8.333_452e-3;
+    p = p * r + 4.166_579_6e-2;
+    p = p * r + 0.166_666_65;
+    p = p * r + 0.5;
+    let e = p * r * r + r + 1.0;
+    // n in [-126, 127]: 2^n is a normal float with exponent field n + 127.
+    let scale = f32::from_bits(t.to_bits().wrapping_sub(ROUND.to_bits()).wrapping_add(127) << 23);
+    if big {
+        f32::INFINITY
+    } else {
+        e * scale
     }
 }
 
@@ -109,16 +166,40 @@ impl Module for Linear {
 /// Output columns per parallel task at least (a multiple of the kernels' register tile widths).
 const MIN_COLUMNS_PER_TASK: usize = 64;
 
+/// Rows (of `x`) per parallel task of the transposing copy in [`xwt_via_column_major`].
+const TRANSPOSE_ROWS: usize = 16;
+
 /// `x (m, k) · w (n, k)ᵀ (+ bias (n) on every row)`, row-major, on candle's thread count. The bias is written
 /// first and the product accumulated onto it (one pass over the output less than candle's `broadcast_add`
 /// after the product; equal to it up to summation order).
 ///
-/// The threads split the output columns (so each packs its own share of `w`) and each runs faer's sequential
-/// product, on rayon, the pool candle's matmul and softmax use. faer's threaded product runs on a pool of its
-/// own (spindle) whose idle workers spin for up to ~65k pauses after every product; next to candle's pools on
-/// the same two cores, that pool's spinning and barriers took ~14 % of the samples of a `perf` profile of the
-/// extraction job (BENCHMARKS.md).
+/// The threads split the output columns and each runs faer's sequential product, on rayon, the pool candle's
+/// matmul and softmax use. faer's threaded product runs on a pool of its own (spindle) whose idle workers spin
+/// for up to ~65k pauses after every product; next to candle's pools on the same two cores, that pool's
+/// spinning and barriers took ~14 % of the samples of a `perf` profile of the extraction job (BENCHMARKS.md).
+///
+/// With few rows (`2m ≤ k`: one image's patches, a prompt's tokens) the product goes through a column-major
+/// output (`xwt_via_column_major`), where faer packs `x` and reads `w` as it is stored, instead of packing
+/// all of `w` on every call; above that, packing `w` pays for itself and the output is written in place
+/// (`xwt_row_major`). Both give the same bits (tested), so the choice does not make results depend on the
+/// batch size.
 pub fn matmul_xwt(x: &[f32], w: &[f32], bias: Option<&[f32]>, m: usize, k: usize, n: usize) -> Vec<f32> {
+    if 2 * m <= k {
+        xwt_via_column_major(x, w, bias, m, k, n)
+    } else {
+        xwt_row_major(x, w, bias, m, k, n)
+    }
+}
+
+/// The task count for `n` output columns.
+fn column_tasks(n: usize) -> usize {
+    candle_core::utils::get_num_threads().clamp(1, n.div_ceil(MIN_COLUMNS_PER_TASK))
+}
+
+/// [`matmul_xwt`] into the row-major output directly. faer sees `outᵀ = w · xᵀ` (it makes the destination
+/// column-major), so it packs `w`, the left operand, into panels on every call (`2k` flops per packed
+/// element per row of `x`).
+fn xwt_row_major(x: &[f32], w: &[f32], bias: Option<&[f32]>, m: usize, k: usize, n: usize) -> Vec<f32> {
     let mut out = vec![0f32; m * n];
     if let Some(b) = bias {
         for row in out.chunks_exact_mut(n.max(1)) {
@@ -129,15 +210,68 @@ pub fn matmul_xwt(x: &[f32], w: &[f32], bias: Option<&[f32]>, m: usize, k: usize
         return out;
     }
     let accum = if bias.is_some() { faer::Accum::Add } else { faer::Accum::Replace };
-    let tasks = candle_core::utils::get_num_threads().clamp(1, n.div_ceil(MIN_COLUMNS_PER_TASK));
     split_columns(
         faer::MatMut::from_row_major_slice_mut(&mut out, m, n),
         faer::MatRef::from_row_major_slice(x, m, k),
         faer::MatRef::from_row_major_slice(w, n, k).transpose(),
         accum,
-        tasks,
+        column_tasks(n),
     );
     out
+}
+
+/// [`matmul_xwt`] into a column-major buffer, then copied into row-major order. faer then sees `out = x · wᵀ`
+/// as given: it packs `x` (small) and its kernels read `wᵀ`'s columns, `w`'s contiguous rows, in place. The
+/// bias goes into the buffer first, so every element is summed in the same order as in [`xwt_row_major`].
+/// On this machine (single-thread CPU-time rates, BENCHMARKS.md) 1.1–1.5x the row-major product at 64–256
+/// rows, level at 632.
+fn xwt_via_column_major(x: &[f32], w: &[f32], bias: Option<&[f32]>, m: usize, k: usize, n: usize) -> Vec<f32> {
+    if m == 0 || n == 0 {
+        return vec![0f32; m * n];
+    }
+    let mut cols = vec![0f32; m * n];
+    if let Some(b) = bias {
+        for (col, &b) in cols.chunks_exact_mut(m).zip(b) {
+            col.fill(b);
+        }
+    }
+    let accum = if bias.is_some() { faer::Accum::Add } else { faer::Accum::Replace };
+    split_columns(
+        faer::MatMut::from_column_major_slice_mut(&mut cols, m, n),
+        faer::MatRef::from_row_major_slice(x, m, k),
+        faer::MatRef::from_row_major_slice(w, n, k).transpose(),
+        accum,
+        column_tasks(n),
+    );
+    let mut out = vec![0f32; m * n];
+    out.par_chunks_mut(TRANSPOSE_ROWS * n).enumerate().for_each(|(c, rows)| {
+        let i0 = c * TRANSPOSE_ROWS;
+        let r = rows.len() / n;
+        for (j, col) in cols.chunks_exact(m).enumerate() {
+            for (i, &v) in col[i0..i0 + r].iter().enumerate() {
+                rows[i * n + j] = v;
+            }
+        }
+    });
+    out
+}
+
+/// `vzeroupper` on x86-64 with AVX (a no-op elsewhere), after faer's products.
+///
+/// faer's AVX-512 kernels (private-gemm-x86, assembly) return without `vzeroupper`, so the thread that ran
+/// them keeps the upper halves of its vector registers marked in use. Every SSE-encoded instruction it runs
+/// afterwards, which is all of candle's elementwise code and huescan's own loops (built for baseline
+/// x86-64), then merges with that state: in a `perf` profile of the extraction job the SiLU pass and glibc's
+/// `expf` under it took ~40 % of the samples, most of them on that stall (BENCHMARKS.md). Rust code built
+/// with AVX enabled, such as the `gemm` crate's kernels behind candle's matmul, clears the state itself.
+#[inline]
+fn clear_upper_vector_state() {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx") {
+        // SAFETY: the CPU has AVX (checked just above). `vzeroupper` zeroes bits 128 and up of the vector
+        // registers, which no value lives in across this call (they are caller-saved in every x86-64 ABI).
+        unsafe { std::arch::x86_64::_mm256_zeroupper() }
+    }
 }
 
 /// `out (+)= x · wt` with the columns of `out` and `wt` cut into `tasks` contiguous parts run with rayon.
@@ -150,6 +284,7 @@ fn split_columns(
 ) {
     if tasks <= 1 {
         faer::linalg::matmul::matmul(out, accum, x, wt, 1.0f32, faer::Par::Seq);
+        clear_upper_vector_state();
         return;
     }
     let left = tasks / 2;
@@ -216,8 +351,25 @@ mod tests {
         assert!((one[n - 1] - naive).abs() < 1e-4, "{} vs {naive}", one[n - 1]);
     }
 
+    /// Within 4 ulp (relative) of candle's `silu(gate) * up`, and equal to it where candle's path runs.
+    /// The two ways of running the product give the same bits, with and without a bias, over several depth
+    /// blocks of faer's kernels (512) and with remainders of their register tiles.
     #[test]
-    fn silu_mul_is_candles_silu_times_up_bit_for_bit() {
+    fn column_major_route_equals_row_major_route_bit_for_bit() {
+        for (m, k, n) in [(5, 700, 37), (79, 1300, 301), (130, 1100, 97), (1, 600, 64)] {
+            let x: Vec<f32> = (0..m * k).map(|i| ((i * 37) % 101) as f32 / 50.0 - 1.0).collect();
+            let w: Vec<f32> = (0..n * k).map(|i| ((i * 53) % 97) as f32 / 48.0 - 1.0).collect();
+            let b: Vec<f32> = (0..n).map(|i| i as f32 * 0.37 - 3.0).collect();
+            for bias in [None, Some(b.as_slice())] {
+                let (rows, cols) = (xwt_row_major(&x, &w, bias, m, k, n), xwt_via_column_major(&x, &w, bias, m, k, n));
+                let same = rows.iter().zip(&cols).all(|(a, b)| a.to_bits() == b.to_bits());
+                assert!(same, "{m}x{k}x{n}, bias {}", bias.is_some());
+            }
+        }
+    }
+
+    #[test]
+    fn silu_mul_is_candles_silu_times_up_within_4_ulp() {
         let dev = Device::Cpu;
         // More than one parallel chunk, and a length that is not a multiple of it.
         let (g, u) = (
@@ -227,12 +379,45 @@ mod tests {
         let want = (g.silu().unwrap() * &u).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
         let got = silu_mul(&g, &u).unwrap();
         assert_eq!(got.dims(), g.dims());
-        assert_eq!(got.flatten_all().unwrap().to_vec1::<f32>().unwrap(), want);
+        for (a, b) in got.flatten_all().unwrap().to_vec1::<f32>().unwrap().iter().zip(&want) {
+            assert!((a - b).abs() <= 4.0 * f32::EPSILON * b.abs().max(f32::MIN_POSITIVE), "{a} vs {b}");
+        }
         // A non-contiguous input takes candle's ops.
         let gt = g.t().unwrap();
         let ut = u.t().unwrap();
         let want = (gt.silu().unwrap() * &ut).unwrap();
         let diff = (silu_mul(&gt, &ut).unwrap() - want).unwrap().abs().unwrap().max_all().unwrap();
         assert_eq!(diff.to_scalar::<f32>().unwrap(), 0.0);
+    }
+
+    /// The vectorised build and the portable one give the same bits, far into both tails and at NaN.
+    #[test]
+    fn silu_mul_vector_and_scalar_builds_agree_bit_for_bit() {
+        let g: Vec<f32> = (0..4099).map(|i| (i as f32 - 2049.0) * 0.07).chain([f32::NAN, 1e30, -1e30]).collect();
+        let u: Vec<f32> = (0..g.len()).map(|i| ((i * 37) % 101) as f32 / 50.0 - 1.0).collect();
+        let (mut fast, mut plain) = (vec![0f32; g.len()], vec![0f32; g.len()]);
+        silu_mul_slice(&mut fast, &g, &u);
+        silu_mul_portable(&mut plain, &g, &u);
+        assert!(fast.iter().zip(&plain).all(|(a, b)| a.to_bits() == b.to_bits()));
+        assert!(fast[fast.len() - 3].is_nan());
+        assert_eq!(fast[fast.len() - 2], 1e30 * u[g.len() - 2]);
+        assert_eq!(fast[fast.len() - 1], 0.0);
+    }
+
+    /// `exp_f32` within 1 ulp of the exact value on a fine grid of its range, and clamped outside it.
+    #[test]
+    fn exp_f32_is_within_one_ulp() {
+        for i in 0..=175_000 {
+            let x = (-87.0 + i as f64 * 1e-3) as f32;
+            let (got, want) = (exp_f32(x) as f64, (x as f64).exp());
+            let ulp = {
+                let w = want as f32;
+                (f32::from_bits(w.to_bits() + 1) - w) as f64
+            };
+            assert!((got - want).abs() <= ulp, "exp({x}) = {got}, want {want}");
+        }
+        assert_eq!(exp_f32(-200.0), exp_f32(-87.0));
+        assert_eq!(exp_f32(88.5), f32::INFINITY);
+        assert!(exp_f32(f32::NAN).is_nan());
     }
 }
