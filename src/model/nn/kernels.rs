@@ -149,9 +149,10 @@ impl Module for Linear {
         if wk != k || k == 0 || xs.dtype() != DType::F32 || !xs.device().is_cpu() || plain() {
             return self.inner.forward(xs); // candle's message names the shapes
         }
+        keep_freed_buffers();
         let m = xs.elem_count() / k;
         let bias = match self.inner.bias() {
-            Some(b) if b.dtype() == DType::F32 => Some(b.flatten_all()?.to_vec1::<f32>()?),
+            Some(b) if b.dtype() == DType::F32 && b.elem_count() == n => Some(b.flatten_all()?.to_vec1::<f32>()?),
             Some(_) => return self.inner.forward(xs),
             None => None,
         };
@@ -163,10 +164,34 @@ impl Module for Linear {
     }
 }
 
+/// Has glibc's `malloc` keep the forward's freed activations for reuse instead of handing them back to the
+/// kernel (once per process, on the first product).
+///
+/// By default glibc serves blocks above a threshold (128 KiB, growing up to 32 MiB) with fresh `mmap`s and
+/// trims the heap top above 128 KiB, so a forward's activations of up to tens of MB each were unmapped when
+/// dropped and page-faulted (and zeroed by the kernel) again on the next layer: 5–9 % of the batch-8 job's
+/// samples, half of them on the main thread while both rayon workers waited (`perf record -a`,
+/// BENCHMARKS.md). With a fixed 32 MiB threshold (glibc's ceiling) and a 1 GiB trim threshold, a freed block
+/// is reused by the next layer's output. Blocks above 32 MiB (large weights) are still mapped and unmapped;
+/// what stays is at most the forward's own peak of live activations.
+fn keep_freed_buffers() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        #[cfg(all(target_os = "linux", target_env = "gnu"))]
+        // SAFETY: `mallopt` only sets allocator parameters; both are valid for glibc (a failure returns 0 and
+        // leaves the defaults, which are only slower).
+        unsafe {
+            libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
+            libc::mallopt(libc::M_TRIM_THRESHOLD, 1 << 30);
+        }
+    });
+}
+
 /// Output columns per parallel task at least (a multiple of the kernels' register tile widths).
 const MIN_COLUMNS_PER_TASK: usize = 64;
 
-/// Rows (of `x`) per parallel task of the transposing copy in [`xwt_via_column_major`].
+/// Rows of the output per parallel task (at least) of the fills and of the transposing copy in
+/// [`xwt_via_column_major`].
 const TRANSPOSE_ROWS: usize = 16;
 
 /// `x (m, k) · w (n, k)ᵀ (+ bias (n) on every row)`, row-major, on candle's thread count. The bias is written
@@ -200,12 +225,7 @@ fn column_tasks(n: usize) -> usize {
 /// column-major), so it packs `w`, the left operand, into panels on every call (`2k` flops per packed
 /// element per row of `x`).
 fn xwt_row_major(x: &[f32], w: &[f32], bias: Option<&[f32]>, m: usize, k: usize, n: usize) -> Vec<f32> {
-    let mut out = vec![0f32; m * n];
-    if let Some(b) = bias {
-        for row in out.chunks_exact_mut(n.max(1)) {
-            row.copy_from_slice(b);
-        }
-    }
+    let mut out = filled(m, n, bias);
     if m == 0 || n == 0 {
         return out;
     }
@@ -229,12 +249,12 @@ fn xwt_via_column_major(x: &[f32], w: &[f32], bias: Option<&[f32]>, m: usize, k:
     if m == 0 || n == 0 {
         return vec![0f32; m * n];
     }
-    let mut cols = vec![0f32; m * n];
-    if let Some(b) = bias {
-        for (col, &b) in cols.chunks_exact_mut(m).zip(b) {
-            col.fill(b);
-        }
-    }
+    // The column-major buffer is the row-major `(n, m)` matrix whose rows are `out`'s columns.
+    let mut cols = match bias {
+        Some(b) if b.len() == n => filled_rows_with(n, m, |j, col| col.iter_mut().for_each(|c| _ = c.write(b[j]))),
+        Some(_) => panic!("a bias of {n} elements for {n} output columns"),
+        None => filled(n, m, None),
+    };
     let accum = if bias.is_some() { faer::Accum::Add } else { faer::Accum::Replace };
     split_columns(
         faer::MatMut::from_column_major_slice_mut(&mut cols, m, n),
@@ -243,16 +263,51 @@ fn xwt_via_column_major(x: &[f32], w: &[f32], bias: Option<&[f32]>, m: usize, k:
         accum,
         column_tasks(n),
     );
-    let mut out = vec![0f32; m * n];
-    out.par_chunks_mut(TRANSPOSE_ROWS * n).enumerate().for_each(|(c, rows)| {
-        let i0 = c * TRANSPOSE_ROWS;
-        let r = rows.len() / n;
-        for (j, col) in cols.chunks_exact(m).enumerate() {
-            for (i, &v) in col[i0..i0 + r].iter().enumerate() {
-                rows[i * n + j] = v;
-            }
+    filled_rows_with(m, n, |i, row| {
+        for (dst, col) in row.iter_mut().zip(cols.chunks_exact(m)) {
+            dst.write(col[i]);
         }
-    });
+    })
+}
+
+/// A row-major `(rows, width)` buffer with every row a copy of `bias` (zeros without one), written on rayon.
+fn filled(rows: usize, width: usize, bias: Option<&[f32]>) -> Vec<f32> {
+    match bias {
+        Some(b) => filled_rows_with(rows, width, |_, row| {
+            assert_eq!(b.len(), row.len(), "a bias of the output's width"); // every element is written
+            for (dst, &v) in row.iter_mut().zip(b) {
+                dst.write(v);
+            }
+        }),
+        None => filled_rows_with(rows, width, |_, row| row.iter_mut().for_each(|c| _ = c.write(0.0))),
+    }
+}
+
+/// A row-major `(rows, width)` buffer whose row `i` is written by `write(i, row)`, which must write every
+/// element, on rayon in blocks of rows.
+///
+/// The outputs are fresh allocations of up to tens of MB per product: written on one thread (`vec![0; len]`
+/// and a serial fill) they were ~4 % of the batch-8 job's samples on the main thread while both rayon workers
+/// waited (page faults and `memcpy`, `perf record -a`, BENCHMARKS.md). Rows go out in blocks of
+/// [`TRANSPOSE_ROWS`] or more so that each task has enough to do.
+fn filled_rows_with(
+    rows: usize,
+    width: usize,
+    write: impl Fn(usize, &mut [std::mem::MaybeUninit<f32>]) + Sync,
+) -> Vec<f32> {
+    let len = rows * width;
+    let mut out = Vec::with_capacity(len);
+    if width > 0 {
+        let block = TRANSPOSE_ROWS.max(ELEMENTWISE_CHUNK / width);
+        out.spare_capacity_mut()[..len].par_chunks_mut(block * width).enumerate().for_each(|(c, chunk)| {
+            for (r, row) in chunk.chunks_exact_mut(width).enumerate() {
+                write(c * block + r, row);
+            }
+        });
+    }
+    // SAFETY: the capacity is at least `len`, and `write` wrote each of the `rows` rows of `width` elements,
+    // all of them (its contract; every caller writes the whole row).
+    unsafe { out.set_len(len) };
     out
 }
 
