@@ -263,11 +263,22 @@ fn xwt_via_column_major(x: &[f32], w: &[f32], bias: Option<&[f32]>, m: usize, k:
         accum,
         column_tasks(n),
     );
-    filled_rows_with(m, n, |i, row| {
-        for (dst, col) in row.iter_mut().zip(cols.chunks_exact(m)) {
-            dst.write(col[i]);
+    // Blocks of rows, column by column inside a block: each column's segment is one or two cache lines
+    // read once (walking whole rows instead read every column once per row: 2.7x slower at 256x3420).
+    let mut out = Vec::with_capacity(m * n);
+    out.spare_capacity_mut()[..m * n].par_chunks_mut(TRANSPOSE_ROWS * n).enumerate().for_each(|(c, rows)| {
+        let i0 = c * TRANSPOSE_ROWS;
+        let r = rows.len() / n;
+        for (j, col) in cols.chunks_exact(m).enumerate() {
+            for (i, &v) in col[i0..i0 + r].iter().enumerate() {
+                rows[i * n + j].write(v);
+            }
         }
-    })
+    });
+    // SAFETY: the capacity is `m * n`; the blocks cover all `m` rows, and each block wrote every column `j`
+    // of each of its `r` rows.
+    unsafe { out.set_len(m * n) };
+    out
 }
 
 /// A row-major `(rows, width)` buffer with every row a copy of `bias` (zeros without one), written on rayon.
