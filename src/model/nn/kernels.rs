@@ -308,8 +308,8 @@ fn filled_rows_with(
 ) -> Vec<f32> {
     let len = rows * width;
     let mut out = Vec::with_capacity(len);
-    if width > 0 {
-        let block = TRANSPOSE_ROWS.max(ELEMENTWISE_CHUNK / width);
+    if let Some(per_chunk) = ELEMENTWISE_CHUNK.checked_div(width) {
+        let block = TRANSPOSE_ROWS.max(per_chunk);
         out.spare_capacity_mut()[..len].par_chunks_mut(block * width).enumerate().for_each(|(c, chunk)| {
             for (r, row) in chunk.chunks_exact_mut(width).enumerate() {
                 write(c * block + r, row);
