@@ -209,6 +209,9 @@ const TRANSPOSE_ROWS: usize = 16;
 /// (`xwt_row_major`). Both give the same bits (tested), so the choice does not make results depend on the
 /// batch size.
 pub fn matmul_xwt(x: &[f32], w: &[f32], bias: Option<&[f32]>, m: usize, k: usize, n: usize) -> Vec<f32> {
+    // The fills below write every output element only with a bias of the output's width (and `Linear`
+    // passes no other), so this is the one check.
+    assert!(bias.is_none_or(|b| b.len() == n), "a bias of {n} elements for {n} output columns");
     if 2 * m <= k {
         xwt_via_column_major(x, w, bias, m, k, n)
     } else {
@@ -251,8 +254,8 @@ fn xwt_via_column_major(x: &[f32], w: &[f32], bias: Option<&[f32]>, m: usize, k:
     }
     // The column-major buffer is the row-major `(n, m)` matrix whose rows are `out`'s columns.
     let mut cols = match bias {
-        Some(b) if b.len() == n => filled_rows_with(n, m, |j, col| col.iter_mut().for_each(|c| _ = c.write(b[j]))),
-        Some(_) => panic!("a bias of {n} elements for {n} output columns"),
+        // SAFETY: the closure writes all `m` elements of each of the `n` columns (`b[j]` exists: `b.len() == n`).
+        Some(b) => unsafe { filled_rows_with(n, m, |j, col| col.iter_mut().for_each(|c| _ = c.write(b[j]))) },
         None => filled(n, m, None),
     };
     let accum = if bias.is_some() { faer::Accum::Add } else { faer::Accum::Replace };
@@ -284,13 +287,13 @@ fn xwt_via_column_major(x: &[f32], w: &[f32], bias: Option<&[f32]>, m: usize, k:
 /// A row-major `(rows, width)` buffer with every row a copy of `bias` (zeros without one), written on rayon.
 fn filled(rows: usize, width: usize, bias: Option<&[f32]>) -> Vec<f32> {
     match bias {
-        Some(b) => filled_rows_with(rows, width, |_, row| {
-            assert_eq!(b.len(), row.len(), "a bias of the output's width"); // every element is written
-            for (dst, &v) in row.iter_mut().zip(b) {
-                dst.write(v);
-            }
-        }),
-        None => filled_rows_with(rows, width, |_, row| row.iter_mut().for_each(|c| _ = c.write(0.0))),
+        Some(b) => {
+            assert_eq!(b.len(), width, "a bias of the output's width");
+            // SAFETY: `b` has `width` elements (checked above), so the zip writes the whole row.
+            unsafe { filled_rows_with(rows, width, |_, row| row.iter_mut().zip(b).for_each(|(d, &v)| _ = d.write(v))) }
+        }
+        // SAFETY: every element of every row is written.
+        None => unsafe { filled_rows_with(rows, width, |_, row| row.iter_mut().for_each(|c| _ = c.write(0.0))) },
     }
 }
 
@@ -301,7 +304,10 @@ fn filled(rows: usize, width: usize, bias: Option<&[f32]>) -> Vec<f32> {
 /// and a serial fill) they were ~4 % of the batch-8 job's samples on the main thread while both rayon workers
 /// waited (page faults and `memcpy`, `perf record -a`, BENCHMARKS.md). Rows go out in blocks of
 /// [`TRANSPOSE_ROWS`] or more so that each task has enough to do.
-fn filled_rows_with(
+///
+/// # Safety
+/// `write` must write every element of the row it is given; the buffer is returned as initialised.
+unsafe fn filled_rows_with(
     rows: usize,
     width: usize,
     write: impl Fn(usize, &mut [std::mem::MaybeUninit<f32>]) + Sync,
@@ -316,8 +322,8 @@ fn filled_rows_with(
             }
         });
     }
-    // SAFETY: the capacity is at least `len`, and `write` wrote each of the `rows` rows of `width` elements,
-    // all of them (its contract; every caller writes the whole row).
+    // SAFETY: the capacity is at least `len`, and `write` wrote all `width` elements of each of the `rows`
+    // rows (the caller's obligation).
     unsafe { out.set_len(len) };
     out
 }
@@ -430,6 +436,31 @@ mod tests {
                 let (rows, cols) = (xwt_row_major(&x, &w, bias, m, k, n), xwt_via_column_major(&x, &w, bias, m, k, n));
                 let same = rows.iter().zip(&cols).all(|(a, b)| a.to_bits() == b.to_bits());
                 assert!(same, "{m}x{k}x{n}, bias {}", bias.is_some());
+            }
+        }
+    }
+
+    /// Both routes against a plain triple loop at sizes whose outputs span several blocks of the parallel
+    /// fills and of the transposing copy (so a block that is skipped or written twice shows).
+    #[test]
+    fn products_over_several_fill_blocks_equal_the_definition() {
+        for (m, k, n) in [(130, 200, 301), (40, 700, 1000)] {
+            let x: Vec<f32> = (0..m * k).map(|i| ((i * 37) % 101) as f32 / 50.0 - 1.0).collect();
+            let w: Vec<f32> = (0..n * k).map(|i| ((i * 53) % 97) as f32 / 48.0 - 1.0).collect();
+            let b: Vec<f32> = (0..n).map(|i| i as f32 * 0.37 - 3.0).collect();
+            for bias in [None, Some(b.as_slice())] {
+                let got = matmul_xwt(&x, &w, bias, m, k, n);
+                for (i, j) in (0..m).flat_map(|i| (0..n).map(move |j| (i, j))) {
+                    let dot: f64 = (0..k).map(|t| x[i * k + t] as f64 * w[j * k + t] as f64).sum();
+                    let want = dot + bias.map_or(0.0, |b| b[j] as f64);
+                    let d = (got[i * n + j] as f64 - want).abs();
+                    assert!(
+                        d < 1e-3,
+                        "{m}x{k}x{n} bias {} at ({i}, {j}): {} vs {want}",
+                        bias.is_some(),
+                        got[i * n + j]
+                    );
+                }
             }
         }
     }
