@@ -16,6 +16,7 @@
 
 use candle_core::{CpuStorage, DType, Module, Shape, Storage, Tensor};
 use candle_nn::VarBuilder;
+use faer::prelude::{Reborrow, ReborrowMut};
 use rayon::prelude::*;
 
 /// Elements per parallel task of the elementwise kernels (a few cache lines' worth of work per task is too
@@ -164,6 +165,19 @@ impl Module for Linear {
     }
 }
 
+/// Runs `f`, a whole forward, on one of rayon's worker threads instead of the caller's.
+///
+/// The products split their columns over rayon's pool. Called from the main thread, every product handed
+/// its halves to the pool and the main thread slept until both were done, so each of the forward's
+/// hundreds of products paid two cross-thread wake-ups (in a VM, a halted virtual CPU to wake each time);
+/// in `perf record -a` of the batch-1 job the main thread's share and the idle share of both cores fell
+/// from 5.6 % and 13.6 % to 1.5 % and 7.6 % with this and the in-task copy of [`xwt_via_column_major`]
+/// together (BENCHMARKS.md). On a worker the forward's own thread runs one half of each product itself. A
+/// caller already on a worker runs `f` in place.
+pub fn on_compute_threads<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+    rayon::scope(|_| f())
+}
+
 /// Has glibc's `malloc` keep the forward's freed activations for reuse instead of handing them back to the
 /// kernel (once per process, on the first product).
 ///
@@ -190,9 +204,8 @@ fn keep_freed_buffers() {
 /// Output columns per parallel task at least (a multiple of the kernels' register tile widths).
 const MIN_COLUMNS_PER_TASK: usize = 64;
 
-/// Rows of the output per parallel task (at least) of the fills and of the transposing copy in
-/// [`xwt_via_column_major`].
-const TRANSPOSE_ROWS: usize = 16;
+/// Rows of the output per parallel task (at least) of the fills.
+const FILL_ROWS: usize = 16;
 
 /// `x (m, k) · w (n, k)ᵀ (+ bias (n) on every row)`, row-major, on candle's thread count. The bias is written
 /// first and the product accumulated onto it (one pass over the output less than candle's `broadcast_add`
@@ -239,6 +252,8 @@ fn xwt_row_major(x: &[f32], w: &[f32], bias: Option<&[f32]>, m: usize, k: usize,
         faer::MatRef::from_row_major_slice(w, n, k).transpose(),
         accum,
         column_tasks(n),
+        0,
+        &|_, _| {},
     );
     out
 }
@@ -248,6 +263,11 @@ fn xwt_row_major(x: &[f32], w: &[f32], bias: Option<&[f32]>, m: usize, k: usize,
 /// bias goes into the buffer first, so every element is summed in the same order as in [`xwt_row_major`].
 /// On this machine (single-thread CPU-time rates, BENCHMARKS.md) 1.1–1.5x the row-major product at 64–256
 /// rows, level at 632.
+///
+/// Each column task copies its own columns into the output right after its product, while they are still
+/// in cache and on the thread that has them: as a separate parallel pass after the product the copy was
+/// ~7 % of the batch-1 job's samples, nearly all on one thread while the other waited to be woken
+/// (`perf record -a`, BENCHMARKS.md).
 fn xwt_via_column_major(x: &[f32], w: &[f32], bias: Option<&[f32]>, m: usize, k: usize, n: usize) -> Vec<f32> {
     if m == 0 || n == 0 {
         return vec![0f32; m * n];
@@ -259,30 +279,73 @@ fn xwt_via_column_major(x: &[f32], w: &[f32], bias: Option<&[f32]>, m: usize, k:
         None => filled(n, m, None),
     };
     let accum = if bias.is_some() { faer::Accum::Add } else { faer::Accum::Replace };
+    let mut out = Vec::with_capacity(m * n);
+    let dst = RowMajorDst { ptr: out.spare_capacity_mut().as_mut_ptr(), rows: m, width: n };
     split_columns(
         faer::MatMut::from_column_major_slice_mut(&mut cols, m, n),
         faer::MatRef::from_row_major_slice(x, m, k),
         faer::MatRef::from_row_major_slice(w, n, k).transpose(),
         accum,
         column_tasks(n),
+        0,
+        // SAFETY: `split_columns` hands every column of `out` to exactly one task, so no two threads write
+        // one element.
+        &|col0, finished| unsafe { dst.copy_columns(col0, finished) },
     );
-    // Blocks of rows, column by column inside a block: each column's segment is one or two cache lines
-    // read once (walking whole rows instead read every column once per row: 2.7x slower at 256x3420).
-    let mut out = Vec::with_capacity(m * n);
-    out.spare_capacity_mut()[..m * n].par_chunks_mut(TRANSPOSE_ROWS * n).enumerate().for_each(|(c, rows)| {
-        let i0 = c * TRANSPOSE_ROWS;
-        let r = rows.len() / n;
-        for (j, col) in cols.chunks_exact(m).enumerate() {
-            for (i, &v) in col[i0..i0 + r].iter().enumerate() {
-                rows[i * n + j].write(v);
-            }
-        }
-    });
-    // SAFETY: the capacity is `m * n`; the blocks cover all `m` rows, and each block wrote every column `j`
-    // of each of its `r` rows.
+    // SAFETY: the capacity is `m * n`, and the column ranges the tasks copied cover `0..n` for every row.
     unsafe { out.set_len(m * n) };
     out
 }
+
+/// The uninitialised row-major `(rows, width)` output, written by column ranges from several tasks.
+struct RowMajorDst {
+    ptr: *mut std::mem::MaybeUninit<f32>,
+    rows: usize,
+    width: usize,
+}
+
+// SAFETY: tasks write disjoint column ranges, so no element is written twice or read at all.
+unsafe impl Sync for RowMajorDst {}
+
+impl RowMajorDst {
+    /// Writes columns `range` of every row from `cols` (those columns, column-major, `rows` long each), in
+    /// tiles of [`TILE`]x[`TILE`]: a tile reads `TILE` column segments of one cache line or so each and
+    /// writes `TILE` row segments, so both sides stay in L1 (3–4x the scalar element walk in a scratch bench
+    /// at 256x3420).
+    ///
+    /// # Safety
+    /// No other thread may write columns `col0..col0 + finished.ncols()` of the output.
+    unsafe fn copy_columns(&self, col0: usize, finished: faer::MatRef<'_, f32>) {
+        let (m, n) = (self.rows, self.width);
+        let range = col0..col0 + finished.ncols();
+        assert!(finished.nrows() == m && range.end <= n, "columns of the output");
+        let Some(cols) = finished.try_as_col_major() else { unreachable!("the product buffer is column-major") };
+        let col = |j: usize| cols.col(j - range.start).as_slice();
+        let mut tile = [[0f32; TILE]; TILE];
+        for i0 in (0..m).step_by(TILE) {
+            let r = TILE.min(m - i0);
+            for j0 in range.clone().step_by(TILE) {
+                let c = TILE.min(range.end - j0);
+                for jj in 0..c {
+                    for (t, &v) in tile.iter_mut().zip(&col(j0 + jj)[i0..i0 + r]) {
+                        t[jj] = v;
+                    }
+                }
+                for (i, t) in tile.iter().take(r).enumerate() {
+                    // SAFETY: row `i0 + i < m`, columns `j0..j0 + c` inside `range`, inside the allocation of
+                    // `m * n`; only this task writes them (the caller's obligation).
+                    let row = unsafe { std::slice::from_raw_parts_mut(self.ptr.add((i0 + i) * n + j0), c) };
+                    for (d, &v) in row.iter_mut().zip(&t[..c]) {
+                        d.write(v);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Rows and columns of one tile of the transposing copy.
+const TILE: usize = 16;
 
 /// A row-major `(rows, width)` buffer with every row a copy of `bias` (zeros without one), written on rayon.
 fn filled(rows: usize, width: usize, bias: Option<&[f32]>) -> Vec<f32> {
@@ -303,7 +366,7 @@ fn filled(rows: usize, width: usize, bias: Option<&[f32]>) -> Vec<f32> {
 /// The outputs are fresh allocations of up to tens of MB per product: written on one thread (`vec![0; len]`
 /// and a serial fill) they were ~4 % of the batch-8 job's samples on the main thread while both rayon workers
 /// waited (page faults and `memcpy`, `perf record -a`, BENCHMARKS.md). Rows go out in blocks of
-/// [`TRANSPOSE_ROWS`] or more so that each task has enough to do.
+/// [`FILL_ROWS`] or more so that each task has enough to do.
 ///
 /// # Safety
 /// `write` must write every element of the row it is given; the buffer is returned as initialised.
@@ -315,7 +378,7 @@ unsafe fn filled_rows_with(
     let len = rows * width;
     let mut out = Vec::with_capacity(len);
     if let Some(per_chunk) = ELEMENTWISE_CHUNK.checked_div(width) {
-        let block = TRANSPOSE_ROWS.max(per_chunk);
+        let block = FILL_ROWS.max(per_chunk);
         out.spare_capacity_mut()[..len].par_chunks_mut(block * width).enumerate().for_each(|(c, chunk)| {
             for (r, row) in chunk.chunks_exact_mut(width).enumerate() {
                 write(c * block + r, row);
@@ -346,17 +409,22 @@ fn clear_upper_vector_state() {
     }
 }
 
-/// `out (+)= x · wt` with the columns of `out` and `wt` cut into `tasks` contiguous parts run with rayon.
+/// `out (+)= x · wt` with the columns of `out` and `wt` cut into `tasks` contiguous parts run with rayon; each
+/// part then calls `done(first column, its finished part of out)`, counting columns from `col0`.
 fn split_columns(
     out: faer::MatMut<'_, f32>,
     x: faer::MatRef<'_, f32>,
     wt: faer::MatRef<'_, f32>,
     accum: faer::Accum,
     tasks: usize,
+    col0: usize,
+    done: &(dyn Fn(usize, faer::MatRef<'_, f32>) + Sync),
 ) {
     if tasks <= 1 {
-        faer::linalg::matmul::matmul(out, accum, x, wt, 1.0f32, faer::Par::Seq);
+        let mut out = out;
+        faer::linalg::matmul::matmul(out.rb_mut(), accum, x, wt, 1.0f32, faer::Par::Seq);
         clear_upper_vector_state();
+        done(col0, out.rb());
         return;
     }
     let left = tasks / 2;
@@ -365,7 +433,10 @@ fn split_columns(
     let cut = cut.min(out.ncols());
     let (out_l, out_r) = out.split_at_col_mut(cut);
     let (wt_l, wt_r) = wt.split_at_col(cut);
-    rayon::join(|| split_columns(out_l, x, wt_l, accum, left), || split_columns(out_r, x, wt_r, accum, tasks - left));
+    rayon::join(
+        || split_columns(out_l, x, wt_l, accum, left, col0, done),
+        || split_columns(out_r, x, wt_r, accum, tasks - left, col0 + cut, done),
+    );
 }
 
 #[cfg(test)]
@@ -410,6 +481,8 @@ mod tests {
                 faer::MatRef::from_row_major_slice(&w, n, k).transpose(),
                 faer::Accum::Replace,
                 tasks,
+                0,
+                &|_, _| {},
             );
             out
         };
@@ -426,6 +499,35 @@ mod tests {
     /// Within 4 ulp (relative) of candle's `silu(gate) * up`, and equal to it where candle's path runs.
     /// The two ways of running the product give the same bits, with and without a bias, over several depth
     /// blocks of faer's kernels (512) and with remainders of their register tiles.
+    #[test]
+    fn every_column_is_reported_done_once_after_its_product() {
+        let (m, k, n) = (3, 5, 301);
+        let x = vec![1f32; m * k];
+        let w = vec![1f32; n * k];
+        for tasks in [1, 2, 3, 5, 8] {
+            let mut out = vec![0f32; m * n];
+            let seen = std::sync::Mutex::new(Vec::new());
+            split_columns(
+                faer::MatMut::from_column_major_slice_mut(&mut out, m, n),
+                faer::MatRef::from_row_major_slice(&x, m, k),
+                faer::MatRef::from_row_major_slice(&w, n, k).transpose(),
+                faer::Accum::Replace,
+                tasks,
+                0,
+                &|col0, finished| {
+                    let all_done = (0..finished.ncols()).all(|j| (0..m).all(|i| finished[(i, j)] == k as f32));
+                    assert!(all_done, "columns from {col0} reported before their product");
+                    seen.lock().unwrap().push(col0..col0 + finished.ncols());
+                },
+            );
+            let mut seen = seen.into_inner().unwrap();
+            seen.sort_by_key(|r| r.start);
+            assert_eq!(seen.len(), tasks, "one range per task");
+            assert!(seen.windows(2).all(|p| p[0].end == p[1].start), "{tasks} tasks: {seen:?}");
+            assert_eq!((seen[0].start, seen[seen.len() - 1].end), (0, n), "{tasks} tasks: {seen:?}");
+        }
+    }
+
     #[test]
     fn column_major_route_equals_row_major_route_bit_for_bit() {
         for (m, k, n) in [(5, 700, 37), (79, 1300, 301), (130, 1100, 97), (1, 600, 64)] {

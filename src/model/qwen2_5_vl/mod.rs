@@ -35,6 +35,7 @@ pub use resize::resize_bicubic_pil;
 pub use rope::MropePositions;
 pub use text::KvCache;
 
+use crate::model::nn::kernels::on_compute_threads;
 use crate::model::{Captures, Component, Error, HookPoint, HookSet, Input, Pooling, Positions};
 use pooling::{pool, pool_vision, refuse_image_interventions_without_image, to_host, Layout};
 use text::{causal_mask, TextModel};
@@ -285,54 +286,56 @@ impl Qwen25VlModel {
     /// [`Positions::All`] at a decoder point (the embeddings, any block point, the final norm) also apply to every
     /// generated token; other position modes, and vision-tower points, touch the prompt only.
     pub fn generate(&self, sample: &Sample, max_new_tokens: usize, hooks: &HookSet) -> Result<Vec<u32>, Error> {
-        let positions = self.positions(sample)?;
-        let mut cache = KvCache::new(self.n_layers());
-        let (last, _) =
-            self.prefill(std::slice::from_ref(sample), hooks, Some(&mut cache), None, 0, &mut |_, _, _| Ok(()))?;
-        let last = last.expect("prefill without a block limit runs every block");
-        let seq = sample.input_ids.len();
-        let mut next_logits = self.text.logits(&last.i((.., seq - 1..seq, ..))?)?;
-        let mut out = Vec::new();
-        for _ in 0..max_new_tokens {
-            let flat = next_logits.flatten_all()?.to_dtype(DType::F32)?;
-            // argmax over NaN logits returns token 0 every step: an answer that looks valid and is wrong.
-            let sum = flat.sum_all()?.to_scalar::<f32>()?;
-            if !sum.is_finite() && flat.to_vec1::<f32>()?.iter().any(|v| !v.is_finite()) {
-                return Err(Error::Msg(format!(
-                    "the logits of generated token {} are not finite (NaN/Inf); the checkpoint's weights or the \
-                     activations are broken{}",
-                    out.len() + 1,
-                    if self.dtype == DType::F32 { "" } else { " (try --dtype f32)" }
-                )));
+        on_compute_threads(|| {
+            let positions = self.positions(sample)?;
+            let mut cache = KvCache::new(self.n_layers());
+            let (last, _) =
+                self.prefill(std::slice::from_ref(sample), hooks, Some(&mut cache), None, 0, &mut |_, _, _| Ok(()))?;
+            let last = last.expect("prefill without a block limit runs every block");
+            let seq = sample.input_ids.len();
+            let mut next_logits = self.text.logits(&last.i((.., seq - 1..seq, ..))?)?;
+            let mut out = Vec::new();
+            for _ in 0..max_new_tokens {
+                let flat = next_logits.flatten_all()?.to_dtype(DType::F32)?;
+                // argmax over NaN logits returns token 0 every step: an answer that looks valid and is wrong.
+                let sum = flat.sum_all()?.to_scalar::<f32>()?;
+                if !sum.is_finite() && flat.to_vec1::<f32>()?.iter().any(|v| !v.is_finite()) {
+                    return Err(Error::Msg(format!(
+                        "the logits of generated token {} are not finite (NaN/Inf); the checkpoint's weights or the \
+                         activations are broken{}",
+                        out.len() + 1,
+                        if self.dtype == DType::F32 { "" } else { " (try --dtype f32)" }
+                    )));
+                }
+                let token = flat.argmax(0)?.to_scalar::<u32>()?;
+                out.push(token);
+                if self.cfg.eos_token_ids.contains(&token) {
+                    break;
+                }
+                let pos = cache.len() as i64 + positions.delta;
+                let axes = [vec![pos], vec![pos], vec![pos]];
+                let (cos, sin) = rope::mrope_cos_sin(
+                    &[&axes],
+                    self.cfg.text.head_dim,
+                    self.cfg.text.rope_theta,
+                    &self.cfg.text.mrope_section,
+                    &self.device,
+                )?;
+                let decode_sel = |_: usize, p: &Positions| match p {
+                    Positions::All => vec![0],
+                    _ => vec![],
+                };
+                let xs = self.text.embed(&Tensor::new(&[[token]], &self.device)?)?;
+                let xs = hooks.apply(&HookPoint::ResidPre(0), &xs, &decode_sel)?;
+                let normed = self.text.forward_embeds(xs, &cos, &sin, None, Some(&mut cache), None, &mut |point, xs| {
+                    hooks.apply(point, &xs, &decode_sel)
+                })?;
+                let normed =
+                    hooks.apply(&HookPoint::LnFinalOut, &normed.expect("decoding runs every block"), &decode_sel)?;
+                next_logits = self.text.logits(&normed)?;
             }
-            let token = flat.argmax(0)?.to_scalar::<u32>()?;
-            out.push(token);
-            if self.cfg.eos_token_ids.contains(&token) {
-                break;
-            }
-            let pos = cache.len() as i64 + positions.delta;
-            let axes = [vec![pos], vec![pos], vec![pos]];
-            let (cos, sin) = rope::mrope_cos_sin(
-                &[&axes],
-                self.cfg.text.head_dim,
-                self.cfg.text.rope_theta,
-                &self.cfg.text.mrope_section,
-                &self.device,
-            )?;
-            let decode_sel = |_: usize, p: &Positions| match p {
-                Positions::All => vec![0],
-                _ => vec![],
-            };
-            let xs = self.text.embed(&Tensor::new(&[[token]], &self.device)?)?;
-            let xs = hooks.apply(&HookPoint::ResidPre(0), &xs, &decode_sel)?;
-            let normed = self.text.forward_embeds(xs, &cos, &sin, None, Some(&mut cache), None, &mut |point, xs| {
-                hooks.apply(point, &xs, &decode_sel)
-            })?;
-            let normed =
-                hooks.apply(&HookPoint::LnFinalOut, &normed.expect("decoding runs every block"), &decode_sel)?;
-            next_logits = self.text.logits(&normed)?;
-        }
-        Ok(out)
+            Ok(out)
+        })
     }
 
     fn positions(&self, s: &Sample) -> Result<MropePositions, Error> {
@@ -500,41 +503,43 @@ impl Qwen25VlModel {
     /// text after the image; the prefix every prompt shares before its image then runs once and its keys and
     /// values serve the batch ([`Self::shared_prefix`]).
     pub fn forward_samples(&self, batch: &[Sample], hooks: &HookSet, pooling: Pooling) -> Result<Captures, Error> {
-        let cut = self.cut_after_image(batch, hooks, pooling);
-        let batch = cut.as_deref().unwrap_or(batch);
-        let mut caps = Captures::default();
-        let blocks = hooks.blocks_needed(self.n_layers());
-        let mut on_point = |point: &HookPoint, xs: &Tensor, layout: &Layout| {
-            if hooks.wants(point) {
-                let pooled = pool(xs, layout, pooling)?;
-                caps.layers.insert(point.clone(), pooled);
+        on_compute_threads(|| {
+            let cut = self.cut_after_image(batch, hooks, pooling);
+            let batch = cut.as_deref().unwrap_or(batch);
+            let mut caps = Captures::default();
+            let blocks = hooks.blocks_needed(self.n_layers());
+            let mut on_point = |point: &HookPoint, xs: &Tensor, layout: &Layout| {
+                if hooks.wants(point) {
+                    let pooled = pool(xs, layout, pooling)?;
+                    caps.layers.insert(point.clone(), pooled);
+                }
+                Ok(())
+            };
+            let (normed, layout) = match cut.as_ref().and_then(|c| self.shared_prefix(c)) {
+                Some(past) => {
+                    // The prefix holds no image token, so no capture is pooled there and no intervention (vision
+                    // points, image tokens only, as for the cut) changes it: one run serves every sample.
+                    let mut head = KvCache::new(self.n_layers());
+                    let prefix = self.text_sample(&batch[0].input_ids[..past]);
+                    let quiet = HookSet::default();
+                    self.prefill(std::slice::from_ref(&prefix), &quiet, Some(&mut head), blocks, 0, &mut |_, _, _| Ok(()))?;
+                    let mut cache = head.repeat(batch.len())?;
+                    self.prefill(batch, hooks, Some(&mut cache), blocks, past, &mut on_point)?
+                }
+                None => self.prefill(batch, hooks, None, blocks, 0, &mut on_point)?,
+            };
+            for point in hooks.capture.iter().filter(|p| p.component() == Component::Vision) {
+                let xs = layout.vision.get(point).ok_or_else(|| {
+                    Error::Msg(format!("`{point}` is a vision-tower point, but no sample of the batch has an image"))
+                })?;
+                caps.layers.insert(point.clone(), pool_vision(point, xs, &layout, pooling)?);
             }
-            Ok(())
-        };
-        let (normed, layout) = match cut.as_ref().and_then(|c| self.shared_prefix(c)) {
-            Some(past) => {
-                // The prefix holds no image token, so no capture is pooled there and no intervention (vision
-                // points, image tokens only, as for the cut) changes it: one run serves every sample.
-                let mut head = KvCache::new(self.n_layers());
-                let prefix = self.text_sample(&batch[0].input_ids[..past]);
-                let quiet = HookSet::default();
-                self.prefill(std::slice::from_ref(&prefix), &quiet, Some(&mut head), blocks, 0, &mut |_, _, _| Ok(()))?;
-                let mut cache = head.repeat(batch.len())?;
-                self.prefill(batch, hooks, Some(&mut cache), blocks, past, &mut on_point)?
+            // A cut prompt's last position is its last image token, whose logits nobody asked for.
+            if let Some(normed) = normed.filter(|_| cut.is_none()) {
+                let last = normed.i((.., layout.seq - 1, ..))?.contiguous()?;
+                caps.logits = Some(to_host(&self.text.logits(&last)?.to_dtype(DType::F32)?)?);
             }
-            None => self.prefill(batch, hooks, None, blocks, 0, &mut on_point)?,
-        };
-        for point in hooks.capture.iter().filter(|p| p.component() == Component::Vision) {
-            let xs = layout.vision.get(point).ok_or_else(|| {
-                Error::Msg(format!("`{point}` is a vision-tower point, but no sample of the batch has an image"))
-            })?;
-            caps.layers.insert(point.clone(), pool_vision(point, xs, &layout, pooling)?);
-        }
-        // A cut prompt's last position is its last image token, whose logits nobody asked for.
-        if let Some(normed) = normed.filter(|_| cut.is_none()) {
-            let last = normed.i((.., layout.seq - 1, ..))?.contiguous()?;
-            caps.logits = Some(to_host(&self.text.logits(&last)?.to_dtype(DType::F32)?)?);
-        }
-        Ok(caps)
+            Ok(caps)
+        })
     }
 }
