@@ -31,7 +31,7 @@ fn plain() -> bool {
 
 /// `f` on the f32 CPU data of a contiguous tensor, or `None` (another device, dtype or layout, or
 /// `HUESCAN_PLAIN_KERNELS` set).
-fn with_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Option<R> {
+pub(crate) fn with_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Option<R> {
     if plain() || !t.is_contiguous() {
         return None;
     }
@@ -171,7 +171,7 @@ impl Module for Linear {
 /// its halves to the pool and the main thread slept until both were done, so each of the forward's
 /// hundreds of products paid two cross-thread wake-ups (in a VM, a halted virtual CPU to wake each time);
 /// in `perf record -a` of the batch-1 job the main thread's share and the idle share of both cores fell
-/// from 5.6 % and 13.6 % to 1.5 % and 7.6 % with this and the in-task copy of [`xwt_via_column_major`]
+/// from 5.6 % and 13.6 % to 1.5 % and 7.6 % with this and the in-task copy of `xwt_via_column_major`
 /// together (BENCHMARKS.md). On a worker the forward's own thread runs one half of each product itself. A
 /// caller already on a worker runs `f` in place.
 pub fn on_compute_threads<R: Send>(f: impl FnOnce() -> R + Send) -> R {
@@ -400,7 +400,7 @@ unsafe fn filled_rows_with(
 /// `expf` under it took ~40 % of the samples, most of them on that stall (BENCHMARKS.md). Rust code built
 /// with AVX enabled, such as the `gemm` crate's kernels behind candle's matmul, clears the state itself.
 #[inline]
-fn clear_upper_vector_state() {
+pub(crate) fn clear_upper_vector_state() {
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx") {
         // SAFETY: the CPU has AVX (checked just above). `vzeroupper` zeroes bits 128 and up of the vector

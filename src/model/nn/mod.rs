@@ -2,6 +2,7 @@
 //! more than one architecture (RMSNorm, LayerNorm, the gated SiLU MLP), each computing in transformers'
 //! rounding order so a family built from them keeps parity in every dtype.
 
+pub mod attention;
 pub mod kernels;
 mod mlp;
 mod norm;

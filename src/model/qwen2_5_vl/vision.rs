@@ -90,6 +90,9 @@ fn segment_attention(
     scale: f64,
     chunk: usize,
 ) -> candle_core::Result<Tensor> {
+    if let Some(fused) = crate::model::nn::attention::segment_attention(q, k, v, cu, scale, chunk) {
+        return fused;
+    }
     let (_, heads, _, head_dim) = q.dims4()?;
     let mut outs = Vec::with_capacity(cu.len());
     let mut i = 0;
