@@ -30,6 +30,29 @@ pub const NO_COLOR: &str = "NO_COLOR";
 /// Set (non-empty, not `0`): colour even when the stream is not a terminal.
 pub const CLICOLOR_FORCE: &str = "CLICOLOR_FORCE";
 
+/// Set (non-empty, not `0`): candle's ops everywhere instead of huescan's CPU kernels (`model::nn::kernels`,
+/// `model::nn::attention`), to time the two side by side.
+pub const HUESCAN_PLAIN_KERNELS: &str = "HUESCAN_PLAIN_KERNELS";
+/// How long (in pause instructions) a worker of candle's CPU elementwise pool spins after each op before it
+/// parks; candle's default is 25 000. Read by candle once, when its pool starts.
+pub const CANDLE_BARRIER_POOL_SPIN_LIMIT: &str = "CANDLE_BARRIER_POOL_SPIN_LIMIT";
+/// huescan's [`CANDLE_BARRIER_POOL_SPIN_LIMIT`] where the user set none ([`limit_candle_spinning`]).
+pub const CANDLE_SPIN_LIMIT: u32 = 1000;
+
+/// Sets [`CANDLE_BARRIER_POOL_SPIN_LIMIT`] to [`CANDLE_SPIN_LIMIT`] unless the user set it. Call it first
+/// thing in `main`, before any thread starts (setting a variable races with other threads reading one).
+///
+/// candle 0.11 runs its elementwise ops on a pool of its own next to rayon's, whose worker spins for 25 000
+/// pauses (~0.3 ms) after every op. The products that follow run on rayon's workers, so on a machine with as
+/// many cores as threads that spinner takes a core from one half of the next product while the other half
+/// finishes and waits (`perf record -a` of the extraction job, BENCHMARKS.md). With ~1 000 pauses it parks
+/// after tens of microseconds, still long enough to catch the next op of a run of elementwise ops.
+pub fn limit_candle_spinning() {
+    if std::env::var_os(CANDLE_BARRIER_POOL_SPIN_LIMIT).is_none() {
+        std::env::set_var(CANDLE_BARRIER_POOL_SPIN_LIMIT, CANDLE_SPIN_LIMIT.to_string());
+    }
+}
+
 /// A source of environment variables; the process environment in production, a map in tests.
 pub trait Env {
     fn var(&self, name: &str) -> Option<String>;

@@ -16,6 +16,7 @@ mod cli;
 use huescan::{env, extract, fsx, manifold, model, nan_json, report, runinfo, settings, steer, stimuli, store};
 
 fn main() -> ExitCode {
+    env::limit_candle_spinning();
     let cli = cli::Cli::parse();
     cli::init_logging(&cli.global);
     match cli::run(cli) {

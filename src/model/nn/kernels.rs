@@ -26,7 +26,8 @@ const ELEMENTWISE_CHUNK: usize = 1 << 14;
 /// Whether `HUESCAN_PLAIN_KERNELS` asks for candle's ops (read once).
 fn plain() -> bool {
     static PLAIN: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *PLAIN.get_or_init(|| std::env::var_os("HUESCAN_PLAIN_KERNELS").is_some_and(|v| !v.is_empty() && v != "0"))
+    *PLAIN
+        .get_or_init(|| std::env::var_os(crate::env::HUESCAN_PLAIN_KERNELS).is_some_and(|v| !v.is_empty() && v != "0"))
 }
 
 /// `f` on the f32 CPU data of a contiguous tensor, or `None` (another device, dtype or layout, or
