@@ -11,8 +11,9 @@
 //! - The gated MLP's `silu(gate) * up` is one pass on candle's threads instead of two single-threaded ones
 //!   (candle's CPU unary and binary maps run on one core), with a vectorised `exp`, within 4 ulp of candle's.
 //!
-//! `HUESCAN_PLAIN_KERNELS=1` in the environment turns both off (candle's ops everywhere), so one binary can
-//! time the two side by side (scripts/bench/extract_job.py --plain-kernels).
+//! `HUESCAN_PLAIN_KERNELS=1` in the environment turns both off, and the fused attention of
+//! [`super::attention`] too (candle's ops everywhere), so one binary can time the two side by side
+//! (scripts/bench/extract_job.py --plain-kernels).
 
 use candle_core::{CpuStorage, DType, Module, Shape, Storage, Tensor};
 use candle_nn::VarBuilder;
