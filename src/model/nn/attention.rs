@@ -30,7 +30,7 @@ pub fn segment_attention(
 ) -> Option<candle_core::Result<Tensor>> {
     let Ok((1, heads, n, head_dim)) = q.dims4() else { return None };
     let same = |t: &Tensor| t.dims() == q.dims() && t.dtype() == DType::F32;
-    if !same(k) || !same(v) || q.dtype() != DType::F32 || !q.device().is_cpu() || chunk == 0 {
+    if !same(k) || !same(v) || q.dtype() != DType::F32 || !q.device().is_cpu() || chunk == 0 || n * head_dim == 0 {
         return None;
     }
     if cu.first() != Some(&0) || cu.last() != Some(&n) || cu.windows(2).any(|w| w[1] < w[0]) {
@@ -177,5 +177,7 @@ mod tests {
         assert!(segment_attention(&f64s, &f64s, &f64s, &[0, 4], 1.0, 4).is_none());
         let strided = Tensor::zeros((1, 4, 2, 8), DType::F32, &dev).unwrap().transpose(1, 2).unwrap();
         assert!(segment_attention(&strided, &strided, &strided, &[0, 4], 1.0, 4).is_none());
+        let empty = Tensor::zeros((1, 2, 0, 8), DType::F32, &dev).unwrap();
+        assert!(segment_attention(&empty, &empty, &empty, &[0], 1.0, 4).is_none(), "nothing to attend");
     }
 }

@@ -310,10 +310,10 @@ struct RowMajorDst {
 unsafe impl Sync for RowMajorDst {}
 
 impl RowMajorDst {
-    /// Writes columns `range` of every row from `cols` (those columns, column-major, `rows` long each), in
-    /// tiles of [`TILE`]x[`TILE`]: a tile reads `TILE` column segments of one cache line or so each and
-    /// writes `TILE` row segments, so both sides stay in L1 (3–4x the scalar element walk in a scratch bench
-    /// at 256x3420).
+    /// Writes the columns `col0..` of every row from `finished` (those columns of the column-major product
+    /// buffer), in tiles of [`TILE`]x[`TILE`]: a tile reads `TILE` column segments of one cache line each and
+    /// writes `TILE` row segments, so both sides stay in L1 (2–4x the element-by-element walk in a scratch
+    /// bench at 256x3420).
     ///
     /// # Safety
     /// No other thread may write columns `col0..col0 + finished.ncols()` of the output.
