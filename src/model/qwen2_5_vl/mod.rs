@@ -286,7 +286,7 @@ impl Qwen25VlModel {
     /// [`Positions::All`] at a decoder point (the embeddings, any block point, the final norm) also apply to every
     /// generated token; other position modes, and vision-tower points, touch the prompt only.
     pub fn generate(&self, sample: &Sample, max_new_tokens: usize, hooks: &HookSet) -> Result<Vec<u32>, Error> {
-        on_compute_threads(|| {
+        on_compute_threads(&self.device, || {
             let positions = self.positions(sample)?;
             let mut cache = KvCache::new(self.n_layers());
             let (last, _) =
@@ -503,7 +503,7 @@ impl Qwen25VlModel {
     /// text after the image; the prefix every prompt shares before its image then runs once and its keys and
     /// values serve the batch ([`Self::shared_prefix`]).
     pub fn forward_samples(&self, batch: &[Sample], hooks: &HookSet, pooling: Pooling) -> Result<Captures, Error> {
-        on_compute_threads(|| {
+        on_compute_threads(&self.device, || {
             let cut = self.cut_after_image(batch, hooks, pooling);
             let batch = cut.as_deref().unwrap_or(batch);
             let mut caps = Captures::default();
