@@ -45,8 +45,9 @@ pub const CANDLE_SPIN_LIMIT: u32 = 1000;
 /// candle 0.11 runs its elementwise ops on a pool of its own next to rayon's, whose worker spins for 25 000
 /// pauses (a fraction of a millisecond) after every op. The products that follow run on rayon's workers, so
 /// on a machine with as many cores as threads that spinner takes a core from one half of the next product
-/// while the other half finishes and waits (`perf record -a` of the extraction job, BENCHMARKS.md). With ~1 000 pauses it parks
-/// after tens of microseconds, still long enough to catch the next op of a run of elementwise ops.
+/// while the other half finishes and waits (`perf record -a` of the extraction job, BENCHMARKS.md). With
+/// ~1 000 pauses it parks after tens of microseconds, still long enough to catch the next op of a run of
+/// elementwise ops.
 pub fn limit_candle_spinning() {
     if std::env::var_os(CANDLE_BARRIER_POOL_SPIN_LIMIT).is_none() {
         std::env::set_var(CANDLE_BARRIER_POOL_SPIN_LIMIT, CANDLE_SPIN_LIMIT.to_string());
