@@ -113,25 +113,27 @@ fn softmax_scaled(row: &mut [f32], scale: f32) {
     row.iter_mut().for_each(|x| *x /= sum);
 }
 
+/// candle's ops one segment at a time, all query rows at once: the plain definition the fused pass and the
+/// vision tower's batched path are tested against.
+#[cfg(test)]
+pub(crate) fn candle_reference(q: &Tensor, k: &Tensor, v: &Tensor, cu: &[usize], scale: f64) -> Tensor {
+    let outs: Vec<Tensor> = cu
+        .windows(2)
+        .filter(|w| w[1] > w[0])
+        .map(|w| {
+            let (s, l) = (w[0], w[1] - w[0]);
+            let (qs, ks, vs) = (q.narrow(2, s, l).unwrap(), k.narrow(2, s, l).unwrap(), v.narrow(2, s, l).unwrap());
+            let att = candle_nn::ops::softmax_last_dim(&(qs.matmul(&ks.t().unwrap()).unwrap() * scale).unwrap());
+            att.unwrap().matmul(&vs).unwrap()
+        })
+        .collect();
+    Tensor::cat(&outs, 2).unwrap()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use candle_core::Device;
-
-    /// candle's ops, segment by segment.
-    fn candle_reference(q: &Tensor, k: &Tensor, v: &Tensor, cu: &[usize], scale: f64) -> Tensor {
-        let outs: Vec<Tensor> = cu
-            .windows(2)
-            .filter(|w| w[1] > w[0])
-            .map(|w| {
-                let (s, l) = (w[0], w[1] - w[0]);
-                let (qs, ks, vs) = (q.narrow(2, s, l).unwrap(), k.narrow(2, s, l).unwrap(), v.narrow(2, s, l).unwrap());
-                let att = candle_nn::ops::softmax_last_dim(&(qs.matmul(&ks.t().unwrap()).unwrap() * scale).unwrap());
-                att.unwrap().matmul(&vs).unwrap()
-            })
-            .collect();
-        Tensor::cat(&outs, 2).unwrap()
-    }
 
     #[test]
     fn fused_segments_equal_candles_ops() {

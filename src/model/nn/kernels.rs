@@ -503,9 +503,8 @@ mod tests {
         assert!((one[n - 1] - naive).abs() < 1e-4, "{} vs {naive}", one[n - 1]);
     }
 
-    /// Within 4 ulp (relative) of candle's `silu(gate) * up`, and equal to it where candle's path runs.
-    /// The two ways of running the product give the same bits, with and without a bias, over several depth
-    /// blocks of faer's kernels (512) and with remainders of their register tiles.
+    /// `split_columns` hands every column to exactly one task's `done`, after that task's product: what
+    /// the in-task copy of the column-major route relies on.
     #[test]
     fn every_column_is_reported_done_once_after_its_product() {
         let (m, k, n) = (3, 5, 301);
@@ -535,6 +534,8 @@ mod tests {
         }
     }
 
+    /// The two ways of running the product give the same bits, with and without a bias, over several depth
+    /// blocks of faer's kernels (512) and with remainders of their register tiles.
     #[test]
     fn column_major_route_equals_row_major_route_bit_for_bit() {
         for (m, k, n) in [(5, 700, 37), (79, 1300, 301), (130, 1100, 97), (1, 600, 64)] {
@@ -574,6 +575,7 @@ mod tests {
         }
     }
 
+    /// Within 4 ulp (relative) of candle's `silu(gate) * up`, and equal to it where candle's path runs.
     #[test]
     fn silu_mul_is_candles_silu_times_up_within_4_ulp() {
         let dev = Device::Cpu;
