@@ -75,6 +75,7 @@ fn job_gemm_rates(device: &candle_core::Device, dtype: DType) -> anyhow::Result<
 fn main() -> anyhow::Result<()> {
     // As the binary does, so the vision tower is timed under the same candle pool setting as the job.
     huescan::env::limit_candle_spinning();
+    huescan::model::nn::kernels::keep_freed_buffers();
     let args: Vec<String> = std::env::args().skip(1).filter(|a| a != "--bench").collect();
     let fixture = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/qwen-tiny");
     let (dir, inputs, prefix) = match args.as_slice() {

@@ -17,6 +17,7 @@ use huescan::{env, extract, fsx, manifold, model, nan_json, report, runinfo, set
 
 fn main() -> ExitCode {
     env::limit_candle_spinning();
+    model::nn::kernels::keep_freed_buffers();
     let cli = cli::Cli::parse();
     cli::init_logging(&cli.global);
     match cli::run(cli) {
