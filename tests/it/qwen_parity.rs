@@ -676,3 +676,42 @@ fn image_mean_extraction_cut_after_the_image_with_a_shared_prefix_stores_what_th
     last.interventions[0].positions = Positions::Last;
     assert!(model.cut_after_image(&batch, &last, Pooling::ImageMean).is_none(), "a last-token intervention");
 }
+
+/// The shared prefix runs once per model, not once per batch: a later batch with the same prefix and depth
+/// reuses its keys and values, and a batch with another prefix or another depth runs its own. Either way the
+/// stored numbers are those of a freshly loaded model, bit for bit.
+#[test]
+fn the_shared_prefix_is_kept_across_batches_and_rerun_when_the_prefix_or_depth_changes() {
+    let r = Reference::load();
+    let model = load(&fixture().join("model"), DType::F32);
+    let fresh = || load(&fixture().join("model"), DType::F32);
+    let points = model.all_hook_points();
+    let deep = HookSet { stop_early: true, ..HookSet::capture(points.clone()) };
+    let shallow = HookSet { stop_early: true, ..HookSet::capture(vec![HookPoint::ResidPost(0)]) };
+    let b = r.sample("b");
+    let image = model.config().image_token_id;
+    let first = b.input_ids.iter().position(|&i| i == image).unwrap();
+    // Another prompt prefix: one token before the image changed to another text token.
+    let mut other = b.clone();
+    let j = first - 2;
+    other.input_ids[j] = if b.input_ids[j] == 10 { 11 } else { 10 };
+    let run = |m: &Qwen25VlModel, s: &Sample, hooks: &HookSet| {
+        m.forward_samples(std::slice::from_ref(s), hooks, Pooling::ImageMean).unwrap()
+    };
+    let same = |a: &huescan::model::Captures, b: &huescan::model::Captures| {
+        a.layers.len() == b.layers.len() && a.layers.iter().all(|(p, x)| rel_err(x, &b.layers[p]) == 0.0)
+    };
+    let with_other = run(&model, &other, &deep);
+    assert!(same(&with_other, &run(&fresh(), &other, &deep)), "the first prefix run");
+    let again = run(&model, &b, &deep);
+    assert!(same(&again, &run(&fresh(), &b, &deep)), "another prefix is run, not reused");
+    let p = &HookPoint::ResidPost(0);
+    assert!(rel_err(&again.layers[p], &with_other.layers[p]) > 1e-4, "the prefix change shows downstream");
+    assert!(same(&run(&model, &b, &deep), &again), "the kept prefix serves the next batch");
+    // A shallow run first keeps the prefix through fewer blocks, which a deeper run must not reuse.
+    let shallow_first = fresh();
+    let want = run(&fresh(), &b, &shallow);
+    assert!(same(&run(&shallow_first, &b, &shallow), &want), "a shallow prefix run");
+    assert!(same(&run(&shallow_first, &b, &deep), &again), "a deeper run after it runs its own prefix");
+    assert!(same(&run(&shallow_first, &b, &shallow), &want), "and a shallow one after that");
+}

@@ -74,6 +74,8 @@ pub struct Qwen25VlModel {
     device: Device,
     dtype: DType,
     prompt: Option<Prompt>,
+    /// The keys and values of the last shared prompt prefix run ([`Self::prefix_cache`]).
+    prefix_kv: std::sync::Mutex<Option<reduce::PrefixKv>>,
 }
 
 impl Qwen25VlModel {
@@ -123,6 +125,7 @@ impl Qwen25VlModel {
             device: device.clone(),
             dtype,
             prompt,
+            prefix_kv: Default::default(),
         })
     }
 
@@ -501,7 +504,8 @@ impl Qwen25VlModel {
     /// cut after its last image token: with causal attention no state at an image token depends on a later
     /// token, so the pooled captures are those of the whole prompt (up to float summation order) without the
     /// text after the image; the prefix every prompt shares before its image then runs once and its keys and
-    /// values serve the batch ([`Self::shared_prefix`]).
+    /// values serve the batch and every later batch with the same prefix ([`Self::shared_prefix`],
+    /// [`Self::prefix_cache`]).
     pub fn forward_samples(&self, batch: &[Sample], hooks: &HookSet, pooling: Pooling) -> Result<Captures, Error> {
         on_compute_threads(&self.device, || {
             let cut = self.cut_after_image(batch, hooks, pooling);
@@ -517,13 +521,7 @@ impl Qwen25VlModel {
             };
             let (normed, layout) = match cut.as_ref().and_then(|c| self.shared_prefix(c)) {
                 Some(past) => {
-                    // The prefix holds no image token, so no capture is pooled there and no intervention (vision
-                    // points, image tokens only, as for the cut) changes it: one run serves every sample.
-                    let mut head = KvCache::new(self.n_layers());
-                    let prefix = self.text_sample(&batch[0].input_ids[..past]);
-                    let quiet = HookSet::default();
-                    self.prefill(std::slice::from_ref(&prefix), &quiet, Some(&mut head), blocks, 0, &mut |_, _, _| Ok(()))?;
-                    let mut cache = head.repeat(batch.len())?;
+                    let mut cache = self.prefix_cache(&batch[0].input_ids[..past], blocks)?.repeat(batch.len())?;
                     self.prefill(batch, hooks, Some(&mut cache), blocks, past, &mut on_point)?
                 }
                 None => self.prefill(batch, hooks, None, blocks, 0, &mut on_point)?,

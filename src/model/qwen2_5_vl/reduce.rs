@@ -1,11 +1,19 @@
 //! Doing only the work the stored outputs need (issue 17): an image-mean extraction cuts each prompt after its
-//! image and runs the prompt prefix the batch shares once. Both are exact up to float summation order because
-//! attention is causal; tests/it/qwen_parity.rs compares them with the full forward.
+//! image and runs the prompt prefix the samples share once per run. Both are exact up to float summation order
+//! because attention is causal; tests/it/qwen_parity.rs compares them with the full forward.
 
 use candle_core::Tensor;
 
-use super::{Layout, Qwen25VlModel, Sample};
+use super::{KvCache, Layout, Qwen25VlModel, Sample};
 use crate::model::{Component, Error, HookSet, Intervention, Pooling, Positions};
+
+/// The keys and values of one prompt prefix run alone, and what they depend on besides the weights.
+#[derive(Debug)]
+pub(super) struct PrefixKv {
+    ids: Vec<u32>,
+    blocks: Option<usize>,
+    cache: KvCache,
+}
 
 impl Qwen25VlModel {
     /// The batch [`Self::forward_samples`] runs instead of `batch`: every prompt cut after its last image token,
@@ -44,6 +52,29 @@ impl Qwen25VlModel {
             .take_while(|&j| first.input_ids[j] != image_id && cut.iter().all(|s| s.input_ids[j] == first.input_ids[j]))
             .count();
         (n > 0).then_some(n)
+    }
+}
+
+impl Qwen25VlModel {
+    /// The keys and values of the prompt prefix `ids` through the first `blocks` blocks (all when `None`), run
+    /// as a batch of one with no hooks, or the copy kept from the last call with the same arguments.
+    ///
+    /// The prefix holds no image token, so no capture is pooled there and no intervention of a cut batch
+    /// (vision points, image tokens) changes it: one run serves every batch of an extraction. At batch 1 that
+    /// takes a prefill of the ~15 prefix tokens, which streams every decoder weight from memory once more, out
+    /// of each image's forward. The kept copy is the very tensors the first run made, so the stored numbers
+    /// do not depend on the batch or on the order of the batches.
+    pub(super) fn prefix_cache(&self, ids: &[u32], blocks: Option<usize>) -> Result<KvCache, Error> {
+        let mut kept = self.prefix_kv.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(p) = kept.as_ref().filter(|p| p.ids == ids && p.blocks == blocks) {
+            return Ok(p.cache.clone());
+        }
+        let mut cache = KvCache::new(self.n_layers());
+        let prefix = self.text_sample(ids);
+        let quiet = HookSet::default();
+        self.prefill(std::slice::from_ref(&prefix), &quiet, Some(&mut cache), blocks, 0, &mut |_, _, _| Ok(()))?;
+        *kept = Some(PrefixKv { ids: ids.to_vec(), blocks, cache: cache.clone() });
+        Ok(cache)
     }
 }
 

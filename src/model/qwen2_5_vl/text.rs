@@ -17,7 +17,7 @@ const MASKED: f32 = -1e30;
 const QUERY_CHUNK: usize = 1024;
 
 /// Keys and values of every layer so far, `(batch, kv_heads, len, head_dim)` each, rotary already applied.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct KvCache {
     layers: Vec<Option<(Tensor, Tensor)>>,
 }
