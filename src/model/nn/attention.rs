@@ -54,6 +54,110 @@ pub fn segment_attention(
     Some(Tensor::from_vec(out, (1, heads, n, head_dim), q.device()))
 }
 
+/// The vision tower's attention from its fused projection: `qkv (n, 3 · heads · head_dim)` (each row `q`, then
+/// `k`, then `v`, head after head), rotary `cos, sin (n, head_dim / 2)` on `q` and `k`, softmax attention
+/// inside each segment of `cu`, returned as `(n, heads · head_dim)`; `None` where the inputs are not
+/// contiguous f32 on the CPU (or `HUESCAN_PLAIN_KERNELS` is set), so the caller runs candle's ops.
+///
+/// The same numbers as splitting `qkv` into heads with candle's ops, `candle_nn::rotary_emb::rope` on `q` and
+/// `k` and [`segment_attention`], bit for bit (tested), in one rayon task per head: each task gathers its
+/// head's rows with the rotary applied (candle's formula) and attends, and the heads' outputs are interleaved
+/// back into rows in one more parallel pass. Through candle's ops the head split was three strided copies of
+/// the whole `(n, 3 · width)` activation and the merge a fourth, each on one thread while the other core
+/// waited, plus two zero-filled rotary outputs.
+#[allow(clippy::too_many_arguments)]
+pub fn qkv_segment_attention(
+    qkv: &Tensor,
+    heads: usize,
+    cos: &Tensor,
+    sin: &Tensor,
+    cu: &[usize],
+    scale: f64,
+    chunk: usize,
+) -> Option<candle_core::Result<Tensor>> {
+    let (n, three_width) = qkv.dims2().ok()?;
+    let width = three_width / 3;
+    let head_dim = width.checked_div(heads)?;
+    let half = head_dim / 2;
+    let table = |t: &Tensor| t.dims() == [n, half] && t.dtype() == DType::F32;
+    if qkv.dtype() != DType::F32 || !qkv.device().is_cpu() || 3 * heads * head_dim != three_width {
+        return None;
+    }
+    if !table(cos) || !table(sin) || head_dim % 2 != 0 || chunk == 0 || n * head_dim == 0 {
+        return None;
+    }
+    if cu.first() != Some(&0) || cu.last() != Some(&n) || cu.windows(2).any(|w| w[1] < w[0]) {
+        return None;
+    }
+    let out = with_f32(qkv, |qkv| {
+        with_f32(cos, |cos| {
+            with_f32(sin, |sin| {
+                let dims = Dims { head_dim, chunk, scale: scale as f32 };
+                let per_head: Vec<Vec<f32>> = (0..heads)
+                    .into_par_iter()
+                    .map(|h| {
+                        let (q, k, v) = head_rows(qkv, cos, sin, h, width, head_dim);
+                        let mut out = vec![0f32; n * head_dim];
+                        head_attention(&mut out, &q, &k, &v, cu, dims);
+                        out
+                    })
+                    .collect();
+                let mut out = vec![0f32; n * width];
+                out.par_chunks_mut(width * ROWS_PER_TASK).enumerate().for_each(|(block, rows)| {
+                    for (i, row) in rows.chunks_exact_mut(width).enumerate() {
+                        let r = block * ROWS_PER_TASK + i;
+                        for (dst, head) in row.chunks_exact_mut(head_dim).zip(&per_head) {
+                            dst.copy_from_slice(&head[r * head_dim..(r + 1) * head_dim]);
+                        }
+                    }
+                });
+                out
+            })
+        })
+    })???;
+    Some(Tensor::from_vec(out, (n, width), qkv.device()))
+}
+
+/// Rows per task of the pass that interleaves the heads' outputs.
+const ROWS_PER_TASK: usize = 64;
+
+/// Head `h`'s `(q, k, v)`, `(n, head_dim)` each, out of the `(n, 3 · width)` projection, with the rotary on
+/// `q` and `k` as `candle_nn::rotary_emb::rope` computes it (non-interleaved halves, the same operations in
+/// the same order, so the same bits).
+fn head_rows(
+    qkv: &[f32],
+    cos: &[f32],
+    sin: &[f32],
+    h: usize,
+    width: usize,
+    head_dim: usize,
+) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let half = head_dim / 2;
+    let n = cos.len() / half.max(1);
+    let (mut q, mut k, mut v) = (vec![0f32; n * head_dim], vec![0f32; n * head_dim], vec![0f32; n * head_dim]);
+    let rows = qkv.chunks_exact(3 * width).zip(cos.chunks_exact(half).zip(sin.chunks_exact(half)));
+    for (r, (row, (c, s))) in rows.enumerate() {
+        let dst = r * head_dim..(r + 1) * head_dim;
+        let at = |part: usize| &row[part * width + h * head_dim..part * width + (h + 1) * head_dim];
+        rotate(&mut q[dst.clone()], at(0), c, s);
+        rotate(&mut k[dst.clone()], at(1), c, s);
+        v[dst].copy_from_slice(at(2));
+    }
+    (q, k, v)
+}
+
+/// `dst = x·cos + rotate_half(x)·sin` for one row: candle's CPU rope kernel, term for term.
+#[inline(always)]
+fn rotate(dst: &mut [f32], x: &[f32], cos: &[f32], sin: &[f32]) {
+    let half = cos.len();
+    let (x1, x2) = x.split_at(half);
+    let (d1, d2) = dst.split_at_mut(half);
+    for i in 0..half {
+        d1[i] = x1[i] * cos[i] - x2[i] * sin[i];
+        d2[i] = x1[i] * sin[i] + x2[i] * cos[i];
+    }
+}
+
 /// What every segment of a head shares.
 #[derive(Clone, Copy)]
 struct Dims {
@@ -169,6 +273,38 @@ mod tests {
         let (a, b) = (part(&all).flatten_all().unwrap().to_vec1::<f32>().unwrap(), alone.flatten_all().unwrap());
         let b = b.to_vec1::<f32>().unwrap();
         assert!(a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits()));
+    }
+
+    /// The fused path from `qkv` against candle's head split, rope and the per-head segment attention, bit for
+    /// bit, over windows, an empty segment and query chunks.
+    #[test]
+    fn qkv_attention_equals_the_head_split_rope_and_segment_attention_bit_for_bit() {
+        let dev = Device::Cpu;
+        let (n, heads, head_dim) = (49, 3, 8);
+        let width = heads * head_dim;
+        let cu = [0, 8, 16, 24, 29, 29, 49];
+        let qkv = Tensor::randn(0f32, 1.0, (n, 3 * width), &dev).unwrap();
+        let angles = Tensor::randn(0f32, 2.0, (n, head_dim / 2), &dev).unwrap();
+        let (cos, sin) = (angles.cos().unwrap(), angles.sin().unwrap());
+        let split = qkv.reshape((n, 3, heads, head_dim)).unwrap().permute((1, 2, 0, 3)).unwrap();
+        let part = |i: usize| split.get(i).unwrap().unsqueeze(0).unwrap().contiguous().unwrap();
+        let q = candle_nn::rotary_emb::rope(&part(0), &cos, &sin).unwrap();
+        let k = candle_nn::rotary_emb::rope(&part(1), &cos, &sin).unwrap();
+        for chunk in [3, 64] {
+            let want = segment_attention(&q, &k, &part(2), &cu, 0.3, chunk).unwrap().unwrap();
+            let want = want.squeeze(0).unwrap().transpose(0, 1).unwrap().reshape((n, width)).unwrap();
+            let got = qkv_segment_attention(&qkv, heads, &cos, &sin, &cu, 0.3, chunk).unwrap().unwrap();
+            assert_eq!(got.dims(), [n, width]);
+            let bits = |t: &Tensor| {
+                t.flatten_all().unwrap().to_vec1::<f32>().unwrap().iter().map(|x| x.to_bits()).collect::<Vec<_>>()
+            };
+            assert_eq!(bits(&got), bits(&want), "chunk {chunk}");
+        }
+        let odd = Tensor::zeros((n, 3 * 3 * 5), DType::F32, &dev).unwrap();
+        let table = Tensor::zeros((n, 2), DType::F32, &dev).unwrap();
+        assert!(qkv_segment_attention(&odd, 3, &table, &table, &cu, 1.0, 4).is_none(), "an odd head width");
+        assert!(qkv_segment_attention(&qkv, heads, &table, &table, &cu, 1.0, 4).is_none(), "tables of another width");
+        assert!(qkv_segment_attention(&qkv, heads, &cos, &sin, &[0, 50], 1.0, 4).is_none(), "a segment past the rows");
     }
 
     #[test]

@@ -11,6 +11,7 @@ use candle_core::{DType, Module, Tensor};
 use candle_nn::VarBuilder;
 
 use super::config::VisionConfig;
+use crate::model::nn::attention::qkv_segment_attention;
 use crate::model::nn::kernels::{linear, Linear};
 use super::rope::{full_cu_seqlens, vision_cos_sin, vision_patch_positions, window_index};
 use crate::model::nn::{GatedMlp, RmsNorm};
@@ -64,7 +65,12 @@ impl VisionAttention {
     pub(crate) fn forward(&self, xs: &Tensor, cu: &[usize], cos: &Tensor, sin: &Tensor) -> candle_core::Result<Tensor> {
         let (n, hidden) = xs.dims2()?;
         let dtype = xs.dtype();
-        let qkv = self.qkv.forward(xs)?.reshape((n, 3, self.num_heads, self.head_dim))?;
+        let scale = 1.0 / (self.head_dim as f64).sqrt();
+        let qkv = self.qkv.forward(xs)?;
+        if let Some(fused) = qkv_segment_attention(&qkv, self.num_heads, cos, sin, cu, scale, QUERY_CHUNK) {
+            return self.proj.forward(&fused?);
+        }
+        let qkv = qkv.reshape((n, 3, self.num_heads, self.head_dim))?;
         let qkv = qkv.permute((1, 2, 0, 3))?.to_dtype(DType::F32)?; // (3, heads, n, head_dim)
         let part = |i: usize| qkv.get(i)?.unsqueeze(0)?.contiguous();
         let q = candle_nn::rotary_emb::rope(&part(0)?, cos, sin)?;
@@ -72,7 +78,6 @@ impl VisionAttention {
         // transformers rounds q and k back to the model dtype after the rotary.
         let (q, k) = (q.to_dtype(dtype)?.to_dtype(DType::F32)?, k.to_dtype(dtype)?.to_dtype(DType::F32)?);
         let v = part(2)?;
-        let scale = 1.0 / (self.head_dim as f64).sqrt();
         let out = segment_attention(&q, &k, &v, cu, scale, QUERY_CHUNK)?; // (1, heads, n, head_dim)
         let out = out.squeeze(0)?.transpose(0, 1)?.reshape((n, hidden))?.to_dtype(dtype)?;
         self.proj.forward(&out)
