@@ -22,7 +22,7 @@ use rayon::prelude::*;
 
 /// Elements per parallel task of the elementwise kernels (a few cache lines' worth of work per task is too
 /// little to amortise rayon's scheduling).
-const ELEMENTWISE_CHUNK: usize = 1 << 14;
+pub(crate) const ELEMENTWISE_CHUNK: usize = 1 << 14;
 
 /// Whether `HUESCAN_PLAIN_KERNELS` asks for candle's ops (read once).
 fn plain() -> bool {
