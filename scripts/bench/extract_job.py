@@ -273,9 +273,12 @@ def compare(a, b):
     return {k: float(np.abs(a[k] - b[k]).max() / np.abs(b[k]).max()) for k in sorted(b)}
 
 
-def job_flops(n_images, batch_tokens=96, cut_tokens=79):
-    """Multiply-add FLOPs of the job per image from the config: vision tower, then the decoder over the prompt
-    (huescan: cut after the image; transformers: the whole prompt). Elementwise work is left out."""
+def job_flops(n_images, prefix_tokens=15, image_tokens=64, batch_tokens=96):
+    """Multiply-add FLOPs of the job per image from the config: vision tower, then the decoder. transformers
+    runs the whole prompt of every image; huescan cuts it after the image and runs the prefix before the image
+    once per run (its keys and values serve every image), so its decoder work per image is the image tokens
+    attending over prefix + image, plus the prefix's own work shared by the images. Elementwise work is left
+    out; attention counts one product of (queries x keys x width) per layer, as before."""
     cfg = json.loads((CKPT / "config.json").read_text())
     t, v = cfg.get("text_config", cfg), cfg["vision_config"]
     h, inter, nl = t["hidden_size"], t["intermediate_size"], t["num_hidden_layers"]
@@ -287,9 +290,11 @@ def job_flops(n_images, batch_tokens=96, cut_tokens=79):
     for blk in range(v["depth"]):
         f += p * vh * 4 * vh + 3 * p * vh * vi + 2 * p * (p if blk in v["fullatt_block_indexes"] else window) * vh
     f += (p // merge) * (merge * vh) ** 2 + (p // merge) * merge * vh * v["out_hidden_size"]
-    dec = lambda s: nl * (s * h * (2 * h + 2 * kv) + 3 * s * h * inter + s * s * h)  # noqa: E731
-    return {"vision": 2 * f / 1e9, "huescan": 2 * (f + dec(cut_tokens)) / 1e9,
-            "transformers": 2 * (f + dec(batch_tokens)) / 1e9}
+    dec = lambda q, keys: nl * (q * h * (2 * h + 2 * kv) + 3 * q * h * inter + q * keys * h)  # noqa: E731
+    seen = prefix_tokens + image_tokens
+    huescan = dec(image_tokens, seen) + dec(prefix_tokens, prefix_tokens) / n_images
+    return {"vision": 2 * f / 1e9, "huescan": 2 * (f + huescan) / 1e9,
+            "transformers": 2 * (f + dec(batch_tokens, batch_tokens)) / 1e9}
 
 
 def med(rows, key):
