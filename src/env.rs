@@ -36,6 +36,9 @@ pub const HUESCAN_PLAIN_KERNELS: &str = "HUESCAN_PLAIN_KERNELS";
 /// How long (in pause instructions) a worker of candle's CPU elementwise pool spins after each op before it
 /// parks; candle's default is 25 000. Read by candle once, when its pool starts.
 pub const CANDLE_BARRIER_POOL_SPIN_LIMIT: &str = "CANDLE_BARRIER_POOL_SPIN_LIMIT";
+/// glibc's own arena limit. When it is set, huescan leaves the arena count to it instead of pinning every
+/// thread to one arena (`model::nn::kernels::keep_freed_buffers`).
+pub const MALLOC_ARENA_MAX: &str = "MALLOC_ARENA_MAX";
 /// huescan's [`CANDLE_BARRIER_POOL_SPIN_LIMIT`] where the user set none ([`limit_candle_spinning`]).
 pub const CANDLE_SPIN_LIMIT: u32 = 1000;
 

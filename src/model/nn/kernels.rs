@@ -201,8 +201,10 @@ pub fn on_compute_threads<R: Send>(device: &candle_core::Device, f: impl FnOnce(
 /// thread's own glibc arena is made of heaps of at most 64 MiB that are unmapped whenever they empty, so
 /// the batch-8 job's 28–31 MB activations kept faulting fresh pages there whatever the thresholds say
 /// (`clear_page_erms` and the fault path ~2.5 % of the samples); in the main arena the trim threshold
-/// holds. The forward's allocations are few and large, so the shared arena's lock costs nothing measurable.
-/// A/B (BENCHMARKS.md): batch-8 loop 9.87–10.00 s → 9.19–9.38 s, batch 1 unchanged.
+/// holds. The forward's allocations are few and large, and the parallel analysis allocates a few matrices per
+/// permutation next to milliseconds of arithmetic (small blocks come from glibc's per-thread caches without
+/// the lock), so the shared arena's lock costs nothing measurable. A/B (BENCHMARKS.md): batch-8 loop
+/// 9.87–10.00 s → 9.19–9.38 s, batch 1 unchanged. A `MALLOC_ARENA_MAX` in the environment is left in charge.
 pub fn keep_freed_buffers() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
@@ -210,7 +212,9 @@ pub fn keep_freed_buffers() {
         // SAFETY: `mallopt` only sets allocator parameters; all three are valid for glibc (a failure returns
         // 0 and leaves the defaults, which are only slower).
         unsafe {
-            libc::mallopt(libc::M_ARENA_MAX, 1);
+            if std::env::var_os(crate::env::MALLOC_ARENA_MAX).is_none() {
+                libc::mallopt(libc::M_ARENA_MAX, 1);
+            }
             libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
             libc::mallopt(libc::M_TRIM_THRESHOLD, 1 << 30);
         }
