@@ -505,7 +505,7 @@ impl Qwen25VlModel {
     /// token, so the pooled captures are those of the whole prompt (up to float summation order) without the
     /// text after the image; the prefix every prompt shares before its image then runs once and its keys and
     /// values serve the batch and every later batch with the same prefix ([`Self::shared_prefix`],
-    /// [`Self::prefix_cache`]).
+    /// `prefix_cache`).
     pub fn forward_samples(&self, batch: &[Sample], hooks: &HookSet, pooling: Pooling) -> Result<Captures, Error> {
         on_compute_threads(&self.device, || {
             let cut = self.cut_after_image(batch, hooks, pooling);
