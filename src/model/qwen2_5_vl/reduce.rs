@@ -53,9 +53,7 @@ impl Qwen25VlModel {
             .count();
         (n > 0).then_some(n)
     }
-}
 
-impl Qwen25VlModel {
     /// The keys and values of the prompt prefix `ids` through the first `blocks` blocks (all when `None`), run
     /// as a batch of one with no hooks, or the copy kept from the last call with the same arguments.
     ///
